@@ -1,0 +1,87 @@
+"""The typer application and the shared error handling of every command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click; older releases depend on it
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException
+
+from convtool import __version__
+from convtool.errors import ConvToolError
+
+
+
+class _Group(TyperGroup):
+    """Turns click's multi-line usage errors into the one-line ``error: ...`` contract."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(130)
+        except ConvToolError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="convtool",
+    help="Turn standard ONNX convolutions into depthwise-separable ones, and measure what it buys.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def fail(exc: ConvToolError) -> NoReturn:
+    """Print one ``error:`` line on stderr and exit with the error's code."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convtool {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Turn standard ONNX convolutions into depthwise-separable ones, and measure what it buys."""
+
+
+def _register_commands() -> None:
+    # Each command module adds itself to ``app`` on import.
+    from convtool.cli import convert  # noqa: F401
+    from convtool.cli import report  # noqa: F401
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

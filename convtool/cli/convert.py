@@ -1,0 +1,1 @@
+"""``convtool convert`` (being written)."""

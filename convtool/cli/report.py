@@ -1,0 +1,1 @@
+"""``convtool report`` (placeholder until the report command lands)."""
