@@ -1,0 +1,212 @@
+"""Static shapes for analysis: fix the user's input dims, then run ONNX shape inference.
+
+Cases handled:
+
+* ``--input-shape NAME=1,3,224,224`` (repeatable) fixes every dim of that graph input;
+  an unknown input name or a wrong rank is an :class:`~convtool.errors.OptionError`.
+* Without it, a symbolic or unknown *first* dim (the batch-like dim) becomes 1; any other
+  symbolic dim is an ``OptionError`` that names the input and tells the user to pass
+  ``--input-shape NAME=DIMS``.
+* Graph inputs that are also initializers (IR version < 4 lists every weight as an input)
+  are constants, not user inputs: they are neither required nor accepted here.
+* Shape inference runs on a *skeleton* of the model: tensors with more than
+  :data:`_STRIP_ELEMENTS` elements keep their name, dtype and dims but lose their data.
+  Shape inference only needs dims for those, so this keeps memory flat and avoids
+  protobuf's 2 GB serialisation limit for large models already loaded into memory.
+  Small tensors keep their data, so shape-computing subgraphs (Shape -> Concat -> Reshape)
+  still propagate.
+
+The caller's model is never mutated. Inferred ``value_info`` is kept for the top-level graph
+only (subgraph bodies are not analysed by convtool).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import onnx
+from google.protobuf.message import Message
+
+from convtool.errors import OptionError
+
+__all__ = ["parse_input_shapes", "with_static_shapes", "user_inputs", "infer_skeleton"]
+
+log = logging.getLogger(__name__)
+
+#: Tensors larger than this lose their data in the shape-inference skeleton.
+_STRIP_ELEMENTS = 4096
+_STRIPPED_LOCATION = "__convtool_stripped__"
+
+
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME=D0,D1,...`` strings (``--input-shape``) into ``{name: dims}``.
+
+    Input names may contain ``=`` or ``:``; the *last* ``=`` separates name and dims.
+    Dims are positive integers; ``NAME=`` (no dims) declares a scalar input.
+    Raises :class:`OptionError` on bad syntax or when a name is given twice.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims_text = str(spec).strip().rpartition("=")
+        if not sep or not name:
+            raise OptionError(f"--input-shape {spec!r}: expected NAME=DIMS, e.g. input=1,3,224,224")
+        dims: list[int] = []
+        if dims_text.strip():
+            for part in dims_text.replace("x", ",").split(","):
+                part = part.strip()
+                try:
+                    value = int(part)
+                except ValueError:
+                    raise OptionError(
+                        f"--input-shape {spec!r}: dim {part!r} is not an integer "
+                        "(expected NAME=DIMS, e.g. input=1,3,224,224)"
+                    ) from None
+                if value <= 0:
+                    raise OptionError(f"--input-shape {spec!r}: dims must be positive, got {value}")
+                dims.append(value)
+        if name in shapes:
+            raise OptionError(f"--input-shape given twice for input {name!r}")
+        shapes[name] = tuple(dims)
+    return shapes
+
+
+def user_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """The graph inputs a user must feed: graph inputs that are not initializers."""
+    constants = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    return [vi for vi in graph.input if vi.name not in constants]
+
+
+def _skeleton_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    if n <= _STRIP_ELEMENTS or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        out = onnx.TensorProto()
+        out.CopyFrom(tensor)
+        return out
+    out = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(tensor.dims))
+    out.data_location = onnx.TensorProto.EXTERNAL
+    out.external_data.add(key="location", value=_STRIPPED_LOCATION)
+    return out
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose large initializers have dims but no data."""
+    skel = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(skel, field.name, value)
+    g = skel.graph
+    g.SetInParent()
+    for field, value in model.graph.ListFields():
+        if field.name == "initializer":
+            g.initializer.extend(_skeleton_tensor(t) for t in value)
+        else:
+            _copy_field(g, field.name, value)
+    return skel
+
+
+def _copy_field(dst: Message, name: str, value: object) -> None:
+    if isinstance(value, Message):
+        getattr(dst, name).CopyFrom(value)
+    elif isinstance(value, (str, bytes, int, float, bool)):
+        setattr(dst, name, value)
+    else:  # repeated field
+        getattr(dst, name).extend(value)
+
+
+def _dims_text(vi: onnx.ValueInfoProto) -> str:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        kind = d.WhichOneof("value")
+        out.append(str(d.dim_value) if kind == "dim_value" else (d.dim_param or "?"))
+    return "[" + ",".join(out) + "]"
+
+
+def _fix_inputs(graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+    inputs = user_inputs(graph)
+    by_name = {vi.name: vi for vi in inputs}
+    unknown = sorted(set(input_shapes) - set(by_name))
+    if unknown:
+        names = ", ".join(repr(n) for n in by_name) or "none"
+        raise OptionError(
+            f"--input-shape names unknown input {unknown[0]!r}; the model's inputs are: {names}"
+        )
+    unresolved: list[str] = []
+    for vi in inputs:
+        if vi.type.WhichOneof("value") != "tensor_type":
+            if vi.name in input_shapes:
+                raise OptionError(f"--input-shape {vi.name!r}: input is not a tensor")
+            continue
+        ttype = vi.type.tensor_type
+        if vi.name in input_shapes:
+            dims = [int(d) for d in input_shapes[vi.name]]
+            if ttype.HasField("shape") and len(ttype.shape.dim) != len(dims):
+                raise OptionError(
+                    f"--input-shape {vi.name}: model input has rank {len(ttype.shape.dim)} "
+                    f"{_dims_text(vi)}, got {len(dims)} dims"
+                )
+            for d in dims:
+                if d <= 0:
+                    raise OptionError(f"--input-shape {vi.name}: dims must be positive, got {d}")
+            ttype.ClearField("shape")
+            ttype.shape.SetInParent()
+            for d in dims:
+                ttype.shape.dim.add().dim_value = d
+            continue
+        if not ttype.HasField("shape"):
+            unresolved.append(f"{vi.name} (rank unknown)")
+            continue
+        missing = False
+        for i, d in enumerate(ttype.shape.dim):
+            if d.WhichOneof("value") == "dim_value" and d.dim_value > 0:
+                continue
+            if i == 0:
+                d.ClearField("dim_param")
+                d.dim_value = 1  # batch-like leading dim
+            else:
+                missing = True
+        if missing:
+            unresolved.append(f"{vi.name} {_dims_text(vi)}")
+    if unresolved:
+        first = unresolved[0].split(" ")[0]
+        raise OptionError(
+            f"input {unresolved[0]} has symbolic dims; pass --input-shape {first}=DIMS "
+            f"(e.g. --input-shape {first}=1,3,224,224)"
+        )
+
+
+def infer_skeleton(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> onnx.ModelProto:
+    """Shape-inferred skeleton of ``model``: static inputs, large tensors without data.
+
+    Cheap to build and safe for models of any size; used by the cost counters, which
+    need dims, never values.
+    """
+    skel = _skeleton(model)
+    _fix_inputs(skel.graph, input_shapes or {})
+    try:
+        return onnx.shape_inference.infer_shapes(skel, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError / ValidationError / RuntimeError
+        raise OptionError(f"shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+
+
+def with_static_shapes(
+    model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> onnx.ModelProto:
+    """Return a new model with static input dims and inferred ``value_info``.
+
+    ``input_shapes`` maps input names to dims (see :func:`parse_input_shapes`). A symbolic
+    first dim defaults to 1; any other symbolic dim left unset raises :class:`OptionError`.
+    The caller's ``model`` is not modified. External-data tensors already loaded into memory
+    are copied like any other tensor; shape inference itself runs on a data-free skeleton.
+    """
+    inferred = infer_skeleton(model, input_shapes)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for field in ("input", "output", "value_info"):
+        out.graph.ClearField(field)
+        getattr(out.graph, field).extend(getattr(inferred.graph, field))
+    return out
