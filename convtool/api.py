@@ -1,0 +1,196 @@
+"""The conversion pipeline: load -> select -> factorise -> rewrite -> check -> record.
+
+:func:`convert_model` is the library entry point: it takes an ``onnx.ModelProto`` and
+returns a new one plus a :class:`~convtool.report.ConversionRecord`; the caller's model is
+never modified.  :func:`convert_file` adds reading, atomic writing and path rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.errors import ConvToolError, ModelLoadError, OptionError
+from convtool.graph.io import check_model, load_model, save_model
+from convtool.graph.rewrite import Namer, replace_conv
+from convtool.graph.select import ConvSite, Rejection, find_convs
+from convtool.options import ConvertOptions
+from convtool.plan import Decision, plan_site
+from convtool.report import ConversionRecord, LayerChange, Totals
+
+log = logging.getLogger(__name__)
+
+DATA_FREE_WARNING = (
+    "data-free factorisation: on trained models low ranks can cost a lot of accuracy "
+    "(rank 1 on every layer of a 99.8% digits CNN gave chance level); measure with "
+    "'convtool report' and calibrate with --calibration"
+)
+
+
+@dataclass
+class ConversionResult:
+    model: onnx.ModelProto
+    record: ConversionRecord
+    decisions: list[Decision]
+
+
+def _conv_params(site: ConvSite | Rejection) -> int:
+    if isinstance(site, ConvSite):
+        n = site.weight.size + (site.bias.size if site.bias is not None else 0)
+        if site.batchnorm is not None:
+            n += 4 * site.geometry.out_channels
+        return int(n)
+    geo = site.geometry
+    if not geo.out_channels:
+        return 0
+    return int(geo.out_channels * (geo.in_channels // max(geo.group, 1)) * max(1, _prod(geo.kernel)))
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _costs(model: onnx.ModelProto, options: ConvertOptions, warnings: list[str], what: str) -> list[NodeCost] | None:
+    try:
+        return node_costs(model, options.input_shape_map)
+    except OptionError as exc:
+        warnings.append(f"MACs of the {what} model unknown: {exc}")
+        return None
+
+
+def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export ``graph`` keeping every model-level field of ``like`` (opset, IR version, metadata)."""
+    exported = gs.export_onnx(graph, do_type_check=False)
+    out = onnx.ModelProto()
+    for desc, value in like.ListFields():
+        if desc.name == "graph":
+            continue
+        if isinstance(value, (list, tuple)) or hasattr(value, "extend"):
+            getattr(out, desc.name).extend(value)
+        elif desc.message_type is not None:
+            getattr(out, desc.name).CopyFrom(value)
+        else:
+            setattr(out, desc.name, value)
+    out.graph.CopyFrom(exported.graph)
+    if out.ir_version < 4:
+        # IR < 4 requires every initializer to be listed as a graph input as well.
+        listed = {i.name for i in out.graph.input}
+        for init in out.graph.initializer:
+            if init.name not in listed:
+                out.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return out
+
+
+def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None, source: str = "<memory>") -> ConversionResult:
+    """Convert every qualifying Conv of ``model``; returns a new model and the record."""
+    options = options or ConvertOptions()
+    warnings: list[str] = []
+    try:
+        graph = gs.import_onnx(model)
+    except Exception as exc:  # noqa: BLE001 - graphsurgeon raises many types on bad graphs
+        raise ModelLoadError(f"{source}: cannot read the graph ({type(exc).__name__}: {exc})") from None
+
+    sites = find_convs(model, graph, options)
+    namer = Namer.for_graph(graph)
+    layers: list[LayerChange] = []
+    decisions: list[Decision] = []
+    for site in sites:
+        geo = site.geometry
+        base = dict(name=site.name, kernel=list(geo.kernel), in_channels=geo.in_channels,
+                    out_channels=geo.out_channels, group=geo.group, params_before=_conv_params(site))
+        if isinstance(site, Rejection):
+            layers.append(LayerChange(status="skipped", reason=site.reason, params_after=base["params_before"], **base))
+            continue
+        decision = plan_site(site, options)
+        if isinstance(decision, str):
+            layers.append(LayerChange(status="skipped", reason=decision, params_after=base["params_before"], **base))
+            continue
+        new_nodes = replace_conv(graph, site, decision.factors, decision.bias, namer)
+        f = decision.factors
+        params_after = f.first.size + f.second.size + (decision.bias.size if decision.bias is not None else 0)
+        layers.append(LayerChange(
+            status="converted", reason=None, rank=decision.rank, params_after=int(params_after),
+            weight_error=decision.weight_error, layout=decision.layout,
+            folded_batchnorm=(site.batchnorm.node.name or "BatchNormalization") if site.batchnorm else None,
+            new_nodes=new_nodes, **base))
+        decisions.append(decision)
+
+    if decisions:
+        graph.cleanup().toposort()
+        new_model = _export(graph, model)
+    else:
+        new_model = onnx.ModelProto()
+        new_model.CopyFrom(model)
+    if options.check and decisions:
+        check_model(new_model, "the converted model")
+
+    macs_b, macs_a = _fill_macs(model, new_model, sites, layers, options, warnings)
+    converted = sum(layer.converted for layer in layers)
+    totals = Totals(
+        conv_nodes=len(layers), converted=converted, skipped=len(layers) - converted,
+        params_before=model_params(model), params_after=model_params(new_model),
+        macs_before=macs_b, macs_after=macs_a,
+    )
+    if converted and options.rank.kind != "full":
+        warnings.append(DATA_FREE_WARNING)
+    if not converted:
+        warnings.append("no Conv qualified for conversion; the model is unchanged")
+    record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
+    return ConversionResult(new_model, record, decisions)
+
+
+def _total(costs: list[NodeCost] | None) -> int | None:
+    return None if costs is None else sum(c.macs for c in costs if c.macs is not None)
+
+
+def _fill_macs(before: onnx.ModelProto, after: onnx.ModelProto, sites, layers: list[LayerChange],
+               options: ConvertOptions, warnings: list[str]) -> tuple[int | None, int | None]:
+    """Per-layer MACs from shape inference on both models; returns the whole-model totals."""
+    costs_b = _costs(before, options, warnings, "original")
+    costs_a = _costs(after, options, warnings, "converted") if costs_b is not None else None
+    if costs_b is None:
+        return None, None
+    by_name_a = {c.name: c.macs for c in costs_a or []}
+    for site, layer in zip(sites, layers):
+        layer.macs_before = costs_b[site.index].macs
+        if layer.converted:
+            parts = [by_name_a.get(n) for n in layer.new_nodes]
+            layer.macs_after = None if any(p is None for p in parts) else sum(parts)
+        else:
+            layer.macs_after = layer.macs_before
+    return _total(costs_b), _total(costs_a)
+
+
+def default_output(path: Path) -> Path:
+    """``<stem>.dws.onnx`` beside the input."""
+    return path.with_name(f"{path.stem}.dws.onnx")
+
+
+def convert_file(input_path: str | Path, output_path: str | Path | None = None,
+                 options: ConvertOptions | None = None, dry_run: bool = False) -> ConversionResult:
+    """Load, convert and (unless ``dry_run``) atomically write; the record names both files."""
+    src = Path(input_path)
+    dst = Path(output_path) if output_path is not None else default_output(src)
+    if not dry_run and dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise OptionError(f"refusing to overwrite the input model {src}; choose another -o")
+    model = load_model(src)
+    try:
+        onnx.checker.check_model(model, full_check=False) if model.ByteSize() < 2**31 - 1 else None
+    except onnx.checker.ValidationError as exc:
+        raise ModelLoadError(f"{src}: invalid ONNX graph: {str(exc).strip().splitlines()[0]}") from None
+    result = convert_model(model, options, source=str(src))
+    if not dry_run:
+        save_model(result.model, dst)
+        result.record.output = str(dst)
+    return result
+
+
+__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output"]

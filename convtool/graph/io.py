@@ -1,0 +1,123 @@
+"""Reading and writing ONNX files with user-facing errors and atomic writes.
+
+Loading turns every way a file can be wrong (missing, empty, truncated, not ONNX, invalid
+graph) into a one-line :class:`ModelLoadError`.  Saving writes into a temporary folder
+beside the target and renames into place, so a failure never leaves a half-written model;
+models too large for one protobuf go to ``<name>.data`` as external data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from convtool.errors import ModelLoadError, OptionError
+
+# protobuf refuses messages over 2 GiB; leave headroom for the graph structure itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model (external data included) or raise a one-line ModelLoadError."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelLoadError(f"{p}: is a directory, not an ONNX file")
+    if p.stat().st_size == 0:
+        raise ModelLoadError(f"{p}: file is empty")
+    try:
+        model = onnx.load(str(p))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{p}: external data file missing ({exc.filename or exc})") from None
+    except Exception as exc:  # protobuf DecodeError, truncated files, bad external data
+        raise ModelLoadError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelLoadError(f"{p}: not an ONNX model (no graph found)")
+    if model.ir_version == 0:
+        raise ModelLoadError(f"{p}: not an ONNX model (no IR version)")
+    return model
+
+
+def check_model(model: onnx.ModelProto, what: str = "model") -> None:
+    """Run onnx.checker with full checking; raise ModelLoadError with the first problem."""
+    try:
+        if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
+            onnx.checker.check_model(model, full_check=True)
+        else:  # the checker needs a path for models over 2 GiB
+            with tempfile.TemporaryDirectory() as tmp:
+                target = Path(tmp) / "model.onnx"
+                _save(model, target, external=True)
+                onnx.checker.check_model(str(target), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{what} is not a valid ONNX graph: {first}") from None
+    except onnx.shape_inference.InferenceError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelLoadError(f"{what} is not a valid ONNX graph: {first}") from None
+
+
+def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
+    if external:
+        onnx.save_model(
+            model,
+            str(target),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=target.name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(target))
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return model.ByteSize() >= EXTERNAL_DATA_THRESHOLD
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], external_data: bool | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically; returns the path written.
+
+    ``external_data=None`` chooses external data only when the model needs it.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OptionError(f"output folder {folder} does not exist")
+    external = needs_external_data(model) if external_data is None else external_data
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
+    try:
+        staged = tmpdir / target.name
+        _save(model, staged, external)
+        data = tmpdir / (target.name + ".data")
+        if data.exists():
+            os.replace(data, folder / data.name)
+        os.replace(staged, target)
+    except OSError as exc:
+        raise OptionError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return target
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write a text file (JSON, Markdown) via a temporary file and a rename."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise OptionError(f"output folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OptionError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target

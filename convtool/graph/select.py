@@ -1,0 +1,239 @@
+"""Finding the Conv nodes that can be factorised, and saying why the others cannot.
+
+Each Conv becomes either a :class:`ConvSite` (constant weight, geometry known, optionally a
+following inference BatchNormalization to fold) or a :class:`Rejection` with a reason a
+user understands.  Checks happen here, before any surgery (rank-based skips are decided
+later, by the planner, because they need the factorisation).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from convtool.options import ConvertOptions
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+_QUANT_OPS = {"DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear"}
+_MAX_FOLD_NODES = 64
+
+
+@dataclass
+class Geometry:
+    kernel: list[int]
+    in_channels: int
+    out_channels: int
+    group: int
+
+
+@dataclass
+class Rejection:
+    node: gs.Node
+    name: str
+    reason: str
+    geometry: Geometry
+    index: int
+
+
+@dataclass
+class BatchNormFold:
+    node: gs.Node
+    scale: np.ndarray
+    beta: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    eps: float
+
+
+@dataclass
+class ConvSite:
+    node: gs.Node
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    geometry: Geometry
+    index: int
+    batchnorm: BatchNormFold | None = None
+    folded_weight: list[str] = field(default_factory=list)  # tensors folded from subgraphs
+
+    @property
+    def kernel_size(self) -> int:
+        return int(np.prod(self.geometry.kernel))
+
+
+def node_label(node: gs.Node) -> str:
+    """The name a user sees for a node: its name, else its first output's name."""
+    if node.name:
+        return node.name
+    return f"<Conv -> {node.outputs[0].name}>" if node.outputs else "<unnamed Conv>"
+
+
+class ConstantResolver:
+    """Turns a tensor into its constant value, folding small constant subgraphs.
+
+    Folding uses :mod:`onnx.reference` on the original model's nodes, so any op whose
+    inputs are all constants (``ConstantOfShape``, ``Reshape`` of an initializer, ...) folds.
+    """
+
+    def __init__(self, model: onnx.ModelProto, graph: gs.Graph):
+        self._model = model
+        self._graph_inputs = {t.name for t in graph.inputs}
+        self._producers = {out: n for n in model.graph.node for out in n.output}
+        self._cache: dict[str, np.ndarray | str] = {}
+
+    def value(self, tensor: gs.Tensor) -> np.ndarray | str:
+        """The constant value, or a user-readable reason why there is none."""
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values)
+        if tensor.name in self._graph_inputs:
+            return "weight is a graph input, not a constant"
+        if tensor.name not in self._cache:
+            self._cache[tensor.name] = self._fold(tensor)
+        return self._cache[tensor.name]
+
+    def _fold(self, tensor: gs.Tensor) -> np.ndarray | str:
+        if not tensor.inputs:
+            return "weight has no producer and is not a constant"
+        producer = tensor.inputs[0]
+        if producer.op in _QUANT_OPS:
+            return f"weight is quantized ({producer.op})"
+        if producer.op == "Constant" and "value" in producer.attrs:
+            return np.asarray(producer.attrs["value"].values)
+        return self._evaluate(tensor.name)
+
+    def _evaluate(self, name: str) -> np.ndarray | str:
+        """Evaluate the ancestors of ``name`` if they bottom out in constants only."""
+        inits = {t.name: t for t in self._model.graph.initializer}
+        needed: list[onnx.NodeProto] = []
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            cur = stack.pop()
+            if cur in seen or cur == "" or cur in inits:
+                continue
+            seen.add(cur)
+            if cur in self._graph_inputs:
+                return "weight is computed from a graph input, not a constant"
+            node = self._producers.get(cur)
+            if node is None:
+                return "weight has no producer and is not a constant"
+            if node.op_type in _QUANT_OPS:
+                return f"weight is quantized ({node.op_type})"
+            if node.domain not in ("", "ai.onnx") or any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+                return f"weight is computed by {node.op_type}, which convtool does not fold"
+            if node not in needed:
+                needed.append(node)
+            if len(needed) > _MAX_FOLD_NODES:
+                return "weight is computed by a large subgraph; fold constants first"
+            stack.extend(node.input)
+        order = [n for n in self._model.graph.node if n in needed]
+        used_inits = [inits[i] for n in order for i in n.input if i in inits]
+        sub = onnx.helper.make_graph(
+            order, "fold", [], [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)],
+            initializer=list({t.name: t for t in used_inits}.values()),
+        )
+        sub_model = onnx.helper.make_model(sub, opset_imports=list(self._model.opset_import), ir_version=self._model.ir_version)
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            (out,) = ReferenceEvaluator(sub_model).run(None, {})
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot fold"
+            return f"weight subgraph could not be constant-folded ({type(exc).__name__})"
+        return np.asarray(out)
+
+
+def _geometry(node: gs.Node, weight_shape: tuple | None) -> Geometry:
+    group = int(node.attrs.get("group", 1))
+    kernel = [int(k) for k in node.attrs.get("kernel_shape", [])]
+    cout = cin = 0
+    if weight_shape is not None and all(isinstance(d, (int, np.integer)) for d in weight_shape):
+        cout, cin_g = int(weight_shape[0]), int(weight_shape[1])
+        cin = cin_g * group
+        kernel = kernel or [int(k) for k in weight_shape[2:]]
+    return Geometry(kernel, cin, cout, group)
+
+
+def _reject(node, name, reason, shape, index) -> Rejection:
+    return Rejection(node, name, reason, _geometry(node, shape), index)
+
+
+def _filter_reason(name: str, options: ConvertOptions) -> str | None:
+    if options.include and not any(re.search(p, name) for p in options.include):
+        return "not matched by --include"
+    for pattern in options.exclude:
+        if re.search(pattern, name):
+            return f"excluded by --exclude {pattern!r}"
+    return None
+
+
+def _batchnorm_after(conv: gs.Node, graph_outputs: set[str], resolver: ConstantResolver) -> BatchNormFold | None:
+    out = conv.outputs[0]
+    if out.name in graph_outputs or len(out.outputs) != 1:
+        return None
+    bn = out.outputs[0]
+    if bn.op != "BatchNormalization" or bn.inputs[0] is not out or int(bn.attrs.get("training_mode", 0)):
+        return None
+    if any(t.outputs or t.name in graph_outputs for t in bn.outputs[1:]):
+        return None
+    values = [resolver.value(t) for t in bn.inputs[1:5]]
+    if len(values) != 4 or any(isinstance(v, str) for v in values):
+        return None
+    return BatchNormFold(bn, *values, eps=float(bn.attrs.get("epsilon", 1e-5)))
+
+
+def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions) -> list[ConvSite | Rejection]:
+    """Every Conv in ``graph`` (graph order) as a candidate site or a rejection."""
+    resolver = ConstantResolver(model, graph)
+    graph_outputs = {t.name for t in graph.outputs}
+    results: list[ConvSite | Rejection] = []
+    for index, node in enumerate(graph.nodes):
+        if node.op != "Conv":
+            continue
+        name = node_label(node)
+        w_tensor = node.inputs[1]
+        shape = tuple(w_tensor.shape) if w_tensor.shape is not None else None
+        weight = resolver.value(w_tensor)
+        if isinstance(weight, str):
+            results.append(_reject(node, name, weight, shape, index))
+            continue
+        geo = _geometry(node, weight.shape)
+        reason = _structural_reason(node, weight, geo, w_tensor, options)
+        bias = None
+        if reason is None and len(node.inputs) > 2 and node.inputs[2].name:
+            b = resolver.value(node.inputs[2])
+            if isinstance(b, str):
+                reason = "bias is not a constant"
+            elif len(node.inputs[2].outputs) > 1:
+                reason = "bias shared with another node"
+            else:
+                bias = b
+        if reason is None:
+            reason = _filter_reason(name, options)
+        if reason is not None:
+            results.append(Rejection(node, name, reason, geo, index))
+            continue
+        bn = _batchnorm_after(node, graph_outputs, resolver) if options.fold_batchnorm else None
+        results.append(ConvSite(node, name, weight, bias, geo, index, bn))
+    return results
+
+
+def _structural_reason(node, weight, geo: Geometry, w_tensor, options: ConvertOptions) -> str | None:
+    if weight.dtype not in _FLOAT_DTYPES:
+        return f"weight dtype {weight.dtype} is not float32 or float16"
+    if weight.ndim not in (3, 4, 5):
+        return f"{weight.ndim - 2}-D convolution is not supported (1-D, 2-D and 3-D are)"
+    if len(w_tensor.outputs) > 1:
+        return "weight shared with another node"
+    if int(np.prod(weight.shape[2:])) == 1:
+        return f"kernel is {'x'.join(str(k) for k in weight.shape[2:])}"
+    if weight.shape[1] == 1:
+        return "already depthwise"
+    if geo.in_channels < options.min_in_channels:
+        return f"stem conv: {geo.in_channels} input channels < {options.min_in_channels} (--min-in-channels)"
+    if len(node.inputs) > 1 and node.inputs[0].dtype is not None and np.dtype(node.inputs[0].dtype) != weight.dtype:
+        return f"input dtype {np.dtype(node.inputs[0].dtype)} differs from weight dtype {weight.dtype}"
+    return None

@@ -1,0 +1,84 @@
+"""The user's choices for a conversion, as one frozen object passed down the pipeline."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from convtool.errors import OptionError
+
+RankKind = Literal["fixed", "full", "energy"]
+Layout = Literal["multiplier", "pointwise_first", "auto"]
+LAYOUTS: tuple[str, ...] = ("multiplier", "pointwise_first", "auto")
+
+
+@dataclass(frozen=True)
+class RankPolicy:
+    """How each layer's rank is chosen.
+
+    ``fixed``: rank ``value`` (clamped to the layer's full rank); ``full``: exact
+    factorisation; ``energy``: the smallest rank keeping at least ``value`` of the spectral
+    energy, averaged over the layer's input channels.
+    """
+
+    kind: RankKind = "fixed"
+    value: float = 1
+
+    @staticmethod
+    def parse(rank: str | None, energy: float | None) -> RankPolicy:
+        """Build the policy from ``--rank`` / ``--energy``; raises OptionError when invalid."""
+        if rank is not None and energy is not None:
+            raise OptionError("--rank and --energy are mutually exclusive")
+        if energy is not None:
+            if not 0.0 < energy <= 1.0:
+                raise OptionError(f"--energy must be in (0, 1], got {energy}")
+            return RankPolicy("energy", float(energy))
+        if rank is None:
+            return RankPolicy("fixed", 1)
+        text = str(rank).strip().lower()
+        if text == "full":
+            return RankPolicy("full", 0)
+        try:
+            value = int(text)
+        except ValueError:
+            raise OptionError(f"--rank must be a positive integer or 'full', got {rank!r}") from None
+        if value < 1:
+            raise OptionError(f"--rank must be >= 1, got {value}")
+        return RankPolicy("fixed", value)
+
+    def describe(self) -> str:
+        if self.kind == "full":
+            return "full rank (exact)"
+        if self.kind == "energy":
+            return f"energy >= {self.value:g}"
+        return f"rank {int(self.value)}"
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that shapes a conversion. Defaults match the CLI's defaults."""
+
+    rank: RankPolicy = field(default_factory=RankPolicy)
+    min_in_channels: int = 8
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    fold_batchnorm: bool = True
+    layout: Layout = "multiplier"
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_in_channels < 1:
+            raise OptionError(f"--min-in-channels must be >= 1, got {self.min_in_channels}")
+        if self.layout not in LAYOUTS:
+            raise OptionError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        for pattern in (*self.include, *self.exclude):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise OptionError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+    @property
+    def input_shape_map(self) -> dict[str, tuple[int, ...]]:
+        return dict(self.input_shapes)

@@ -1,0 +1,79 @@
+"""Deciding each candidate's rank and layout, or why it is skipped after all.
+
+Works on numpy arrays taken from :class:`~convtool.graph.select.ConvSite`; no graph edits.
+A BatchNormalization that follows the Conv is folded into the kernel first, so the
+factorised kernel, the reported weight error and the savings are those of the layer that
+actually runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convtool.bnfold import fold_batchnorm
+from convtool.factorize import Decomposition, Factors, Orientation, decompose, factors, mac_ratio, rank_for_energy, relative_error
+from convtool.graph.select import ConvSite
+from convtool.options import ConvertOptions, RankPolicy
+
+
+@dataclass
+class Decision:
+    """A site that will be converted, with everything the rewrite and the record need."""
+
+    site: ConvSite
+    weight: np.ndarray  # after BN folding
+    bias: np.ndarray | None
+    factors: Factors
+    weight_error: float
+
+    @property
+    def rank(self) -> int:
+        return self.factors.rank
+
+    @property
+    def layout(self) -> str:
+        return "multiplier" if self.factors.orientation == "depthwise_first" else "pointwise_first"
+
+
+def folded_kernel(site: ConvSite) -> tuple[np.ndarray, np.ndarray | None]:
+    """The site's weight and bias with a following BatchNormalization folded in."""
+    if site.batchnorm is None:
+        return site.weight, site.bias
+    bn = site.batchnorm
+    return fold_batchnorm(site.weight, site.bias, bn.scale, bn.beta, bn.mean, bn.var, bn.eps)
+
+
+def choose_rank(dec: Decomposition, policy: RankPolicy) -> int:
+    if policy.kind == "full":
+        return dec.full_rank
+    if policy.kind == "energy":
+        return rank_for_energy(dec, policy.value)
+    return min(int(policy.value), dec.full_rank)
+
+
+def _orientation(site: ConvSite, options: ConvertOptions) -> Orientation:
+    if options.layout == "pointwise_first":
+        return "pointwise_first"
+    if options.layout == "auto":
+        geo = site.geometry
+        strides = site.node.attrs.get("strides", [1] * len(geo.kernel))
+        # pointwise-first runs its 1x1 conv at input resolution: only worth it without stride
+        if geo.in_channels > geo.out_channels and all(s == 1 for s in strides):
+            return "pointwise_first"
+    return "depthwise_first"
+
+
+def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
+    """A :class:`Decision`, or the reason the layer stays as it is."""
+    weight, bias = folded_kernel(site)
+    geo = site.geometry
+    orientation = _orientation(site, options)
+    dec = decompose(weight, geo.group, orientation)
+    rank = choose_rank(dec, options.rank)
+    cout_g, cin_g = geo.out_channels // geo.group, geo.in_channels // geo.group
+    ratio = mac_ratio(cout_g, cin_g, int(np.prod(geo.kernel)), rank, orientation)
+    if ratio >= 1.0 and options.rank.kind != "full":
+        return f"rank {rank} would not reduce MACs (x{ratio:.2f})"
+    return Decision(site, weight, bias, factors(dec, rank), relative_error(dec, rank))
