@@ -213,3 +213,10 @@ def test_unknown_shapes_give_none():
     costs = {c.name: c for c in node_costs(model)}
     assert costs["mm"].macs is None and costs["mm"].flops is None
     assert model_macs(model) == 0
+
+
+def test_input_shape_cannot_contradict_static_dims():
+    model = _conv_model((1, 3, 8, 8), (4, 3, 3, 3))
+    with pytest.raises(OptionError, match="fixes dim 2 to 8"):
+        with_static_shapes(model, {"X": (1, 3, 9, 8)})
+    assert model_macs(model, {"X": (1, 3, 8, 8)}) == 6 * 6 * 4 * 3 * 9

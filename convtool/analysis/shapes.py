@@ -3,7 +3,8 @@
 Cases handled:
 
 * ``--input-shape NAME=1,3,224,224`` (repeatable) fixes every dim of that graph input;
-  an unknown input name or a wrong rank is an :class:`~convtool.errors.OptionError`.
+  an unknown input name, a wrong rank or a dim that contradicts a static dim of the model is
+  an :class:`~convtool.errors.OptionError`.
 * Without it, a symbolic or unknown *first* dim (the batch-like dim) becomes 1; any other
   symbolic dim is an ``OptionError`` that names the input and tells the user to pass
   ``--input-shape NAME=DIMS``.
@@ -147,9 +148,16 @@ def _fix_inputs(graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]
                     f"--input-shape {vi.name}: model input has rank {len(ttype.shape.dim)} "
                     f"{_dims_text(vi)}, got {len(dims)} dims"
                 )
-            for d in dims:
+            for axis, d in enumerate(dims):
                 if d <= 0:
                     raise OptionError(f"--input-shape {vi.name}: dims must be positive, got {d}")
+                if ttype.HasField("shape"):
+                    old = ttype.shape.dim[axis]
+                    if old.WhichOneof("value") == "dim_value" and old.dim_value > 0 and old.dim_value != d:
+                        raise OptionError(
+                            f"--input-shape {vi.name}: the model fixes dim {axis} to {old.dim_value} "
+                            f"{_dims_text(vi)}, got {d}"
+                        )
             ttype.ClearField("shape")
             ttype.shape.SetInParent()
             for d in dims:
