@@ -45,7 +45,6 @@ functions that use them; importing this module costs nothing and works without t
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,8 +77,6 @@ __all__ = [
     "agreement",
     "task_agreement",
 ]
-
-logger = logging.getLogger(__name__)
 
 MODEL_NAMES: tuple[str, ...] = ("ppocr_det", "ppocr_rec", "ppocr_cls", "yolov8n")
 _OCR_MODELS = ("ppocr_det", "ppocr_rec", "ppocr_cls")
