@@ -8,8 +8,8 @@ keys may be added, never renamed or removed). ``convtool convert --report`` call
 Steps, in this order (timing comes before the numpy-heavy drift work, which would otherwise
 slow the timed runs down):
 
-1. load each model (:func:`convtool.analysis.loading.load_model`) and count parameters and MACs
-   at static shapes (:mod:`convtool.analysis.costs`);
+1. load each model (:func:`convtool.graph.io.load_model`, the converter's loader) and count
+   parameters and MACs at static shapes (:mod:`convtool.analysis.costs`);
 2. check that every requested gate can be computed (else :class:`OptionError`, before any
    measuring);
 3. unless ``latency`` is off: time the models interleaved with an optional A/A control
@@ -35,7 +35,7 @@ import onnx
 
 from convtool.analysis.costs import NodeCost, model_params, node_costs
 from convtool.analysis.drift import Drift, compare_outputs, looks_like_class_scores, top1_accuracy
-from convtool.analysis.loading import load_model
+from convtool.graph.io import load_model
 from convtool.analysis.shapes import user_inputs
 from convtool.bench.latency import OPT_LEVELS, Environment, LatencyStats, SessionConfig
 from convtool.errors import CalibrationDataError, OptionError
@@ -544,12 +544,12 @@ def _pair_layers(
     layers = []
     for mapping in map_converted_layers(original, converted):
         b = cost_before[mapping.original]
-        parts = [cost_after[n] for n in mapping.replaced_by if n in cost_after]
+        parts = [cost_after[n] for n in mapping.replacements if n in cost_after]
         macs_after = None if any(p.macs is None for p in parts) else sum(p.macs or 0 for p in parts)
         t_before = t_after = None
         if before.node_latency_ms is not None and after.node_latency_ms is not None:
             t_before = before.node_latency_ms.get(mapping.original)
-            seen = [after.node_latency_ms[n] for n in mapping.replaced_by if n in after.node_latency_ms]
+            seen = [after.node_latency_ms[n] for n in mapping.replacements if n in after.node_latency_ms]
             t_after = float(sum(seen)) if seen else None
         slower = None
         if t_before is not None and t_after is not None:
@@ -564,7 +564,7 @@ def _pair_layers(
                 params_before=b.params,
                 macs_before=b.macs,
                 latency_ms_before=t_before,
-                replaced_by=mapping.replaced_by,
+                replaced_by=mapping.replacements,
                 slower=slower,
             )
         )
