@@ -113,7 +113,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         if isinstance(decision, str):
             layers.append(LayerChange(status="skipped", reason=decision, params_after=base["params_before"], **base))
             continue
-        new_nodes = replace_conv(graph, site, decision.factors, decision.bias, namer)
+        new_nodes = replace_conv(graph, site, decision.factors, decision.bias, namer, layout=decision.layout)
         f = decision.factors
         params_after = f.first.size + f.second.size + (decision.bias.size if decision.bias is not None else 0)
         layers.append(LayerChange(

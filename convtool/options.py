@@ -9,8 +9,9 @@ from typing import Literal
 from convtool.errors import OptionError
 
 RankKind = Literal["fixed", "full", "energy"]
-Layout = Literal["multiplier", "pointwise_first", "auto"]
-LAYOUTS: tuple[str, ...] = ("multiplier", "pointwise_first", "auto")
+Layout = Literal["multiplier", "repeat", "branches", "pointwise_first", "auto"]
+LAYOUTS: tuple[str, ...] = ("multiplier", "repeat", "branches", "pointwise_first", "auto")
+OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,40 @@ class RankPolicy:
 
 
 @dataclass(frozen=True)
+class LatencyOptions:
+    """``--latency-aware``: time each candidate layer against its replacement and keep only
+    replacements measurably faster (see :mod:`convtool.tune`).
+
+    ``threads`` / ``opt_level`` are the onnxruntime session options the model will be deployed
+    with; ``cache_dir`` holds per-shape timings (``None``: ``~/.cache/convtool``);
+    ``margin``: the smallest speedup worth a conversion (0.05 = 5 %); ``budget_ms``: timing
+    budget per measured pair; ``confirm``: time the whole model before/after (interleaved A/B)
+    and keep the original model when the converted one is slower beyond noise.
+    """
+
+    threads: int = 1
+    opt_level: str = "all"
+    cache_dir: str | None = None
+    use_cache: bool = True
+    margin: float = 0.05
+    budget_ms: float = 400.0
+    min_runs: int = 15
+    max_runs: int = 300
+    confirm: bool = True
+    confirm_runs: int = 40
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise OptionError(f"--threads must be >= 1, got {self.threads}")
+        if self.opt_level not in OPT_LEVELS:
+            raise OptionError(f"--opt-level must be one of {', '.join(OPT_LEVELS)}, got {self.opt_level!r}")
+        if not 0.0 <= self.margin < 1.0:
+            raise OptionError(f"latency margin must be in [0, 1), got {self.margin}")
+        if self.min_runs < 3 or self.max_runs < self.min_runs or self.confirm_runs < 3:
+            raise OptionError("latency-aware runs must be >= 3 (and max_runs >= min_runs)")
+
+
+@dataclass(frozen=True)
 class ConvertOptions:
     """Everything that shapes a conversion. Defaults match the CLI's defaults."""
 
@@ -67,6 +102,7 @@ class ConvertOptions:
     layout: Layout = "multiplier"
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     check: bool = True
+    latency_aware: LatencyOptions | None = None
 
     def __post_init__(self) -> None:
         if self.min_in_channels < 1:

@@ -14,6 +14,7 @@ import numpy as np
 
 from convtool.bnfold import fold_batchnorm
 from convtool.factorize import Decomposition, Factors, Orientation, decompose, factors, mac_ratio, rank_for_energy, relative_error
+from convtool.graph.layouts import effective_layout
 from convtool.graph.select import ConvSite
 from convtool.options import ConvertOptions, RankPolicy
 
@@ -27,6 +28,7 @@ class Decision:
     bias: np.ndarray | None
     factors: Factors
     weight_error: float
+    chosen_layout: str | None = None  # emission form (convtool.graph.layouts); None: from orientation
 
     @property
     def rank(self) -> int:
@@ -34,6 +36,8 @@ class Decision:
 
     @property
     def layout(self) -> str:
+        if self.chosen_layout is not None:
+            return self.chosen_layout
         return "multiplier" if self.factors.orientation == "depthwise_first" else "pointwise_first"
 
 
@@ -65,6 +69,18 @@ def _orientation(site: ConvSite, options: ConvertOptions) -> Orientation:
     return "depthwise_first"
 
 
+def _layout(requested: str, orientation: Orientation, rank: int) -> str:
+    """The emission form: ``auto`` keeps every depthwise Conv at multiplier 1 (``repeat`` for r >= 2),
+    because onnxruntime's fast depthwise kernel handles multiplier 1 only."""
+    if orientation == "pointwise_first":
+        return "pointwise_first"
+    if requested == "auto":
+        requested = "repeat"
+    if requested in ("repeat", "branches"):
+        return effective_layout(requested, rank)
+    return "multiplier"
+
+
 def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
     """A :class:`Decision`, or the reason the layer stays as it is."""
     weight, bias = folded_kernel(site)
@@ -76,4 +92,5 @@ def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
     ratio = mac_ratio(cout_g, cin_g, int(np.prod(geo.kernel)), rank, orientation)
     if ratio >= 1.0 and options.rank.kind != "full":
         return f"rank {rank} would not reduce MACs (x{ratio:.2f})"
-    return Decision(site, weight, bias, factors(dec, rank), relative_error(dec, rank))
+    f = factors(dec, rank)
+    return Decision(site, weight, bias, f, relative_error(dec, rank), _layout(options.layout, orientation, f.rank))

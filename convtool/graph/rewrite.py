@@ -16,6 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from convtool.factorize import Factors
+from convtool.graph.layouts import EMITTERS, effective_layout
 from convtool.graph.select import ConvSite
 
 _SPATIAL_ATTRS = ("strides", "pads", "dilations", "auto_pad")
@@ -54,8 +55,13 @@ def _spatial_attrs(node: gs.Node) -> dict:
     return {k: node.attrs[k] for k in _SPATIAL_ATTRS if k in node.attrs}
 
 
-def replace_conv(graph: gs.Graph, site: ConvSite, f: Factors, bias: np.ndarray | None, namer: Namer) -> list[str]:
-    """Swap ``site`` (and its folded BN) for the factor pair; returns the new node names."""
+def replace_conv(graph: gs.Graph, site: ConvSite, f: Factors, bias: np.ndarray | None, namer: Namer,
+                 layout: str = "multiplier") -> list[str]:
+    """Swap ``site`` (and its folded BN) for the factor pair; returns the new node names.
+
+    ``layout`` picks the emission form of depthwise-first factors (see
+    :mod:`convtool.graph.layouts`); pointwise-first factors have one form.
+    """
     conv = site.node
     x = conv.inputs[0]
     w_name = conv.inputs[1].name
@@ -74,6 +80,10 @@ def replace_conv(graph: gs.Graph, site: ConvSite, f: Factors, bias: np.ndarray |
         site.batchnorm.node.outputs.clear()
 
     # 2. insert the replacement
+    if f.orientation == "depthwise_first" and effective_layout(layout, f.rank) in EMITTERS:
+        b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
+        return EMITTERS[layout](graph, name=site.name, x=x, out=final, w_name=w_name, f=f, bias=b, group=group,
+                                kernel=kernel, spatial=_spatial_attrs(conv), namer=namer)
     mid = gs.Variable(namer(f"{final.name}.dw" if f.orientation == "depthwise_first" else f"{final.name}.pw"),
                       dtype=dtype)
     b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
