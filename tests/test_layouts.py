@@ -20,7 +20,7 @@ LAYOUTS = ("multiplier", "repeat", "branches", "pointwise_first")
 
 def conv_model(dims: int = 2, cin: int = 8, cout: int = 6, k: int = 3, group: int = 1, stride: int = 1,
                dilation: int = 1, pads: str = "explicit", bias: bool = True, size: int = 9,
-               dtype=np.float32, seed: int = 0) -> onnx.ModelProto:
+               dtype=np.float32, seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     kernel = [k] * dims
@@ -40,7 +40,7 @@ def conv_model(dims: int = 2, cin: int = 8, cout: int = 6, k: int = 3, group: in
         [node], "g", [helper.make_tensor_value_info("x", elem, [1, cin] + [size] * dims)],
         [helper.make_tensor_value_info("y", elem, None)], initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     inferred = onnx.shape_inference.infer_shapes(model)
     model.graph.output[0].CopyFrom(inferred.graph.output[0])
     return model
@@ -171,3 +171,12 @@ def test_names_derive_from_the_replaced_node():
     assert names == ["conv.split", "conv.rep", "conv.dw", "conv.pw"]
     assert result.model.graph.node[-1].output[0] == "y"
     assert result.record.layers[0].new_nodes == names
+
+
+@pytest.mark.parametrize("opset", (11, 13, 18))
+def test_repeat_with_groups_at_any_opset(opset):
+    model = conv_model(cin=8, cout=8, group=2, opset=opset)
+    result = convert(model, "repeat")
+    assert result.model.opset_import[0].version == opset
+    (err,) = golden.compare(model, result.model)
+    assert err < 1e-5

@@ -123,8 +123,13 @@ def emit_repeat(graph: gs.Graph, *, name: str, x: gs.Tensor, out: gs.Tensor, w_n
     parts: list[gs.Tensor]
     if group > 1:
         parts = [gs.Variable(namer(f"{out.name}.g{gi}"), dtype=dtype) for gi in range(group)]
-        split = gs.Constant(namer(f"{w_name}.split"), np.full(group, cin // group, dtype=np.int64))
-        names.append(_node(graph, "Split", namer(f"{name}.split"), [x, split], parts, {"axis": 1}).name)
+        sizes = np.full(group, cin // group, dtype=np.int64)
+        if (graph.opset or 13) >= 13:  # Split takes its sizes as an input from opset 13 on
+            split = gs.Constant(namer(f"{w_name}.split"), sizes)
+            node = _node(graph, "Split", namer(f"{name}.split"), [x, split], parts, {"axis": 1})
+        else:
+            node = _node(graph, "Split", namer(f"{name}.split"), [x], parts, {"axis": 1, "split": sizes.tolist()})
+        names.append(node.name)
     else:
         parts = [x]
     repeated = gs.Variable(namer(f"{out.name}.rep"), dtype=dtype)
