@@ -97,6 +97,8 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
         if m.latency is not None:
             rows.append(["latency median (ms)", _ms(m.latency.median)])
             rows.append(["latency p10-p90 (ms)", f"{_ms(m.latency.p10)}-{_ms(m.latency.p90)}"])
+        if report.aa_check is not None:
+            rows.append(["A/A ratio (noise floor)", f"{report.aa_check.ratio:.3f}x"])
         if m.accuracy is not None:
             rows.append(["top-1 accuracy", _pct(m.accuracy, signed=False)])
         return ["metric", "value"], rows, [None] * len(rows)
@@ -215,7 +217,7 @@ def gate_failure_lines(report: Report) -> list[str]:
 
 def summary_table(report: Report) -> Table:
     header, rows, flags = _summary_rows(report)
-    title = "Before / after" if report.is_pair else f"Model {report.models[0].path}"
+    title = "Before / after" if report.is_pair else "Model"
     table = Table(title=title, title_justify="left")
     for i, h in enumerate(header):
         table.add_column(h, justify="left" if i == 0 else "right")
@@ -227,6 +229,8 @@ def summary_table(report: Report) -> Table:
         table.add_row(*cells)
     if report.is_pair:
         table.caption = f"original: {report.models[0].path}  converted: {report.models[1].path}"
+    else:
+        table.caption = report.models[0].path
     return table
 
 

@@ -8,7 +8,8 @@ one-line :class:`~convtool.errors.CalibrationDataError`:
 * every model input is present, and no array other than the inputs and ``labels``;
 * every array has the input's rank; dims after the first match the model's static dims;
 * all arrays (and ``labels``) have the same number of samples, at least one;
-* dtypes equal the input's or cast to it within the same kind (float64 -> float32);
+* dtypes equal the input's or are cast to it within the same kind (float64 -> float32,
+  int32 -> int64); an integer array for a float input is refused (unscaled pixels?);
 * ``labels`` is 1-D (or ``[N, 1]``) of integers.
 
 Batches (drift and accuracy): the model runs on chunks of its static batch dim ``B``, and the
@@ -55,6 +56,10 @@ def _static_dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
     return [d.dim_value if d.WhichOneof("value") == "dim_value" and d.dim_value > 0 else None for d in ttype.shape.dim]
 
 
+def _kind(dtype: np.dtype) -> str:
+    return {"u": "int", "i": "int", "f": "float", "b": "bool"}.get(dtype.kind, dtype.kind)
+
+
 def read_npz(path: str | os.PathLike[str], model: onnx.ModelProto) -> InputData:
     """Read and validate ``path`` against ``model``'s inputs (see the module docstring)."""
     p = Path(path)
@@ -88,7 +93,7 @@ def read_npz(path: str | os.PathLike[str], model: onnx.ModelProto) -> InputData:
         ttype = vi.type.tensor_type
         target = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)
         if arr.dtype != target:
-            if not np.can_cast(arr.dtype, target, casting="same_kind"):
+            if _kind(arr.dtype) != _kind(np.dtype(target)):
                 raise CalibrationDataError(
                     f"--inputs {p}: array {vi.name!r} has dtype {arr.dtype}, the model input needs {np.dtype(target)}"
                 )
