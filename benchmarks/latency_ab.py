@@ -1,0 +1,89 @@
+"""The noise floor of latency comparisons: A/A and A/B timing, intra-op spinning on vs off.
+
+For each thread count and spinning setting, two pairs are timed with the protocol of
+``convtool report`` (:func:`convtool.bench.latency.time_models`: warm-up, then interleaved
+A B, B A, ... runs in one process):
+
+* A/A — two sessions of the *same* model; the ratio of medians should be 1.000. Its distance
+  from 1 is the noise floor: a measured speedup inside it means nothing.
+* A/B — the original against its converted model (``convtool convert --rank 2`` unless
+  ``--converted`` is given); speedup = median(A) / median(B).
+
+    python benchmarks/latency_ab.py                         # resnet_style sample, 200 runs
+    python benchmarks/latency_ab.py --model m.onnx --converted m.dws.onnx --runs 500
+    python benchmarks/latency_ab.py --smoke                 # 10 runs, one setting (CI)
+
+No assertion is made about the numbers; this script exists to show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from convtool.bench.latency import SessionConfig, environment, make_session, random_feeds, time_models
+from convtool.graph.io import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _converted(model_path: Path, folder: Path) -> Path:
+    from convtool.api import convert_file
+    from convtool.options import ConvertOptions, RankPolicy
+
+    out = folder / (model_path.stem + ".dws.onnx")
+    convert_file(model_path, out, ConvertOptions(rank=RankPolicy("fixed", 2)))
+    return out
+
+
+def _pair(a: Path, b: Path, feeds, cfg: SessionConfig, runs: int, warmup: int):
+    sessions = [make_session(a, cfg), make_session(b, cfg)]
+    sa, sb = time_models(sessions, [feeds, feeds], runs=runs, warmup=warmup)
+    return sa, sb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "sample_models" / "resnet_style.onnx")
+    ap.add_argument("--converted", type=Path, default=None, help="B model [default: convert MODEL at rank 2]")
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--smoke", action="store_true", help="10 runs, 1 thread, spinning off")
+    args = ap.parse_args(argv)
+    settings = [(t, spin) for t in args.threads for spin in (True, False)]
+    if args.smoke:
+        args.runs, args.warmup, settings = 10, 2, [(1, False)]
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        b_path = args.converted or _converted(args.model, Path(tmp))
+        feeds = random_feeds(load_model(args.model), seed=0)
+        table = Table(title=f"A/A and A/B, {args.runs} interleaved runs per session: {args.model.name} vs {b_path.name}")
+        for col in ("threads", "spinning", "pair", "A median ms (p10-p90)", "A'/B median ms (p10-p90)", "ratio"):
+            table.add_column(col, justify="right" if col != "pair" else "left")
+        for threads, spin in settings:
+            cfg = SessionConfig(threads=threads, opt_level="all", allow_spinning=spin)
+            for label, other in (("A/A", args.model), ("A/B", b_path)):
+                sa, sb = _pair(args.model, other, feeds, cfg, args.runs, args.warmup)
+                table.add_row(
+                    str(threads),
+                    "on" if spin else "off",
+                    label,
+                    f"{sa.median:.3f} ({sa.p10:.3f}-{sa.p90:.3f})",
+                    f"{sb.median:.3f} ({sb.p10:.3f}-{sb.p90:.3f})",
+                    f"{sa.median / sb.median:.3f}x",
+                )
+        console.print(table)
+        env = environment(SessionConfig())
+        console.print(f"onnxruntime {env.onnxruntime} · CPU {env.cpu} ({env.cpu_count} logical) · opt level all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
