@@ -315,7 +315,10 @@ def _finite(obj: Any) -> Any:
 # ----------------------------------------------------------------------------- pipeline
 
 
-def _check_gates_computable(options: ReportOptions, n_models: int) -> None:
+def _check_requests(options: ReportOptions, n_models: int) -> None:
+    """Refuse, before measuring anything, requests that cannot be computed."""
+    if options.aa_check and not options.latency:
+        raise OptionError("--aa-check is a latency control; drop --no-latency")
     gates = options.requested_gates()
     if not gates:
         return
@@ -389,7 +392,7 @@ def build_report(
     paths = [str(p) for p in paths]
     if len(paths) not in (1, 2):
         raise OptionError(f"report takes one model or two (original and converted), got {len(paths)}")
-    _check_gates_computable(options, len(paths))
+    _check_requests(options, len(paths))
     models = [load_model(p) for p in paths]
     if len(models) == 2:
         _same_inputs(models[0], models[1], paths)

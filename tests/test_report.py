@@ -219,6 +219,7 @@ def test_speedup_gate_is_evaluated_not_asserted(pair):
         (["--no-latency", "--min-speedup", "0"], "--min-speedup must be > 0"),
         (["--no-latency", "--min-top1-agreement", "1.5"], "must be in [0, 1]"),
         (["--runs", "0"], "--runs must be >= 1"),
+        (["--no-latency", "--aa-check"], "--aa-check is a latency control"),
         (["--opt-level", "max"], "--opt-level must be one of"),
         (["--no-latency", "--input-shape", "nope=1,2"], "unknown input 'nope'"),
         (["--no-latency", "--input-shape", "input=1,3,9,9"], "fixes dim 2 to 8"),
