@@ -111,7 +111,7 @@ def test_invalid_graph(tmp_path):
     onnx.save(model, path)
     res = invoke("convert", path)
     assert res.exit_code == 2, res.output
-    assert res.output.startswith("error: ") and "invalid ONNX graph" in res.output
+    assert res.output.startswith("error: ") and "is not a valid ONNX graph" in res.output
     assert not path.with_name("invalid.dws.onnx").exists()
 
 

@@ -218,3 +218,12 @@ def with_static_shapes(
         out.graph.ClearField(field)
         getattr(out.graph, field).extend(getattr(inferred.graph, field))
     return out
+
+
+def data_free_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Public name for the skeleton: large initializers point at external data that does
+    not exist (``STRIPPED_LOCATION``); used to validate huge graphs cheaply."""
+    return _skeleton(model)
+
+
+STRIPPED_LOCATION = _STRIPPED_LOCATION
