@@ -22,6 +22,7 @@ from convtool.graph.select import ConvSite, Rejection, find_convs
 from convtool.options import ConvertOptions
 from convtool.plan import Decision, plan_site
 from convtool.report import ConversionRecord, LayerChange, Totals
+from convtool.tune import pipeline as tune_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         raise ModelLoadError(f"{source}: cannot read the graph ({type(exc).__name__}: {exc})") from None
 
     sites = find_convs(model, graph, options)
+    latency = tune_pipeline.start(model, options, warnings) if options.latency_aware is not None else None
     namer = Namer.for_graph(graph)
     layers: list[LayerChange] = []
     decisions: list[Decision] = []
@@ -113,6 +115,15 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         if isinstance(decision, str):
             layers.append(LayerChange(status="skipped", reason=decision, params_after=base["params_before"], **base))
             continue
+        timing: dict = {}
+        if latency is not None:  # --latency-aware: keep the layer unless a replacement is measurably faster
+            choice = tune_pipeline.select(latency, site, decision, options)
+            timing = tune_pipeline.layer_fields(choice)
+            if choice.decision is None:
+                layers.append(LayerChange(status="skipped", reason=choice.reason, params_after=base["params_before"],
+                                          **base, **timing))
+                continue
+            decision = choice.decision
         new_nodes = replace_conv(graph, site, decision.factors, decision.bias, namer, layout=decision.layout)
         f = decision.factors
         params_after = f.first.size + f.second.size + (decision.bias.size if decision.bias is not None else 0)
@@ -120,7 +131,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             status="converted", reason=None, rank=decision.rank, params_after=int(params_after),
             weight_error=decision.weight_error, layout=decision.layout,
             folded_batchnorm=(site.batchnorm.node.name or "BatchNormalization") if site.batchnorm else None,
-            new_nodes=new_nodes, **base))
+            new_nodes=new_nodes, **base, **timing))
         decisions.append(decision)
 
     if decisions:
@@ -131,6 +142,11 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         new_model.CopyFrom(model)
     if options.check and decisions:
         check_model(new_model, "the converted model")
+
+    latency_summary = None
+    if latency is not None:
+        new_model, latency_summary = tune_pipeline.confirm_model(latency, model, new_model, layers, options, warnings)
+        decisions = [d for d in decisions if any(layer.converted and layer.name == d.site.name for layer in layers)]
 
     macs_b, macs_a = _fill_macs(model, new_model, sites, layers, options, warnings)
     converted = sum(layer.converted for layer in layers)
@@ -144,6 +160,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     if not converted:
         warnings.append("no Conv qualified for conversion; the model is unchanged")
     record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
+    record.latency = latency_summary
     return ConversionResult(new_model, record, decisions)
 
 

@@ -36,6 +36,13 @@ class LayerChange:
     # filled by calibration: relative output error of the layer before/after the refit
     output_error_before: float | None = None
     output_error_after: float | None = None
+    # filled by --latency-aware: medians (ms) of the original conv and of its (best) replacement
+    # at the layer's input shape, their ratio, the decision and every timed candidate layout
+    latency_original_ms: float | None = None
+    latency_replacement_ms: float | None = None
+    latency_speedup: float | None = None
+    latency_decision: str | None = None
+    latency_candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def converted(self) -> bool:
@@ -74,6 +81,7 @@ class ConversionRecord:
     rank_policy: str = ""
     warnings: list[str] = field(default_factory=list)
     calibration: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None  # --latency-aware: session options, end-to-end A/B
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -88,5 +96,6 @@ class ConversionRecord:
             },
             "warnings": list(self.warnings),
             "calibration": self.calibration,
+            "latency": self.latency,
         }
         return data

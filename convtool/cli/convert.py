@@ -16,6 +16,7 @@ _RANK = "Rank policy"
 _SELECT = "Layer selection"
 _OUT = "Output"
 _SHAPES = "Shapes"
+_SPEED = "Speed"
 
 
 @app.command("convert")
@@ -31,7 +32,7 @@ def convert(
         Optional[float], typer.Option("--energy", help="Per layer, the smallest rank keeping this fraction of spectral energy (0-1].", rich_help_panel=_RANK)
     ] = None,
     layout: Annotated[
-        str, typer.Option("--layout", help="Emission layout: multiplier (depthwise then pointwise), pointwise_first, or auto (per layer, by MACs).", rich_help_panel=_RANK)
+        str, typer.Option("--layout", help="Emission layout: multiplier (depthwise conv with channel multiplier r, then pointwise), repeat (input concatenated r times, multiplier-1 depthwise), branches (r depthwise->pointwise branches summed), pointwise_first, or auto (per layer: pointwise_first when cheaper in MACs at stride 1, else multiplier at rank 1 and repeat at rank >= 2; with --latency-aware, the fastest measured).", rich_help_panel=_RANK)
     ] = "multiplier",
     min_in_channels: Annotated[
         int, typer.Option("--min-in-channels", help="Skip convs with fewer input channels (stems are accuracy-sensitive and save little).", rich_help_panel=_SELECT)
@@ -54,6 +55,21 @@ def convert(
     json_path: Annotated[
         Optional[Path], typer.Option("--json", help="Write the machine-readable record here.", rich_help_panel=_OUT)
     ] = None,
+    latency_aware: Annotated[
+        bool, typer.Option("--latency-aware", help="Time each candidate layer against its replacement at its real input shape (onnxruntime, interleaved, spinning off) and convert only layers whose replacement is faster beyond noise; then time both whole models and keep the original if the result is slower.", rich_help_panel=_SPEED)
+    ] = False,
+    threads: Annotated[
+        int, typer.Option("--threads", help="onnxruntime intra-op threads to measure with (use your deployment's).", rich_help_panel=_SPEED)
+    ] = 1,
+    opt_level: Annotated[
+        str, typer.Option("--opt-level", help="onnxruntime graph optimisation level to measure with: disable, basic, extended, all.", rich_help_panel=_SPEED)
+    ] = "all",
+    cache_dir: Annotated[
+        Optional[Path], typer.Option("--cache-dir", help="Where per-shape layer timings are cached [default: ~/.cache/convtool].", rich_help_panel=_SPEED)
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Measure every layer afresh; neither read nor write the timing cache.", rich_help_panel=_SPEED)
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.", rich_help_panel=_OUT)
     ] = False,
@@ -63,7 +79,8 @@ def convert(
     from convtool.analysis.shapes import parse_input_shapes
     from convtool.api import convert_file
     from convtool.graph.io import write_text_atomic
-    from convtool.options import ConvertOptions, RankPolicy
+    from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
+    from convtool.tune import render as tune_render
 
     try:
         options = ConvertOptions(
@@ -74,6 +91,9 @@ def convert(
             fold_batchnorm=not no_fold_bn,
             layout=layout,  # type: ignore[arg-type]
             input_shapes=tuple(parse_input_shapes(input_shape or []).items()),
+            latency_aware=LatencyOptions(threads=threads, opt_level=opt_level,
+                                         cache_dir=str(cache_dir) if cache_dir is not None else None,
+                                         use_cache=not no_cache) if latency_aware else None,
         )
         result = convert_file(model, output, options, dry_run=dry_run)
         record = result.record
@@ -89,4 +109,10 @@ def convert(
         out = Console()
         out.print(render.layer_table(record, title=f"convtool convert {model.name}"))
         out.print(render.totals_line(record))
+        latency_table = tune_render.latency_table(record)
+        if latency_table is not None:
+            out.print(latency_table)
+        latency_line = tune_render.latency_line(record)
+        if latency_line is not None:
+            out.print(latency_line)
         out.print(f"dry run: nothing written" if dry_run else f"wrote {record.output}", highlight=False)
