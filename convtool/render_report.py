@@ -154,22 +154,19 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
 def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[bool]]:
     """Title, header, rows and each row's 'slower' flag."""
     if report.is_pair:
-        header = ["layer", "replaced by", "params", "MACs", "time (ms)", ""]
+        timed = any(x.latency_ms is not None or x.latency_ms_before is not None for x in report.layers)
+        header = ["layer", "replaced by", "params", "MACs"] + (["time (ms)", "flag"] if timed else [])
         rows, flags = [], []
         for layer in report.layers:
-            time = "-"
-            if layer.latency_ms_before is not None or layer.latency_ms is not None:
-                time = f"{_ms(layer.latency_ms_before)} -> {_ms(layer.latency_ms)}"
-            rows.append(
-                [
-                    layer.name,
-                    ", ".join(layer.replaced_by),
-                    f"{fmt_count(layer.params_before)} -> {fmt_count(layer.params)}",
-                    f"{fmt_count(layer.macs_before)} -> {fmt_count(layer.macs)}",
-                    time,
-                    "slower" if layer.slower else "",
-                ]
-            )
+            row = [
+                layer.name,
+                " + ".join(_short(layer.name, n) for n in layer.replaced_by),
+                f"{fmt_count(layer.params_before)} -> {fmt_count(layer.params)}",
+                f"{fmt_count(layer.macs_before)} -> {fmt_count(layer.macs)}",
+            ]
+            if timed:
+                row += [f"{_ms(layer.latency_ms_before)} -> {_ms(layer.latency_ms)}", "slower" if layer.slower else ""]
+            rows.append(row)
             flags.append(bool(layer.slower))
         return f"Converted layers ({len(rows)})", header, rows, flags
     nodes = sorted(report.layers, key=lambda n: (n.macs or 0, n.params), reverse=True)
@@ -178,6 +175,11 @@ def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[b
     rows = [[n.name, n.op_type, fmt_count(n.params), fmt_count(n.macs), _ms(n.latency_ms)] for n in shown]
     title = f"Top {len(rows)} of {len(report.layers)} nodes by MACs"
     return title, header, rows, [False] * len(rows)
+
+
+def _short(layer: str, node: str) -> str:
+    """``conv.dw`` under layer ``conv`` is shown as ``.dw``."""
+    return node[len(layer) :] if node.startswith(layer + ".") else node
 
 
 def _gate_rows(gates: Sequence[GateResult]) -> list[list[str]]:
@@ -298,7 +300,7 @@ def render_markdown(report: Report) -> str:
     out += [_md_table(header, rows), ""]
     if report.layers:
         title, lheader, lrows, slower = _layer_rows(report)
-        if report.is_pair:
+        if report.is_pair and "flag" in lheader:
             lrows = [[*r[:-1], "⚠️ slower" if s else ""] for r, s in zip(lrows, slower)]
         out += [f"### {title}", "", _md_table(lheader, lrows, align_right_from=2), ""]
     if report.gates:

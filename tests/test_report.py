@@ -146,7 +146,7 @@ def test_pair_json_markdown_latency_and_aa(pair, tmp_path):
     text = md.read_text()
     assert text.startswith("## convtool report")
     assert "| metric | original | converted | change |" in text
-    assert "| params |" in text and "### Converted layers (1)" in text and "conv.dw, conv.pw" in text
+    assert "| params |" in text and "### Converted layers (1)" in text and "| conv | .dw + .pw |" in text
     assert "speedup" in text and "onnxruntime" in text
 
 
@@ -169,7 +169,7 @@ def test_profile_path_fills_layer_times(pair, tmp_path):
     assert layer["latency_ms"] > 0 and layer["latency_ms_before"] > 0
     assert isinstance(layer["slower"], bool)
     assert record["profile_opt_level"] == "extended"
-    assert "time (ms)" in result.output
+    assert "time (ms)" in result.output and ".dw + .pw" in result.output
 
 
 def test_single_model_profile_times_nodes(pair):
