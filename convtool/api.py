@@ -8,9 +8,11 @@ never modified.  :func:`convert_file` adds reading, atomic writing and path rule
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -90,9 +92,25 @@ def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None, source: str = "<memory>") -> ConversionResult:
-    """Convert every qualifying Conv of ``model``; returns a new model and the record."""
+def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None, source: str = "<memory>",
+                  calibration_data: Mapping[str, np.ndarray] | None = None) -> ConversionResult:
+    """Convert every qualifying Conv of ``model``; returns a new model and the record.
+
+    ``calibration_data`` (one array per model input, samples on axis 0), or
+    ``options.calibration.source``, turns on the least-squares refit (:mod:`convtool.calibrate`);
+    ``options.max_drift`` chooses per-layer ranks under a drift budget
+    (:mod:`convtool.calibrate.autorank`).
+    """
     options = options or ConvertOptions()
+    if options.max_drift is not None:
+        from convtool.calibrate.autorank import convert_within_budget
+
+        return convert_within_budget(model, options, source, calibration_data)
+    calibration = None
+    if options.calibration is not None or calibration_data is not None:
+        from convtool.calibrate.pipeline import prepare
+
+        options, calibration = prepare(model, options, calibration_data)  # validates before any work
     warnings: list[str] = []
     try:
         graph = gs.import_onnx(model)
@@ -148,6 +166,11 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         new_model, latency_summary = tune_pipeline.confirm_model(latency, model, new_model, layers, options, warnings)
         decisions = [d for d in decisions if any(layer.converted and layer.name == d.site.name for layer in layers)]
 
+    calibration_info = None
+    if calibration is not None and decisions:  # sequential least-squares refit of the pointwise convs
+        from convtool.calibrate.pipeline import calibrate_layers
+
+        new_model, calibration_info = calibrate_layers(model, new_model, layers, calibration, options)
     macs_b, macs_a = _fill_macs(model, new_model, sites, layers, options, warnings)
     converted = sum(layer.converted for layer in layers)
     totals = Totals(
@@ -155,11 +178,12 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         params_before=model_params(model), params_after=model_params(new_model),
         macs_before=macs_b, macs_after=macs_a,
     )
-    if converted and options.rank.kind != "full":
+    if converted and options.rank.kind != "full" and calibration_info is None:
         warnings.append(DATA_FREE_WARNING)
     if not converted:
         warnings.append("no Conv qualified for conversion; the model is unchanged")
-    record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
+    record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings,
+                              calibration=calibration_info)
     record.latency = latency_summary
     return ConversionResult(new_model, record, decisions)
 

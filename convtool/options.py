@@ -6,12 +6,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from convtool.calibrate.config import CalibrationOptions
 from convtool.errors import OptionError
 
 RankKind = Literal["fixed", "full", "energy"]
 Layout = Literal["multiplier", "repeat", "branches", "pointwise_first", "auto"]
 LAYOUTS: tuple[str, ...] = ("multiplier", "repeat", "branches", "pointwise_first", "auto")
 OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
+DriftMetric = Literal["rel_l2", "top1"]
+DRIFT_METRICS: tuple[str, ...] = ("rel_l2", "top1")
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,22 @@ class ConvertOptions:
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     check: bool = True
     latency_aware: LatencyOptions | None = None
+    # calibration (convtool.calibrate): refit with data, per-layer ranks, drift-budgeted search
+    calibration: CalibrationOptions | None = None
+    layer_ranks: tuple[tuple[str, int], ...] = ()  # (layer name, rank); rank 0 = leave unconverted
+    max_drift: float | None = None
+    metric: DriftMetric = "rel_l2"
+    search_ranks: tuple[int, ...] = (1, 2, 4)
 
     def __post_init__(self) -> None:
+        if self.max_drift is not None and not self.max_drift >= 0.0:
+            raise OptionError(f"--max-drift must be >= 0, got {self.max_drift}")
+        if self.metric not in DRIFT_METRICS:
+            raise OptionError(f"--metric must be one of {', '.join(DRIFT_METRICS)}, got {self.metric!r}")
+        if not self.search_ranks or any(int(r) < 1 for r in self.search_ranks):
+            raise OptionError(f"search ranks must be positive integers, got {self.search_ranks}")
+        if any(int(r) < 0 for _, r in self.layer_ranks):
+            raise OptionError("per-layer ranks must be >= 0 (0 leaves the layer unconverted)")
         if self.min_in_channels < 1:
             raise OptionError(f"--min-in-channels must be >= 1, got {self.min_in_channels}")
         if self.layout not in LAYOUTS:

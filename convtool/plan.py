@@ -83,11 +83,14 @@ def _layout(requested: str, orientation: Orientation, rank: int) -> str:
 
 def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
     """A :class:`Decision`, or the reason the layer stays as it is."""
+    override = dict(options.layer_ranks).get(site.name)
+    if override == 0:
+        return "left unconverted (per-layer rank 0)"
     weight, bias = folded_kernel(site)
     geo = site.geometry
     orientation = _orientation(site, options)
     dec = decompose(weight, geo.group, orientation)
-    rank = choose_rank(dec, options.rank)
+    rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
     cout_g, cin_g = geo.out_channels // geo.group, geo.in_channels // geo.group
     ratio = mac_ratio(cout_g, cin_g, int(np.prod(geo.kernel)), rank, orientation)
     if ratio >= 1.0 and options.rank.kind != "full":
