@@ -70,3 +70,16 @@ class CalibrationOptions:
             raise OptionError(f"calibration batch size must be >= 1, got {self.batch_size}")
         if self.max_positions < 0:
             raise OptionError(f"max_positions must be >= 0, got {self.max_positions}")
+
+
+def parse_numbers(text: str | None, option: str, kind: type = float) -> tuple | None:
+    """``"0.5,0.25"`` -> ``(0.5, 0.25)`` for comma-separated option values; OptionError if bad."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in str(text).replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise OptionError(f"{option} must be comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}") from None
+    if not values:
+        raise OptionError(f"{option} needs at least one value")
+    return values

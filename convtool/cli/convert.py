@@ -16,6 +16,7 @@ _RANK = "Rank policy"
 _SELECT = "Layer selection"
 _OUT = "Output"
 _SHAPES = "Shapes"
+_CAL = "Calibration"
 _SPEED = "Speed"
 
 
@@ -32,7 +33,7 @@ def convert(
         Optional[float], typer.Option("--energy", help="Per layer, the smallest rank keeping this fraction of spectral energy (0-1].", rich_help_panel=_RANK)
     ] = None,
     layout: Annotated[
-        str, typer.Option("--layout", help="Emission layout: multiplier (depthwise conv with channel multiplier r, then pointwise), repeat (input concatenated r times, multiplier-1 depthwise), branches (r depthwise->pointwise branches summed), pointwise_first, or auto (per layer: pointwise_first when cheaper in MACs at stride 1, else multiplier at rank 1 and repeat at rank >= 2; with --latency-aware, the fastest measured).", rich_help_panel=_RANK)
+        str, typer.Option("--layout", help="Emission layout: multiplier (depthwise conv with channel multiplier r, then pointwise), repeat (input concatenated r times, multiplier-1 depthwise), branches (r depthwise->pointwise branches summed), pointwise_first, or auto (per layer: at rank 1 pointwise_first when cheaper in MACs at stride 1, else multiplier; branches at rank >= 2; with --latency-aware, the fastest measured).", rich_help_panel=_RANK)
     ] = "multiplier",
     min_in_channels: Annotated[
         int, typer.Option("--min-in-channels", help="Skip convs with fewer input channels (stems are accuracy-sensitive and save little).", rich_help_panel=_SELECT)
@@ -70,6 +71,39 @@ def convert(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Measure every layer afresh; neither read nor write the timing cache.", rich_help_panel=_SPEED)
     ] = False,
+    calibration: Annotated[
+        Optional[Path], typer.Option("--calibration", help="Refit each converted layer's pointwise weights by least squares on this data: an .npz with one array per model input (samples on the first axis), or a folder of images or .npy samples.", rich_help_panel=_CAL)
+    ] = None,
+    max_drift: Annotated[
+        Optional[float], typer.Option("--max-drift", help="Choose each layer's rank (search ranks or unconverted) to remove the most MACs while the whole model's drift stays within this budget (greedy, refit included with --calibration; seeded random inputs without it).", rich_help_panel=_CAL)
+    ] = None,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Drift for --max-drift: rel_l2 (worst output's relative L2) or top1 (1 - top-1 agreement, for classifiers).", rich_help_panel=_CAL)
+    ] = "rel_l2",
+    search_ranks: Annotated[
+        str, typer.Option("--search-ranks", help="Ranks --max-drift may choose from, comma-separated.", rich_help_panel=_CAL)
+    ] = "1,2,4",
+    calibration_samples: Annotated[
+        int, typer.Option("--calibration-samples", help="Use at most this many calibration samples (seeded choice).", rich_help_panel=_CAL)
+    ] = 512,
+    holdout: Annotated[
+        float, typer.Option("--holdout", help="Fraction of calibration samples held out to choose the regulariser and to reject refits that do not help.", rich_help_panel=_CAL)
+    ] = 0.2,
+    image_size: Annotated[
+        Optional[str], typer.Option("--image-size", help="Image folders: resize to HEIGHT,WIDTH (default: the model input's static size).", rich_help_panel=_CAL)
+    ] = None,
+    image_mean: Annotated[
+        str, typer.Option("--image-mean", help="Image folders: per-channel mean subtracted after scaling pixels to [0, 1] (one value or one per channel).", rich_help_panel=_CAL)
+    ] = "0",
+    image_std: Annotated[
+        str, typer.Option("--image-std", help="Image folders: per-channel std divided by after the mean.", rich_help_panel=_CAL)
+    ] = "1",
+    image_layout: Annotated[
+        str, typer.Option("--image-layout", help="Image folders: NCHW or NHWC.", rich_help_panel=_CAL)
+    ] = "NCHW",
+    channel_order: Annotated[
+        str, typer.Option("--channel-order", help="Image folders: RGB, BGR or L (greyscale).", rich_help_panel=_CAL)
+    ] = "RGB",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.", rich_help_panel=_OUT)
     ] = False,
@@ -78,12 +112,30 @@ def convert(
     from convtool import render
     from convtool.analysis.shapes import parse_input_shapes
     from convtool.api import convert_file
+    from convtool.calibrate.config import CalibrationOptions, ImagePreprocess, parse_numbers
+    from convtool.calibrate.summary import summary_lines
+    from convtool.errors import OptionError
     from convtool.graph.io import write_text_atomic
     from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
     from convtool.tune import render as tune_render
 
     try:
+        if max_drift is not None and (rank is not None or energy is not None):
+            raise OptionError("--max-drift chooses the ranks itself; use --search-ranks instead of --rank/--energy")
+        cal_options = None
+        if calibration is not None or max_drift is not None:
+            image = ImagePreprocess(
+                size=parse_numbers(image_size, "--image-size", int), mean=parse_numbers(image_mean, "--image-mean"),
+                std=parse_numbers(image_std, "--image-std"), layout=image_layout.upper(),  # type: ignore[arg-type]
+                channel_order=channel_order.upper(),  # type: ignore[arg-type]
+            )
+            cal_options = CalibrationOptions(source=str(calibration) if calibration is not None else None,
+                                             holdout=holdout, max_samples=calibration_samples, image=image)
         options = ConvertOptions(
+            calibration=cal_options,
+            max_drift=max_drift,
+            metric=metric,  # type: ignore[arg-type]
+            search_ranks=parse_numbers(search_ranks, "--search-ranks", int),
             rank=RankPolicy.parse(rank, energy),
             min_in_channels=min_in_channels,
             include=tuple(include or ()),
@@ -109,6 +161,8 @@ def convert(
         out = Console()
         out.print(render.layer_table(record, title=f"convtool convert {model.name}"))
         out.print(render.totals_line(record))
+        for line in summary_lines(record):
+            out.print(line, highlight=False)
         latency_table = tune_render.latency_table(record)
         if latency_table is not None:
             out.print(latency_table)
