@@ -70,12 +70,14 @@ def _orientation(site: ConvSite, options: ConvertOptions) -> Orientation:
 
 
 def _layout(requested: str, orientation: Orientation, rank: int) -> str:
-    """The emission form: ``auto`` keeps every depthwise Conv at multiplier 1 (``repeat`` for r >= 2),
-    because onnxruntime's fast depthwise kernel handles multiplier 1 only."""
+    """The emission form: ``auto`` keeps every depthwise Conv at multiplier 1 (``branches`` for r >= 2),
+    because onnxruntime's fast depthwise kernel handles multiplier 1 only.  ``branches`` and
+    ``repeat`` are close; ``branches`` was faster in 7 of 10 rank-2 geometries of
+    ``benchmarks/layouts.py`` (C = 16..256)."""
     if orientation == "pointwise_first":
         return "pointwise_first"
     if requested == "auto":
-        requested = "repeat"
+        requested = "branches"
     if requested in ("repeat", "branches"):
         return effective_layout(requested, rank)
     return "multiplier"
@@ -91,6 +93,12 @@ def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
     orientation = _orientation(site, options)
     dec = decompose(weight, geo.group, orientation)
     rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
+    if orientation == "pointwise_first" and options.layout == "auto" and rank >= 2:
+        # at r >= 2 the pointwise-first second conv is grouped (r inputs per group), not depthwise,
+        # and it measured slower than the multiplier-1 depthwise-first forms (benchmarks/layouts.py)
+        orientation = "depthwise_first"
+        dec = decompose(weight, geo.group, orientation)
+        rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
     cout_g, cin_g = geo.out_channels // geo.group, geo.in_channels // geo.group
     ratio = mac_ratio(cout_g, cin_g, int(np.prod(geo.kernel)), rank, orientation)
     if ratio >= 1.0 and options.rank.kind != "full":

@@ -115,9 +115,11 @@ def test_rank_one_is_the_multiplier_layout(layout):
 def test_auto_picks_multiplier_one_forms():
     model = conv_model(cin=8, cout=16)  # more outputs than inputs: depthwise-first
     assert convert(model, "auto", "1").record.layers[0].layout == "multiplier"
-    assert convert(model, "auto", "2").record.layers[0].layout == "repeat"
+    assert convert(model, "auto", "2").record.layers[0].layout == "branches"
     wide_in = conv_model(cin=32, cout=8)
     assert convert(wide_in, "auto", "1").record.layers[0].layout == "pointwise_first"
+    # at r >= 2 pointwise-first's second conv is not depthwise: auto stays depthwise-first
+    assert convert(wide_in, "auto", "2").record.layers[0].layout == "branches"
     strided = conv_model(cin=32, cout=8, stride=2)
     assert convert(strided, "auto", "1").record.layers[0].layout == "multiplier"
 
