@@ -1,0 +1,196 @@
+"""End-to-end speed of converted CNNs: layouts, ranks, with and without --latency-aware.
+
+Models: the bundled samples (``sample_models/vgg_style.onnx``, ``resnet_style.onnx``: 64-256 and
+32-128 channels at 64x64) and two synthetic CNNs built here with 64-256 channels at a larger
+resolution (input 1x3x112x112, a stride-2 stem, then stages at 56, 28 and 14 pixels):
+
+* ``synthetic_vgg``: stem 3->64 s2, then 2 x conv3x3 per stage (64, 128, 256), MaxPool between;
+* ``synthetic_resnet``: stem 3->64 s2, then 2 basic blocks per stage (64, 128, 256; the first block
+  of stages 2-3 has stride 2 and a 1x1 stride-2 shortcut).
+
+Settings: rank 1 and rank 2, each with the plain ``multiplier`` layout and with ``auto`` (rank 2:
+the multiplier-1 ``branches`` form), and ``auto`` + ``--latency-aware``.  The original and every
+converted variant of a model are timed in ONE interleaved loop (onnxruntime CPU, spinning off,
+ABBA order), so they see the same machine state; the speedup is median(original) /
+median(variant) with the paired 95 % interval of :mod:`convtool.tune.decide`.
+
+Usage::
+
+    python benchmarks/speed.py                  # all models, 40 runs
+    python benchmarks/speed.py --smoke          # one small model, tiny run counts (CI)
+    python benchmarks/speed.py --models synthetic_vgg --runs 100 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from convtool.api import convert_model  # noqa: E402
+from convtool.bench.latency import SessionConfig, make_session, random_feeds, time_models  # noqa: E402
+from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
+from convtool.tune.decide import verdict  # noqa: E402
+
+SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
+    # (label, rank, layout, latency-aware)
+    ("r=1 multiplier", 1, "multiplier", False),
+    ("r=1 auto", 1, "auto", False),
+    ("r=1 auto --latency-aware", 1, "auto", True),
+    ("r=2 multiplier", 2, "multiplier", False),
+    ("r=2 auto (branches)", 2, "auto", False),
+    ("r=2 auto --latency-aware", 2, "auto", True),
+)
+
+
+class _Builder:
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def conv(self, name: str, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, relu: bool = True) -> str:
+        w = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))
+        b = 0.05 * self.rng.standard_normal(cout)
+        self.inits += [numpy_helper.from_array(w.astype(np.float32), f"{name}.w"),
+                       numpy_helper.from_array(b.astype(np.float32), f"{name}.b")]
+        self.nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}.out"], name=name,
+                                           kernel_shape=[k, k], strides=[stride] * 2, pads=[k // 2] * 4))
+        return self.relu(f"{name}.relu", f"{name}.out") if relu else f"{name}.out"
+
+    def relu(self, name: str, x: str) -> str:
+        self.nodes.append(helper.make_node("Relu", [x], [f"{name}.out"], name=name))
+        return f"{name}.out"
+
+    def op(self, op: str, name: str, inputs: list[str], **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [f"{name}.out"], name=name, **attrs))
+        return f"{name}.out"
+
+    def model(self, x: str, c: int, name: str) -> onnx.ModelProto:
+        x = self.op("GlobalAveragePool", "gap", [x])
+        x = self.op("Flatten", "flatten", [x])
+        w = self.rng.standard_normal((10, c)) * 0.05
+        self.inits.append(numpy_helper.from_array(w.astype(np.float32), "fc.w"))
+        self.nodes.append(helper.make_node("Gemm", [x, "fc.w"], ["logits"], name="fc", transB=1))
+        graph = helper.make_graph(self.nodes, name,
+                                  [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 112, 112])],
+                                  [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 10])],
+                                  initializer=self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def synthetic_vgg(seed: int = 5) -> onnx.ModelProto:
+    g = _Builder(seed)
+    x = g.conv("stem", "input", 3, 64, stride=2)
+    cin = 64
+    for s, c in enumerate((64, 128, 256), start=1):
+        for i in (1, 2):
+            x = g.conv(f"s{s}.conv{i}", x, cin, c)
+            cin = c
+        if s < 3:
+            x = g.op("MaxPool", f"s{s}.pool", [x], kernel_shape=[2, 2], strides=[2, 2])
+    return g.model(x, cin, "synthetic_vgg")
+
+
+def synthetic_resnet(seed: int = 6) -> onnx.ModelProto:
+    g = _Builder(seed)
+    x = g.conv("stem", "input", 3, 64, stride=2)
+    cin = 64
+    for s, c in enumerate((64, 128, 256), start=1):
+        for blk in (1, 2):
+            stride = 2 if (s > 1 and blk == 1) else 1
+            p = f"s{s}.b{blk}"
+            y = g.conv(f"{p}.conv1", x, cin, c, stride=stride)
+            y = g.conv(f"{p}.conv2", y, c, c, relu=False)
+            short = g.conv(f"{p}.down", x, cin, c, k=1, stride=stride, relu=False) if (stride != 1 or cin != c) else x
+            x = g.relu(f"{p}.relu", g.op("Add", f"{p}.add", [y, short]))
+            cin = c
+    return g.model(x, cin, "synthetic_resnet")
+
+
+def load_models(names: list[str]) -> dict[str, onnx.ModelProto]:
+    makers = {
+        "vgg_style": lambda: onnx.load(ROOT / "sample_models" / "vgg_style.onnx"),
+        "resnet_style": lambda: onnx.load(ROOT / "sample_models" / "resnet_style.onnx"),
+        "synthetic_vgg": synthetic_vgg,
+        "synthetic_resnet": synthetic_resnet,
+    }
+    return {n: makers[n]() for n in names}
+
+
+def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionConfig, runs: int, warmup: int,
+                cache_dir: str, latency_kw: dict) -> list[dict]:
+    variants = []
+    for label, rank, layout, aware in settings:
+        latency = (LatencyOptions(threads=config.threads, opt_level=config.opt_level, cache_dir=cache_dir,
+                                  **latency_kw) if aware else None)
+        result = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", rank), layout=layout,  # type: ignore[arg-type]
+                                                     latency_aware=latency))
+        rec = result.record
+        layouts = sorted({layer.layout for layer in rec.layers if layer.converted})
+        variants.append(dict(label=label, model=result.model, converted=rec.totals.converted,
+                             convs=rec.totals.conv_nodes, layouts=",".join(layouts) or "-",
+                             mac_ratio=(rec.totals.macs_after / rec.totals.macs_before) if rec.totals.macs_before else None,
+                             e2e=(rec.latency or {}).get("end_to_end")))
+    feeds = random_feeds(model)
+    sessions = [make_session(model, config)] + [make_session(v["model"], config) for v in variants]
+    stats = time_models(sessions, [feeds] * len(sessions), runs=runs, warmup=warmup)
+    rows = [dict(model=name, label="original", ms=stats[0].median, p10=stats[0].p10, p90=stats[0].p90,
+                 speedup=1.0, ci=(1.0, 1.0), mac_ratio=1.0, converted="-", layouts="-")]
+    for v, st in zip(variants, stats[1:]):
+        vd = verdict(stats[0].samples, st.samples, margin=0.0)
+        rows.append(dict(model=name, label=v["label"], ms=st.median, p10=st.p10, p90=st.p90, speedup=vd.speedup,
+                         ci=(vd.ci_low, vd.ci_high), mac_ratio=v["mac_ratio"],
+                         converted=f"{v['converted']}/{v['convs']}", layouts=v["layouts"]))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| model | setting | converted | layouts | MAC ratio | median ms (p10-p90) | speedup (95% CI) |")
+    print("|---|---|---:|---|---:|---:|---|")
+    for r in rows:
+        mac = f"{r['mac_ratio']:.3f}" if r["mac_ratio"] is not None else "?"
+        print(f"| {r['model']} | {r['label']} | {r['converted']} | {r['layouts']} | {mac} | "
+              f"{r['ms']:.2f} ({r['p10']:.2f}-{r['p90']:.2f}) | "
+              f"{r['speedup']:.2f}x ({r['ci'][0]:.2f}-{r['ci'][1]:.2f}) |")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["vgg_style", "resnet_style", "synthetic_vgg", "synthetic_resnet"],
+                   choices=["vgg_style", "resnet_style", "synthetic_vgg", "synthetic_resnet"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--opt-level", default="all")
+    p.add_argument("--runs", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--cache-dir", default=None, help="timing cache for --latency-aware [default: a fresh temp dir]")
+    p.add_argument("--smoke", action="store_true", help="one small model, tiny run counts, for CI")
+    args = p.parse_args(argv)
+    latency_kw: dict = {}
+    if args.smoke:
+        args.models, args.runs, args.warmup = ["resnet_style"], 3, 1
+        latency_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
+    config = SessionConfig(threads=args.threads, opt_level=args.opt_level, allow_spinning=False)
+    print(f"# end to end; onnxruntime, {args.threads} thread(s), opt level {args.opt_level}, spinning off, "
+          f"{args.runs} interleaved runs per model (original and all variants in one loop), medians")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_dir = args.cache_dir or tmp
+        rows: list[dict] = []
+        for name, model in load_models(args.models).items():
+            model_rows = bench_model(name, model, SETTINGS, config, args.runs, args.warmup, cache_dir, latency_kw)
+            rows.extend(model_rows)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

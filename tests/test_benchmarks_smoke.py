@@ -1,0 +1,38 @@
+"""The benchmarks' --smoke modes run (tiny run counts; no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_layouts_smoke():
+    out = run_benchmark("layouts.py")
+    assert "| C | S | r | layout |" in out
+    for layout in ("multiplier", "repeat", "branches", "pointwise_first"):
+        assert f"| {layout} |" in out
+    assert "of MAC speedup" in out
+
+
+def test_speed_smoke(tmp_path):
+    out = run_benchmark("speed.py", "--cache-dir", str(tmp_path))
+    assert "| resnet_style | original |" in out
+    assert "--latency-aware" in out and "speedup" in out
+
+
+@pytest.mark.slow
+def test_models_smoke():
+    out = run_benchmark("models.py")
+    assert "| yolov8n |" in out or "skipped:" in out
