@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from convtool.api import convert_model  # noqa: E402
+from convtool.factorize import mac_ratio  # noqa: E402
 from convtool.bench.latency import SessionConfig, make_session, random_feeds, time_models  # noqa: E402
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
 from convtool.tune.decide import verdict  # noqa: E402
@@ -136,6 +137,8 @@ def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionConf
                                                      latency_aware=latency))
         rec = result.record
         layouts = sorted({layer.layout for layer in rec.layers if layer.converted})
+        if aware:
+            LAYER_ROWS.extend(_layer_rows(name, rank, rec))
         variants.append(dict(label=label, model=result.model, converted=rec.totals.converted,
                              convs=rec.totals.conv_nodes, layouts=",".join(layouts) or "-",
                              mac_ratio=(rec.totals.macs_after / rec.totals.macs_before) if rec.totals.macs_before else None,
@@ -151,6 +154,36 @@ def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionConf
                          ci=(vd.ci_low, vd.ci_high), mac_ratio=v["mac_ratio"],
                          converted=f"{v['converted']}/{v['convs']}", layouts=v["layouts"]))
     return rows
+
+
+LAYER_ROWS: list[dict] = []
+
+
+def _layer_rows(model: str, rank: int, record) -> list[dict]:
+    """Per measured layer, its fastest timed layout: time ratio against the MAC ratio."""
+    rows = []
+    for layer in record.layers:
+        if not layer.latency_candidates:
+            continue
+        best = max(layer.latency_candidates, key=lambda c: c["speedup"])
+        k = int(np.prod(layer.kernel))
+        cin_g, cout_g = layer.in_channels // layer.group, layer.out_channels // layer.group
+        orientation = "pointwise_first" if best["layout"] == "pointwise_first" else "depthwise_first"
+        mac = mac_ratio(cout_g, cin_g, k, best["rank"], orientation)
+        rows.append(dict(model=model, layer=layer.name, ch=f"{layer.in_channels}->{layer.out_channels}",
+                         r=best["rank"], layout=best["layout"], time=1.0 / best["speedup"], mac=mac,
+                         achieved=mac * best["speedup"], ci=(best["ci_low"], best["ci_high"]),
+                         converted=layer.converted))
+    return rows
+
+
+def print_layer_table(rows: list[dict]) -> None:
+    print("| model | layer | channels | r | best layout | time ratio | MAC ratio | of MAC speedup | converted |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['layer']} | {r['ch']} | {r['r']} | {r['layout']} | {r['time']:.2f} | "
+              f"{r['mac']:.3f} | {r['achieved']:.2f} | {'yes' if r['converted'] else 'no'} |")
+    sys.stdout.flush()
 
 
 def print_table(rows: list[dict]) -> None:
@@ -189,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             model_rows = bench_model(name, model, SETTINGS, config, args.runs, args.warmup, cache_dir, latency_kw)
             rows.extend(model_rows)
     print_table(rows)
+    print()
+    print("# per layer (timed by --latency-aware at the layer's input shape; fastest layout of each layer)")
+    print_layer_table(LAYER_ROWS)
     return 0
 
 
