@@ -319,3 +319,15 @@ def test_cli_bad_opt_level(tmp_path):
     assert res.exit_code == 2, res.output
     assert "--opt-level" in res.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_layer_that_cannot_be_timed_is_kept(tmp_path, monkeypatch):
+    from convtool.errors import ModelLoadError
+
+    def broken(*a, **k):
+        raise ModelLoadError("model: onnxruntime cannot run it: NOT_IMPLEMENTED")
+
+    monkeypatch.setattr(tuner_mod, "time_pair", broken)
+    result = convert_model(conv_model(cin=16, cout=16, size=12), _opts(tmp_path, rank="1", layout="multiplier"))
+    (layer,) = result.record.layers
+    assert not layer.converted and "could not be timed" in layer.reason

@@ -25,6 +25,7 @@ from typing import Any
 import onnx
 
 from convtool.bench.latency import SessionConfig, cpu_model, make_session, random_feeds, time_models
+from convtool.errors import ConvToolError
 from convtool.graph.select import ConvSite
 from convtool.options import ConvertOptions, LatencyOptions
 from convtool.plan import Decision, plan_site
@@ -152,12 +153,19 @@ class LayerTuner:
         if x_shape is None:
             return LayerChoice(None, "input shape unknown, cannot measure latency (fix it with --input-shape)")
         pairs: list[tuple[Decision, Candidate]] = []
+        failed = ""
         for layout in candidate_layouts(site, options, decision.rank):
             d = decision if layout == decision.layout else plan_site(site, dataclasses.replace(options, layout=layout))
             if isinstance(d, str) or any(p[0].layout == d.layout for p in pairs):
                 continue  # would not reduce MACs, or the same form as one already timed
             shape = conv_shape(site, x_shape, d.bias is not None)
-            pairs.append((d, self.measure(shape, d)))
+            try:
+                pairs.append((d, self.measure(shape, d)))
+            except ConvToolError as exc:  # onnxruntime refused one of the one-layer models
+                log.warning("%s: cannot time the %s replacement: %s", site.name, d.layout, exc)
+                failed = f"could not be timed: {exc}"
+        if not pairs and failed:
+            return LayerChoice(None, f"replacement {failed}")
         return choose(pairs)
 
 
