@@ -1,0 +1,127 @@
+"""Accuracy of converted models on the trained digits CNN, with and without calibration.
+
+For each setting (rank 1, rank 2, ``--energy 0.9`` and ``--max-drift`` budgets), converts
+``sample_models/digits_cnn.onnx`` data-free and with the least-squares refit on
+``digits_calib.npz`` (300 training images), then measures on the held-out ``digits_eval.npz``
+(360 images): MAC reduction of the whole model, top-1 accuracy, top-1 agreement with the
+original and output drift (relative L2 of the logits). Prints a Markdown table.
+
+    python benchmarks/accuracy.py            # full run (a minute or two on 2 cores)
+    python benchmarks/accuracy.py --smoke    # tiny sizes, for CI: checks it runs, not the numbers
+
+``--max-drift`` without calibration measures drift on seeded random inputs (as the CLI does
+and warns); with calibration it measures on the calibration images and refits inside the search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "sample_models"
+
+
+@dataclass
+class Row:
+    setting: str
+    calibrated: bool
+    converted: str
+    mac_reduction: float
+    accuracy: float
+    agreement: float
+    drift: float
+    seconds: float
+
+
+def _logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 64]})[0] for i in range(0, len(x), 64)])
+
+
+def settings(smoke: bool) -> list[tuple[str, dict]]:
+    from convtool.options import RankPolicy
+
+    out = [
+        ("rank 1", {"rank": RankPolicy("fixed", 1)}),
+        ("rank 2", {"rank": RankPolicy("fixed", 2)}),
+        ("energy 0.9", {"rank": RankPolicy("energy", 0.9)}),
+        ("max-drift 0.01 (top1)", {"max_drift": 0.01, "metric": "top1"}),
+        ("max-drift 0.2 (rel_l2)", {"max_drift": 0.2, "metric": "rel_l2"}),
+    ]
+    return out[:1] + out[3:4] if smoke else out
+
+
+def run(smoke: bool = False) -> list[Row]:
+    from convtool.api import convert_model
+    from convtool.calibrate.config import CalibrationOptions
+    from convtool.options import ConvertOptions
+
+    model = onnx.load(str(MODELS / "digits_cnn.onnx"))
+    with np.load(MODELS / "digits_eval.npz") as f:
+        x_eval, y_eval = f["input"], f["labels"]
+    with np.load(MODELS / "digits_calib.npz") as f:
+        x_cal = f["input"]
+    if smoke:
+        x_eval, y_eval, x_cal = x_eval[:48], y_eval[:48], x_cal[:24]
+    ref = _logits(model, x_eval)
+    rows = [Row("original", False, "-", 0.0, float(np.mean(ref.argmax(1) == y_eval)), 1.0, 0.0, 0.0)]
+    for name, kwargs in settings(smoke):
+        for calibrated in (False, True):
+            options = ConvertOptions(calibration=CalibrationOptions() if calibrated else None, **kwargs)
+            start = time.perf_counter()
+            res = convert_model(model, options, calibration_data={"input": x_cal} if calibrated else None)
+            seconds = time.perf_counter() - start
+            out = _logits(res.model, x_eval)
+            t = res.record.totals
+            ranks = [str(layer.rank) if layer.converted else "-" for layer in res.record.layers]
+            rows.append(Row(
+                name, calibrated, " ".join(ranks), t.mac_reduction or 0.0,
+                float(np.mean(out.argmax(1) == y_eval)), float(np.mean(out.argmax(1) == ref.argmax(1))),
+                float(np.linalg.norm(out - ref) / np.linalg.norm(ref)), seconds,
+            ))
+    return rows
+
+
+def table(rows: list[Row], n_eval: int, n_cal: int) -> str:
+    lines = [
+        f"digits CNN (6 convs; held-out set of {n_eval} images; calibration: {n_cal} training images)",
+        "",
+        "| setting | calibration | ranks conv1..conv6 | MAC reduction | top-1 accuracy | top-1 agreement | drift (rel L2) | time (s) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cal = "-" if r.setting == "original" else ("refit" if r.calibrated else "data-free")
+        lines.append(f"| {r.setting} | {cal} | {r.converted} | {r.mac_reduction:.1%} | {r.accuracy:.1%} | "
+                     f"{r.agreement:.1%} | {r.drift:.3f} | {r.seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if not (MODELS / "digits_cnn.onnx").exists():
+        print(f"missing {MODELS / 'digits_cnn.onnx'}: run sample_models/train_digits.py", file=sys.stderr)
+        return 2
+    rows = run(args.smoke)
+    n_eval, n_cal = (48, 24) if args.smoke else (360, 300)
+    print(table(rows, n_eval, n_cal))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""--max-drift: the greedy per-layer rank search keeps the whole model within its budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from test_calibrate_pipeline import _data, _model
+
+from convtool.api import convert_model
+from convtool.calibrate.autorank import measure_drift
+from convtool.calibrate.capture import run_outputs
+from convtool.calibrate.config import CalibrationOptions
+from convtool.calibrate.data import CalibrationData
+from convtool.errors import OptionError
+from convtool.options import ConvertOptions
+
+MODELS = Path(__file__).resolve().parent.parent / "sample_models"
+DIGITS = MODELS / "digits_cnn.onnx"
+
+
+def test_measure_drift_normalises_each_output_and_takes_the_worst():
+    ref = {"boxes": np.full((4, 2), 100.0), "scores": np.eye(4)[:, :3]}
+    cand = {"boxes": ref["boxes"] * 1.01, "scores": ref["scores"] + 0.5}
+    d = measure_drift(ref, cand, "rel_l2")
+    assert d.value == pytest.approx(np.linalg.norm(np.full((4, 3), 0.5)) / np.linalg.norm(ref["scores"]))
+    assert measure_drift(ref, ref, "top1").value == 0.0
+    with pytest.raises(OptionError, match="class scores"):
+        measure_drift({"y": np.zeros((2, 3, 4))}, {"y": np.zeros((2, 3, 4))}, "top1")
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.3, 10.0])
+def test_budget_respected_without_calibration_data(budget):
+    model = _model()
+    res = convert_model(model, ConvertOptions(max_drift=budget, search_ranks=(1, 2)))
+    search = res.record.calibration["search"]
+    assert search["refit"] is False and search["drift"] <= budget
+    assert any("seeded random inputs" in w for w in res.record.warnings)
+    if budget == 0.0:
+        assert res.record.totals.converted == 0
+        assert all("left unconverted by --max-drift" in layer.reason for layer in res.record.layers)
+    if budget == 10.0:
+        assert res.record.totals.converted == 3 and {layer.rank for layer in res.record.layers} == {1}
+    assert search["evaluations"] <= 2 * 3 * 2
+
+
+def test_budget_respected_with_calibration_data():
+    model = _model()
+    data = _data(n=16)
+    budget = 0.25
+    res = convert_model(model, ConvertOptions(max_drift=budget, search_ranks=(1, 2), calibration=CalibrationOptions()),
+                        calibration_data=data)
+    search = res.record.calibration["search"]
+    assert search["refit"] is True and search["samples"] == 16
+    measured = measure_drift(run_outputs(model, CalibrationData(data)), run_outputs(res.model, CalibrationData(data)),
+                             "rel_l2")
+    assert measured.value == pytest.approx(search["drift"]) and measured.value <= budget
+    assert all(layer.output_error_after is not None for layer in res.record.layers if layer.converted)
+    assert len(search["sensitivity"]) == 3 * 2
+
+
+@pytest.mark.skipif(not DIGITS.exists(), reason="digits sample model not built yet")
+def test_digits_top1_budget_respected():
+    model = onnx.load(str(DIGITS))
+    with np.load(MODELS / "digits_calib.npz") as f:
+        calib = {"input": f["input"][:96]}
+    budget = 0.02
+    res = convert_model(model, ConvertOptions(max_drift=budget, metric="top1", search_ranks=(1, 2),
+                                              calibration=CalibrationOptions()), calibration_data=calib)
+    search = res.record.calibration["search"]
+    assert search["drift"] <= budget and search["refit"]
+    ref = run_outputs(model, CalibrationData(calib))["logits"].argmax(1)
+    got = run_outputs(res.model, CalibrationData(calib))["logits"].argmax(1)
+    assert np.mean(ref == got) >= 1 - budget
+    assert res.record.totals.converted >= 1
