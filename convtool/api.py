@@ -69,10 +69,43 @@ def _costs(model: onnx.ModelProto, options: ConvertOptions, warnings: list[str],
         return None
 
 
+_BIG_TENSOR_BYTES = 1 << 16
+
+
+def _stand_ins(graph: gs.Graph) -> dict[str, onnx.TensorProto]:
+    """Swap untouched large constants for data-free stand-ins before export.
+
+    graphsurgeon's export copies every initializer twice (make_graph, then make_model); for a
+    143M-parameter model that is most of the conversion time.  Untouched constants still hold
+    the caller's TensorProto (``LazyValues``); we point them at a stand-in with the same
+    name, type and dims and copy the real tensor in once, after export.  The caller's model
+    is never modified: only our graph's reference is replaced.
+    """
+    originals: dict[str, onnx.TensorProto] = {}
+    for tensor in graph.tensors().values():
+        lazy = getattr(tensor, "_values", None)
+        if not isinstance(tensor, gs.Constant) or not isinstance(lazy, gs.ir.tensor.LazyValues):
+            continue
+        proto = lazy.tensor
+        if not isinstance(proto, onnx.TensorProto) or lazy.nbytes < _BIG_TENSOR_BYTES:
+            continue
+        stand_in = onnx.TensorProto(name=proto.name, data_type=proto.data_type, dims=list(proto.dims))
+        originals[proto.name] = proto
+        lazy.tensor = stand_in
+    return originals
+
+
 def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """Export ``graph`` keeping every model-level field of ``like`` (opset, IR version, metadata)."""
-    exported = gs.export_onnx(graph, do_type_check=False)
-    out = onnx.ModelProto()
+    originals = _stand_ins(graph)
+    out = gs.export_onnx(graph, do_type_check=False)
+    for init in out.graph.initializer:
+        original = originals.get(init.name)
+        if original is not None:
+            init.CopyFrom(original)
+    for desc, _ in out.ListFields():
+        if desc.name != "graph":
+            out.ClearField(desc.name)
     for desc, value in like.ListFields():
         if desc.name == "graph":
             continue
@@ -82,7 +115,6 @@ def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
             getattr(out, desc.name).CopyFrom(value)
         else:
             setattr(out, desc.name, value)
-    out.graph.CopyFrom(exported.graph)
     if out.ir_version < 4:
         # IR < 4 requires every initializer to be listed as a graph input as well.
         listed = {i.name for i in out.graph.input}
@@ -223,10 +255,7 @@ def convert_file(input_path: str | Path, output_path: str | Path | None = None,
     if not dry_run and dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise OptionError(f"refusing to overwrite the input model {src}; choose another -o")
     model = load_model(src)
-    try:
-        onnx.checker.check_model(model, full_check=False) if model.ByteSize() < 2**31 - 1 else None
-    except onnx.checker.ValidationError as exc:
-        raise ModelLoadError(f"{src}: invalid ONNX graph: {str(exc).strip().splitlines()[0]}") from None
+    check_model(model, str(src), full=False)
     result = convert_model(model, options, source=str(src))
     if not dry_run:
         save_model(result.model, dst)

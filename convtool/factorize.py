@@ -97,8 +97,29 @@ def decompose(
         mats = w  # (g, Cout_g, Cin_g, K)
     else:
         raise ValueError(f"unknown orientation {orientation!r}")
-    u, s, vt = np.linalg.svd(mats, full_matrices=False)
+    u, s, vt = _svd(mats)
     return Decomposition(u, s, vt, kernel_shape, group, np.dtype(weight.dtype), orientation)
+
+
+def _svd(mats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD of a batch of ``m x K`` matrices.
+
+    When ``K <= m`` (the usual case: 9 kernel taps, many channels) it goes through the
+    ``K x K`` Gram matrices: ``M^T M = V diag(s^2) V^T`` and ``u_j s_j = M v_j``.  Because ``V``
+    is a complete orthonormal basis, ``M V V^T = M`` exactly at full rank whatever the
+    conditioning; only singular values below ~1e-8 of the largest lose relative accuracy,
+    which moves the reported error by less than that.  It is several times faster than
+    LAPACK's batched SVD on conv-sized batches.
+    """
+    m, k = mats.shape[-2:]
+    if k > m:
+        return np.linalg.svd(mats, full_matrices=False)
+    evals, evecs = np.linalg.eigh(np.swapaxes(mats, -1, -2) @ mats)
+    evals, evecs = evals[..., ::-1], evecs[..., ::-1]
+    s = np.sqrt(np.clip(evals, 0.0, None))
+    us = mats @ evecs
+    u = np.divide(us, s[..., None, :], out=np.zeros_like(us), where=s[..., None, :] > 0)
+    return u, s, np.swapaxes(evecs, -1, -2)
 
 
 def relative_error(dec: Decomposition, rank: int) -> float:
