@@ -156,3 +156,19 @@ def test_help_and_version():
     assert res.exit_code == 0 and res.output.startswith("convtool ")
     res = invoke("convert", "-h")
     assert res.exit_code == 0 and "--rank" in res.output and "--min-in-channels" in res.output
+
+
+def test_convert_with_report(vgg, tmp_path):
+    rep = tmp_path / "report.json"
+    res = invoke("convert", vgg, "-o", tmp_path / "o.onnx", "--report", "--report-runs", "3",
+                 "--report-json", rep, "-q")
+    assert res.exit_code == 0, res.output
+    data = json.loads(rep.read_text())
+    assert [m["path"] for m in data["models"]] == [str(vgg), str(tmp_path / "o.onnx")]
+    assert data["comparison"]["mac_reduction"] > 0.5
+    assert data["models"][1]["latency_ms"]["runs"] == 3
+
+
+def test_report_needs_a_written_model(vgg):
+    res = invoke("convert", vgg, "--dry-run", "--report")
+    assert res.exit_code == 2 and "error: --report needs a written model" in res.output, res.output

@@ -16,6 +16,7 @@ _RANK = "Rank policy"
 _SELECT = "Layer selection"
 _OUT = "Output"
 _SHAPES = "Shapes"
+_REPORT = "Report"
 _CAL = "Calibration"
 _SPEED = "Speed"
 
@@ -104,6 +105,18 @@ def convert(
     channel_order: Annotated[
         str, typer.Option("--channel-order", help="Image folders: RGB, BGR or L (greyscale).", rich_help_panel=_CAL)
     ] = "RGB",
+    report: Annotated[
+        bool, typer.Option("--report", help="After writing, compare original and converted like 'convtool report': params, MACs/FLOPs, interleaved latency (--threads, --opt-level), output drift.", rich_help_panel=_REPORT)
+    ] = False,
+    report_runs: Annotated[
+        int, typer.Option("--report-runs", help="Timed runs per model for --report.", rich_help_panel=_REPORT)
+    ] = 100,
+    report_json: Annotated[
+        Optional[Path], typer.Option("--report-json", help="With --report: write the report record here (same keys as 'convtool report --json').", rich_help_panel=_REPORT)
+    ] = None,
+    report_markdown: Annotated[
+        Optional[Path], typer.Option("--report-markdown", help="With --report: write the report as Markdown here.", rich_help_panel=_REPORT)
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.", rich_help_panel=_OUT)
     ] = False,
@@ -170,3 +183,34 @@ def convert(
         if latency_line is not None:
             out.print(latency_line)
         out.print(f"dry run: nothing written" if dry_run else f"wrote {record.output}", highlight=False)
+    if report:
+        _report_after_convert(model, record, input_shape, threads, opt_level, report_runs, report_json,
+                              report_markdown, quiet, dry_run)
+
+
+def _report_after_convert(model: Path, record, input_shape, threads: int, opt_level: str, runs: int,
+                          json_path: Path | None, markdown_path: Path | None, quiet: bool, dry_run: bool) -> None:
+    """``convert --report``: the 'convtool report' comparison of the input and the file just written."""
+    from convtool import render_report
+    from convtool.analysis.shapes import parse_input_shapes
+    from convtool.cli.report import _with_progress
+    from convtool.errors import OptionError
+    from convtool.graph.io import write_text_atomic
+    from convtool.reporting import ReportOptions, build_report
+
+    err = Console(stderr=True)
+    try:
+        if dry_run or record.output is None:
+            raise OptionError("--report needs a written model; drop --dry-run")
+        options = ReportOptions(input_shapes=tuple(parse_input_shapes(input_shape or []).items()), runs=runs,
+                                threads=threads, opt_level=opt_level)
+        paths = [model, Path(record.output)]
+        result = build_report(paths, options) if quiet else _with_progress(build_report, paths, options, err)
+        if json_path is not None:
+            write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", json_path)
+        if markdown_path is not None:
+            write_text_atomic(render_report.render_markdown(result), markdown_path)
+    except ConvToolError as exc:
+        fail(exc)
+    if not quiet:
+        Console().print(render_report.report_renderable(result))
