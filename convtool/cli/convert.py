@@ -160,6 +160,8 @@ def convert(
                                          cache_dir=str(cache_dir) if cache_dir is not None else None,
                                          use_cache=not no_cache) if latency_aware else None,
         )
+        if report and dry_run:
+            raise OptionError("--report needs a written model; drop --dry-run")
         result = convert_file(model, output, options, dry_run=dry_run)
         record = result.record
         if json_path is not None:
