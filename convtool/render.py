@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -33,36 +34,45 @@ def _channels(layer: LayerChange) -> str:
     return text + (f" /g{layer.group}" if layer.group > 1 else "")
 
 
+def _arrow(before: int | None, after: int | None) -> str:
+    return f"{human(before)}\u2192{human(after)}"
+
+
+def console_width(is_terminal: bool, width: int) -> int:
+    """Logs and pipes are not terminals: give tables room (120 columns) instead of rich's 80."""
+    return width if is_terminal else max(width, 120)
+
+
 def layer_table(record: ConversionRecord, title: str | None = None) -> Table:
     """One row per Conv: what it became, or why it was skipped."""
     show_cal = any(layer.output_error_after is not None for layer in record.layers)
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for col, just in (("layer", "left"), ("kernel", "center"), ("channels", "right"), ("rank", "right"),
-                      ("params", "right"), ("MACs", "right"), ("weight err", "right")):
-        table.add_column(col, justify=just)
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("layer", overflow="fold")
+    for col in ("k", "channels", "rank", "params", "MACs", "MACs x", "w.err"):
+        table.add_column(col, justify="right", overflow="fold")
     if show_cal:
-        table.add_column("out err (refit)", justify="right")
-    table.add_column("status / reason")
+        table.add_column("out err (refit)", justify="right", no_wrap=True)
+    table.add_column("result", overflow="fold", min_width=12)
     for layer in record.layers:
         if layer.converted:
             cells = [
                 layer.name, _kernel(layer), _channels(layer), str(layer.rank),
-                f"{human(layer.params_before)} -> {human(layer.params_after)}",
-                f"{human(layer.macs_before)} -> {human(layer.macs_after)} ({ratio(layer.macs_before, layer.macs_after)})",
+                _arrow(layer.params_before, layer.params_after), _arrow(layer.macs_before, layer.macs_after),
+                ratio(layer.macs_before, layer.macs_after).rstrip("x"),
                 f"{layer.weight_error:.3f}" if layer.weight_error is not None else "",
             ]
             if show_cal:
                 cells.append(_refit_cell(layer))
-            status = "converted" + (f" ({layer.layout})" if layer.layout and layer.layout != "multiplier" else "")
+            status = layer.layout or "converted"
             if layer.folded_batchnorm:
                 status += " +BN"
             table.add_row(*cells, Text(status, style="green"))
         else:
             cells = [layer.name, _kernel(layer), _channels(layer), "-", human(layer.params_before),
-                     human(layer.macs_before), ""]
+                     human(layer.macs_before), "", ""]
             if show_cal:
                 cells.append("")
-            table.add_row(*cells, Text(f"skipped: {layer.reason}", style="yellow"))
+            table.add_row(*cells, Text(f"skip: {layer.reason}", style="yellow"))
     return table
 
 

@@ -171,9 +171,10 @@ def convert(
 
     err = Console(stderr=True)
     for warning in record.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if not quiet:
         out = Console()
+        out = Console(width=render.console_width(out.is_terminal, out.width))
         out.print(render.layer_table(record, title=f"convtool convert {model.name}"))
         out.print(render.totals_line(record))
         for line in summary_lines(record):
