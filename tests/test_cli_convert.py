@@ -56,7 +56,7 @@ def test_convert_writes_model_and_json_record(vgg, tmp_path):
     # whole-model params: the converted file's initializers, counted independently
     model = onnx.load(out)
     assert t["params_after"] == sum(int(np.prod(i.dims)) for i in model.graph.initializer)
-    assert "stage1.conv1" in res.output and "skipped: stem conv" in res.output
+    assert "stage1.conv1" in res.output and "skip: stem conv" in res.output
     assert "warning: data-free factorisation" in res.output
 
 
