@@ -7,11 +7,10 @@ tests only read the files it writes. Install the training dependencies with::
 
 Data: ``sklearn.datasets.load_digits`` (1797 grey 8x8 images, 10 classes, shipped inside
 scikit-learn), pixel values 0..16 divided by 16, upsampled to 32x32 (bilinear, align_corners=False),
-then normalised with the training split's mean and std (printed by the script: 0.305383 and
-0.323652). A fixed stratified split
-(``train_test_split(test_size=360, stratify=labels, random_state=0)``) holds out 360 images for
-evaluation; the other 1437 train the model, and the first 300 of them (in split order) form the
-calibration set.
+then normalised with the training split's mean and std (printed; 0.305383 and 0.323652).
+A fixed stratified split (``train_test_split(test_size=360, stratify=labels, random_state=0)``)
+holds out 360 images for evaluation; the other 1437 train the model, and the first 300 of them
+(in split order) form the calibration set.
 
 Model (every conv 3x3, pad 1, no bias, followed by BatchNormalization and Relu; ONNX node names
 conv1..conv6, bn1..bn6, relu1..relu6, pool1, pool2, gap, flatten, fc)::
