@@ -67,7 +67,7 @@ def convert(
         str, typer.Option("--opt-level", help="onnxruntime graph optimisation level to measure with: disable, basic, extended, all.", rich_help_panel=_SPEED)
     ] = "all",
     cache_dir: Annotated[
-        Optional[Path], typer.Option("--cache-dir", help="Where per-shape layer timings are cached [default: ~/.cache/convtool].", rich_help_panel=_SPEED)
+        Optional[Path], typer.Option("--cache-dir", help="Where per-shape layer timings are cached (default: ~/.cache/convtool).", rich_help_panel=_SPEED)
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Measure every layer afresh; neither read nor write the timing cache.", rich_help_panel=_SPEED)

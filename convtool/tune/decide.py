@@ -4,7 +4,7 @@ Input: ``n`` interleaved runs of the original conv (``a_i``) and of its replacem
 (``b_i``), taken in the same loop (A B, B A, A B, ...) so that run ``i`` of each saw the same
 machine state.
 
-Rule (documented for users in ``convtool convert --help`` and the README):
+Rule (each layer's record quotes the numbers it was decided on):
 
 * speedup ``S = median(a) / median(b)`` (a ratio of medians, as ``convtool report`` reports);
 * noise: the paired log-ratios ``l_i = ln(a_i / b_i)`` give a distribution-free ~95 %
