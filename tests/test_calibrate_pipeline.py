@@ -213,3 +213,27 @@ def test_cli_calibration_option_errors(tmp_path, model_file, argv, expected):
     result = runner.invoke(app, ["convert", str(model_file), "-o", str(tmp_path / "o.onnx"), *argv])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().startswith("error:") and expected in result.stderr, result.stderr
+
+
+def test_refit_is_the_same_function_in_every_depthwise_first_layout():
+    from convtool.options import RankPolicy
+
+    data, test = _data(), _data(n=4, seed=9)
+    outs = {}
+    for layout in ("multiplier", "repeat", "branches"):
+        res = convert_model(_model(), ConvertOptions(rank=RankPolicy("fixed", 2), layout=layout,
+                                                     calibration=CalibrationOptions()), calibration_data=data)
+        onnx.checker.check_model(res.model, full_check=True)
+        assert all(layer.layout == layout and layer.output_error_after < layer.output_error_before
+                   for layer in res.record.layers if layer.converted)
+        outs[layout] = run(res.model, test)[0]
+    np.testing.assert_allclose(outs["repeat"], outs["multiplier"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outs["branches"], outs["multiplier"], rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_first_layers_are_left_as_factorised_with_a_reason():
+    res = convert_model(_model(), ConvertOptions(layout="pointwise_first", calibration=CalibrationOptions()),
+                        calibration_data=_data())
+    reasons = [layer["reason"] for layer in res.record.calibration["layers"]]
+    assert reasons and all("pointwise_first layout" in r for r in reasons)
+    assert res.record.calibration["layers_refitted"] == 0

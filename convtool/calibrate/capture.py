@@ -25,9 +25,10 @@ once through both prefixes: about ``L`` full-model forward passes (``L`` layers)
 session builds, and per layer ``O(samples x positions x (Cin_g r)^2)`` flops for the sums.
 Positions are subsampled (seeded) above ``CalibrationOptions.max_positions`` per batch.
 
-Layers whose last node is a 1x1 Conv are refitted (the ``multiplier`` and ``repeat`` layouts);
-others (``branches`` ends with a Sum, ``pointwise_first`` with the spatial Conv) are left as
-factorised and say so in the record.
+Layers that end with 1x1 Convs are refitted: ``multiplier`` and ``repeat`` end with one,
+``branches`` with a Sum of one per branch (solved jointly, as one map of the concatenated
+branch inputs; the bias goes to branch 0).  ``pointwise_first`` ends with the spatial Conv and
+is left as factorised, which the record says.
 """
 
 from __future__ import annotations
@@ -192,7 +193,17 @@ def _positions(total: int, cap: int, rng: np.random.Generator) -> np.ndarray | N
     return np.sort(rng.choice(total, cap, replace=False))
 
 
-def _accumulate(original_sess, converted_sess, y_name: str, z_name: str, data: CalibrationData | None,
+def _concat_groups(parts: list[np.ndarray], group: int) -> np.ndarray:
+    """Branch inputs ``(N, g * d_j, *sp)`` -> ``(N, g * sum d_j, *sp)``, group-major, so that
+    group ``gi`` of the result holds group ``gi`` of every branch, in branch order."""
+    if len(parts) == 1:
+        return parts[0]
+    n, sp = parts[0].shape[0], parts[0].shape[2:]
+    split = [p.reshape(n, group, p.shape[1] // group, *sp) for p in parts]
+    return np.concatenate(split, axis=2).reshape(n, -1, *sp)
+
+
+def _accumulate(original_sess, converted_sess, y_name: str, z_names: list[str], data: CalibrationData | None,
                 model: onnx.ModelProto, group: int, options: CalibrationOptions,
                 rng: np.random.Generator) -> NormalEquations | None:
     if data is None:
@@ -200,7 +211,7 @@ def _accumulate(original_sess, converted_sess, y_name: str, z_name: str, data: C
     eq: NormalEquations | None = None
     for feed in batches(data, model, options.batch_size):
         (y,) = original_sess.run([y_name], feed)
-        (z,) = converted_sess.run([z_name], feed)
+        z = _concat_groups(converted_sess.run(z_names, feed), group)
         if eq is None:
             eq = NormalEquations.empty(group, z.shape[1], y.shape[1])
         total = y.shape[0] * int(np.prod(y.shape[2:], dtype=np.int64))
@@ -226,8 +237,34 @@ def _unique(model: onnx.ModelProto, base: str) -> str:
     return name
 
 
-def _write_pointwise(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray) -> None:
+def _pointwise_convs(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
+                     inits: dict[str, onnx.TensorProto]) -> list[onnx.NodeProto] | str:
+    """The 1x1 Convs whose (summed) outputs form the layer output, or why there are none.
+
+    ``multiplier``/``repeat`` end with one 1x1 Conv; ``branches`` ends with a ``Sum`` of one
+    1x1 Conv per branch, which together are one linear map of the concatenated branch inputs.
+    """
+    def is_pointwise(n: onnx.NodeProto | None) -> bool:
+        return (n is not None and n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in inits
+                and all(k == 1 for k in inits[n.input[1]].dims[2:]))
+
+    if is_pointwise(node):
+        return [node]
+    if node.op_type in ("Sum", "Add"):
+        convs = [producers.get(i) for i in node.input]
+        if convs and all(is_pointwise(c) for c in convs):
+            groups = {next((int(a.i) for a in c.attribute if a.name == "group"), 1) for c in convs}
+            if len(groups) == 1:
+                return convs  # type: ignore[return-value]
+    return f"refit needs the layer to end with 1x1 Convs; it ends with {node.op_type}"
+
+
+def _write_pointwise(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray | None) -> None:
     _set_initializer(model, node.input[1], weight)
+    if bias is None:
+        if len(node.input) > 2 and node.input[2]:
+            _set_initializer(model, node.input[2], np.zeros(weight.shape[0], weight.dtype))
+        return
     if len(node.input) > 2 and node.input[2]:
         _set_initializer(model, node.input[2], bias)
     else:
@@ -263,28 +300,36 @@ def _calibrate(original: onnx.ModelProto, converted: onnx.ModelProto, targets: S
         if node is None:
             results.append(LayerRefit(target.name, None, f"node {target.final_node!r} not found"))
             continue
-        group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
-        weight = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Conv" and node.input[1] in inits else None
-        if weight is None or any(k != 1 for k in weight.shape[2:]):
-            results.append(LayerRefit(target.name, None, f"refit needs a final 1x1 Conv; the {target.layout} layout "
-                                                         f"ends with {node.op_type}"))
+        producers = {o: n for n in model.graph.node for o in n.output}
+        convs = _pointwise_convs(node, producers, inits)
+        if isinstance(convs, str):
+            results.append(LayerRefit(target.name, None, f"{convs} ({target.layout} layout)"))
             continue
-        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        bias = numpy_helper.to_array(inits[bias_name]) if bias_name in inits else None
-        y_name, z_name = node.output[0], node.input[0]
+        group = next((int(a.i) for a in convs[0].attribute if a.name == "group"), 1)
+        weights = [numpy_helper.to_array(inits[c.input[1]]) for c in convs]
+        bias = None
+        for c in convs:
+            if len(c.input) > 2 and c.input[2] in inits:
+                b = numpy_helper.to_array(inits[c.input[2]]).astype(np.float64)
+                bias = b if bias is None else bias + b
+        widths = [w.shape[1] for w in weights]
+        a0 = augment(np.concatenate(weights, axis=1) if len(weights) > 1 else weights[0], bias, group)
+        y_name, z_names = node.output[0], [c.input[0] for c in convs]
         orig_sess = _session(prefix_model(original, [y_name]))
-        conv_sess = _session(prefix_model(model, [z_name]))
+        conv_sess = _session(prefix_model(model, z_names))
         sessions += 2
-        fit_eq = _accumulate(orig_sess, conv_sess, y_name, z_name, fit_data, model, group, options, rng)
-        held_eq = _accumulate(orig_sess, conv_sess, y_name, z_name, held_data, model, group, options, rng)
+        fit_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, fit_data, model, group, options, rng)
+        held_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, held_data, model, group, options, rng)
         del orig_sess, conv_sess
         if fit_eq is None or fit_eq.count == 0:
             results.append(LayerRefit(target.name, None, "no calibration batch ran (fixed batch larger than the data)"))
             continue
-        res = refit(fit_eq, held_eq, augment(weight, bias, group))
+        res = refit(fit_eq, held_eq, a0)
         if res.accepted:
-            new_w, new_b = split_augmented(res.weights, weight)
-            _write_pointwise(model, node, new_w, new_b)
+            merged = np.concatenate(weights, axis=1) if len(weights) > 1 else weights[0]
+            new_w, new_b = split_augmented(res.weights, merged)
+            for k, (c, w) in enumerate(zip(convs, np.split(new_w, np.cumsum(widths)[:-1], axis=1))):
+                _write_pointwise(model, c, np.ascontiguousarray(w), new_b if k == 0 else None)
             inits = {t.name: t for t in model.graph.initializer}
         log.info("refit %s: held-out error %.4f -> %.4f (alpha %s)", target.name, res.error_before,
                  res.error_after, res.alpha)
