@@ -76,7 +76,7 @@ def convert(
         Optional[Path], typer.Option("--calibration", help="Refit each converted layer's pointwise weights by least squares on this data: an .npz with one array per model input (samples on the first axis), or a folder of images or .npy samples.", rich_help_panel=_CAL)
     ] = None,
     max_drift: Annotated[
-        Optional[float], typer.Option("--max-drift", help="Choose each layer's rank (search ranks or unconverted) to remove the most MACs while the whole model's drift stays within this budget (greedy, refit included with --calibration; seeded random inputs without it).", rich_help_panel=_CAL)
+        Optional[float], typer.Option("--max-drift", help="Choose each layer's rank (search ranks or unconverted) to remove the most MACs while the whole model's drift stays within this budget: each layer's drift alone, then a greedy pass re-checking the whole model; at most 2 x layers x ranks model evaluations, each with the refit when --calibration is given (seeded random inputs, no refit, without it).", rich_help_panel=_CAL)
     ] = None,
     metric: Annotated[
         str, typer.Option("--metric", help="Drift for --max-drift: rel_l2 (worst output's relative L2) or top1 (1 - top-1 agreement, for classifiers).", rich_help_panel=_CAL)
