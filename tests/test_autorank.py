@@ -75,3 +75,22 @@ def test_digits_top1_budget_respected():
     got = run_outputs(res.model, CalibrationData(calib))["logits"].argmax(1)
     assert np.mean(ref == got) >= 1 - budget
     assert res.record.totals.converted >= 1
+
+
+def test_channel_normalised_drift_sees_small_channels():
+    """A detector output [N, 4 boxes + K scores, anchors]: box coordinates are ~100x larger than
+    scores; a score-only change must still show up at full size."""
+    from convtool.calibrate.autorank import channel_rel_l2
+
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 320, (2, 4, 50)), rng.uniform(0, 1, (2, 3, 50))], axis=1)
+    cand = ref.copy()
+    cand[:, 4:] *= 1.5  # every score 50% off
+    plain = np.linalg.norm(cand - ref) / np.linalg.norm(ref)
+    assert plain < 0.01
+    assert channel_rel_l2(ref, cand) == pytest.approx(np.sqrt(3 / 7) * 0.5)
+    assert channel_rel_l2(ref[:, :, 0], cand[:, :, 0]) == pytest.approx(
+        np.linalg.norm(cand[:, :, 0] - ref[:, :, 0]) / np.linalg.norm(ref[:, :, 0]))
+    silent = np.zeros((2, 2, 5))
+    silent[:, 0] = 1.0
+    assert np.isfinite(channel_rel_l2(silent, silent + 0.01))

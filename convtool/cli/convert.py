@@ -79,7 +79,7 @@ def convert(
         Optional[float], typer.Option("--max-drift", help="Choose each layer's rank (search ranks or unconverted) to remove the most MACs while the whole model's drift stays within this budget: each layer's drift alone, then a greedy pass re-checking the whole model; at most 2 x layers x ranks model evaluations, each with the refit when --calibration is given (seeded random inputs, no refit, without it).", rich_help_panel=_CAL)
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="Drift for --max-drift: rel_l2 (worst output's relative L2) or top1 (1 - top-1 agreement, for classifiers).", rich_help_panel=_CAL)
+        str, typer.Option("--metric", help="Drift for --max-drift: rel_l2 (worst output's relative L2; outputs with a channel axis are normalised per channel) or top1 (1 - top-1 agreement, for classifiers).", rich_help_panel=_CAL)
     ] = "rel_l2",
     search_ranks: Annotated[
         str, typer.Option("--search-ranks", help="Ranks --max-drift may choose from, comma-separated.", rich_help_panel=_CAL)
