@@ -178,12 +178,3 @@ def confirm(original: onnx.ModelProto, converted: onnx.ModelProto, latency: Late
     sessions = [make_session(original, config), make_session(converted, config)]
     a, b = time_models(sessions, [feeds, feeds], runs=latency.confirm_runs, warmup=3)
     return verdict(a.samples, b.samples, margin=0.0, what="end to end")
-
-
-def verdict_json(v: Verdict) -> dict[str, Any]:
-    return {"original_ms": v.original_ms, "converted_ms": v.replacement_ms, "speedup": v.speedup,
-            "ci_low": v.ci_low, "ci_high": v.ci_high, "runs": v.runs}
-
-
-def slower_beyond_noise(v: Verdict) -> bool:
-    return v.ci_high < 1.0
