@@ -331,3 +331,37 @@ def test_layer_that_cannot_be_timed_is_kept(tmp_path, monkeypatch):
     result = convert_model(conv_model(cin=16, cout=16, size=12), _opts(tmp_path, rank="1", layout="multiplier"))
     (layer,) = result.record.layers
     assert not layer.converted and "could not be timed" in layer.reason
+
+
+# --- the one-layer models that get timed --------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ("multiplier", "repeat", "branches", "pointwise_first"))
+def test_timed_models_are_the_layer_and_its_replacement(layout):
+    import onnx_graphsurgeon as gs
+
+    from convtool.graph.select import find_convs
+    from convtool.plan import plan_site
+    from convtool.tune.layer import conv_shape, original_model, replacement_model
+    from convtool.tune.tuner import conv_input_shapes
+
+    model = conv_model(cin=8, cout=6, group=2, stride=2, pads="SAME_UPPER", size=10)
+    opts = ConvertOptions(rank=RankPolicy.parse("full", None), layout=layout, min_in_channels=1)
+    (site,) = find_convs(model, gs.import_onnx(model), opts)
+    decision = plan_site(site, opts)
+    x_shape = conv_input_shapes(model, {})[site.node.inputs[0].name]
+    assert x_shape == (1, 8, 10, 10)
+    shape = conv_shape(site, x_shape, decision.bias is not None)
+    orig = original_model(shape, decision.weight, decision.bias, 17)
+    repl = replacement_model(shape, decision, 17)
+    assert (golden.compare(model, orig)[0]) < 1e-6
+    assert (golden.compare(orig, repl)[0]) < 1e-5
+    assert shape.auto_pad == "SAME_UPPER" and shape.strides == (2, 2)
+
+
+def test_latency_render_without_measurements():
+    from convtool.tune import render as tune_render
+
+    result = convert_model(conv_model(), ConvertOptions(min_in_channels=1))
+    assert tune_render.latency_table(result.record) is None
+    assert tune_render.latency_line(result.record) is None
+    assert result.record.to_json()["latency"] is None

@@ -88,7 +88,10 @@ def original_model(shape: ConvShape, weight: np.ndarray, bias: np.ndarray | None
     node = helper.make_node("Conv", inputs, ["y"], name="conv", **shape.attrs())
     graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", elem, list(shape.x_shape))],
                               [helper.make_tensor_value_info("y", elem, None)], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(opset, 11))], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(opset, 11))], ir_version=8)
+    inferred = onnx.shape_inference.infer_shapes(model)  # a valid model: the output gets its shape
+    model.graph.output[0].CopyFrom(inferred.graph.output[0])
+    return model
 
 
 def replacement_model(shape: ConvShape, decision: Decision, opset: int) -> onnx.ModelProto:
