@@ -365,3 +365,17 @@ def test_latency_render_without_measurements():
     assert tune_render.latency_table(result.record) is None
     assert tune_render.latency_line(result.record) is None
     assert result.record.to_json()["latency"] is None
+
+
+def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):
+    timer = fake({"repeat": 2.0, "branches": 2.0, "multiplier": 2.0, "pointwise_first": 2.0})
+    model = onnx.load(SAMPLES / "vgg_style.onnx")
+    options = ConvertOptions(max_drift=10.0, search_ranks=(1,), min_in_channels=1,
+                             latency_aware=LatencyOptions(cache_dir=str(tmp_path)))
+    result = convert_model(model, options)
+    converted = [layer for layer in result.record.layers if layer.converted]
+    assert converted and all(layer.latency_decision for layer in converted)
+    # one timing per candidate layout of each measured layer, not one per search trial
+    measured = [layer for layer in result.record.layers if layer.latency_decision]
+    assert len(timer.calls) <= 2 * len(measured)
+    assert result.record.calibration["search"]["evaluations"] >= len(measured)

@@ -140,7 +140,8 @@ def convert_within_budget(model: onnx.ModelProto, options, source: str,
 
     start = time.perf_counter()
     budget = float(options.max_drift)
-    base = replace(options, max_drift=None, layer_ranks=())
+    # trials never time layers: --latency-aware applies once, to the final conversion
+    base = replace(options, max_drift=None, layer_ranks=(), latency_aware=None)
     base, data = prepare(model, base, calibration_data)
     refit = data is not None
     warnings: list[str] = []
@@ -152,7 +153,8 @@ def convert_within_budget(model: onnx.ModelProto, options, source: str,
     evaluations = 0
 
     def convert(ranks: dict[str, int], final: bool = False):
-        opts = replace(base, layer_ranks=tuple(sorted(ranks.items())), check=base.check if final else False)
+        opts = replace(base, layer_ranks=tuple(sorted(ranks.items())), check=base.check if final else False,
+                       latency_aware=options.latency_aware if final else None)
         if not refit:
             opts = replace(opts, calibration=None)
         return convert_model(model, opts, source, calibration_data=data if refit else None)
