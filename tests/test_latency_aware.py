@@ -371,7 +371,7 @@ def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):
     timer = fake({"repeat": 2.0, "branches": 2.0, "multiplier": 2.0, "pointwise_first": 2.0})
     model = onnx.load(SAMPLES / "vgg_style.onnx")
     options = ConvertOptions(max_drift=10.0, search_ranks=(1,), min_in_channels=1,
-                             latency_aware=LatencyOptions(cache_dir=str(tmp_path)))
+                             latency_aware=LatencyOptions(cache_dir=str(tmp_path), use_cache=False))
     result = convert_model(model, options)
     converted = [layer for layer in result.record.layers if layer.converted]
     assert converted and all(layer.latency_decision for layer in converted)
