@@ -167,13 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, measure(target, repeats)))
     head = ["model", "params", "convs", "load+save", "load", "select", "factorise", "rewrite", "save",
             "convert_file", "vs floor"]
-    print(" | ".join(head))
-    print(" | ".join("---" for _ in head))
+    row = lambda cells: print("| " + " | ".join(cells) + " |")  # noqa: E731
+    row(head)
+    row(["---"] * len(head))
     for name, m in rows:
-        print(" | ".join([name, f"{m['params'] / 1e6:.1f}M", str(m["converted"]), f"{m['floor']:.3f}s",
+        row([name, f"{m['params'] / 1e6:.1f}M", str(m["converted"]), f"{m['floor']:.3f}s",
                           f"{m['load']:.3f}s", f"{m['select']:.3f}s", f"{m['factorise']:.3f}s",
                           f"{m['rewrite']:.3f}s", f"{m['save']:.3f}s", f"{m['total']:.3f}s",
-                          f"{m['total'] / m['floor']:.2f}x"]))
+                          f"{m['total'] / m['floor']:.2f}x"])
     print(f"(medians of {repeats} interleaved runs; convert_file = load + convert + full check + MAC/param "
           "records + atomic save, what the CLI does)")
     return 0

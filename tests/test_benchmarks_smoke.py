@@ -36,3 +36,18 @@ def test_speed_smoke(tmp_path):
 def test_models_smoke():
     out = run_benchmark("models.py")
     assert "| yolov8n |" in out or "skipped:" in out
+
+
+def test_convert_time_smoke():
+    out = run_benchmark("convert_time.py")
+    assert "| vgg_style |" in out and "vs floor" in out
+
+
+def test_accuracy_smoke():
+    out = run_benchmark("accuracy.py")
+    assert "top-1" in out and "refit" in out
+
+
+def test_latency_ab_smoke():
+    out = run_benchmark("latency_ab.py")
+    assert "A/A" in out
