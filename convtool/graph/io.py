@@ -80,8 +80,30 @@ def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
         onnx.save_model(model, str(target))
 
 
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return n * itemsize
+
+
+def estimated_bytes(model: onnx.ModelProto) -> int:
+    """Size of the initializer payload, from dims alone.
+
+    ``ModelProto.ByteSize()`` walks the whole message (about a second for 575 MB); the
+    weights are what can push a model past protobuf's 2 GiB, and their size is in the dims.
+    """
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)
+
+
 def needs_external_data(model: onnx.ModelProto) -> bool:
-    return model.ByteSize() >= EXTERNAL_DATA_THRESHOLD
+    return estimated_bytes(model) >= EXTERNAL_DATA_THRESHOLD
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], external_data: bool | None = None) -> Path:
