@@ -36,6 +36,10 @@ class _Group(TyperGroup):
         except ConvToolError as exc:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+            first = (str(exc).strip().splitlines() or [""])[0]
+            typer.echo(f"error: unexpected failure ({type(exc).__name__}: {first}); please report it", err=True)
+            sys.exit(3)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
