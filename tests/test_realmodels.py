@@ -14,10 +14,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 _REASON = 'needs the [models] extra: pip install -e ".[models]"'
-pytest.importorskip("rapidocr_onnxruntime", reason=_REASON)
-pytest.importorskip("nudenet", reason=_REASON)
-pytest.importorskip("skimage", reason=_REASON)
-pytest.importorskip("PIL", reason=_REASON)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _models_extra():
+    # checked when a test runs, not at import: without -m slow these tests are deselected, not skipped
+    for module in ("rapidocr_onnxruntime", "nudenet", "skimage", "PIL"):
+        pytest.importorskip(module, reason=_REASON)
 
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
