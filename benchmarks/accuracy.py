@@ -19,6 +19,13 @@ Real models (the optional ``[models]`` extra, see ``benchmarks/realmodels.py``):
 runs ``--max-drift`` with calibration on task images (calibration seed 0, evaluation seed 1)
 and prints MAC reduction, drift and the task-level agreement (same detections / same text) on
 the evaluation images.  Each budget takes minutes (YOLOv8n, 32 images: ~8 min on 2 cores).
+``--ranks 1,2`` adds fixed-rank rows (data-free and refit) for comparison; ``--shape HxW`` sets
+the calibration input size (the task runner still feeds the package's own sizes)::
+
+    python benchmarks/accuracy.py --real ppocr_det --budgets 0.01,0.03,0.1 --ranks 1,2 \
+        --calibration-samples 24 --eval-samples 20 --shape 480x480        # ~6 min
+    python benchmarks/accuracy.py --real ppocr_rec --budgets 0.01,0.03,0.1 --ranks 1,2 \
+        --calibration-samples 32 --eval-samples 40                        # ~2 min
 """
 
 from __future__ import annotations
@@ -119,39 +126,64 @@ def table(rows: list[Row], n_eval: int, n_cal: int) -> str:
     return "\n".join(lines)
 
 
-def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int) -> str:
-    """``--max-drift`` + calibration on a real model; a Markdown table with task agreement."""
+def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: list[int] = (),
+             shape: tuple[int, int] | None = None) -> str:
+    """``--max-drift`` + calibration on a real model; a Markdown table with task agreement.
+
+    ``ranks`` adds fixed-rank settings (every candidate layer at that rank, data-free and with
+    the refit) for comparison; ``shape`` = (H, W) is the calibration input size (default: the
+    model's default static size).  Task agreement always runs the package's own pipeline on the
+    evaluation images, at the sizes the package picks.
+    """
     import tempfile
 
     from benchmarks import realmodels as rm
     from convtool.api import convert_model
+    from convtool.calibrate.autorank import measure_drift
+    from convtool.calibrate.capture import run_outputs
     from convtool.calibrate.config import CalibrationOptions
+    from convtool.calibrate.data import CalibrationData
     from convtool.graph.io import save_model
-    from convtool.options import ConvertOptions
+    from convtool.options import ConvertOptions, RankPolicy
 
     info = rm.get_model(name)
     model = onnx.load(str(info.path))
-    calib = rm.calibration_inputs(name, n_cal, seed=0)
+    calib = rm.calibration_inputs(name, n_cal, seed=0, shape=shape)
     images = rm.sample_images(name, n_eval, seed=1)
     reference = rm.task_outputs(name, None, images)
+    data = CalibrationData(calib, "calibration")
+    calib_ref = run_outputs(model, data, 8)
+    size = "x".join(str(d) for d in next(iter(calib.values())).shape[2:])
     lines = [
-        f"{name}: --max-drift with calibration ({n_cal} task images), task agreement on {n_eval} other images",
+        f"{name}: {n_cal} calibration images at {size} (seed 0), task agreement on {n_eval} other images (seed 1)",
         "",
-        "| max drift | converted | MAC reduction | drift (calibration) | task agreement | time (s) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| setting | calibration | converted | ranks | MAC reduction | drift (calibration) | task agreement | time (s) |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
+    settings: list[tuple[str, bool, ConvertOptions]] = []
+    static = ((info.input_name, (1, *calib[info.input_name].shape[1:])),)  # MACs of data-free rows
+    for r in ranks:
+        settings.append((f"rank {r}", False, ConvertOptions(rank=RankPolicy("fixed", r), input_shapes=static)))
+        settings.append((f"rank {r}", True, ConvertOptions(rank=RankPolicy("fixed", r),
+                                                           calibration=CalibrationOptions(batch_size=8))))
+    for budget in budgets:
+        settings.append((f"max-drift {budget:g}", True,
+                         ConvertOptions(max_drift=budget, calibration=CalibrationOptions(batch_size=8))))
     with tempfile.TemporaryDirectory() as tmp:
-        for budget in budgets:
+        for i, (label, calibrated, options) in enumerate(settings):
             start = time.perf_counter()
-            res = convert_model(model, ConvertOptions(max_drift=budget, calibration=CalibrationOptions(batch_size=8)),
-                                calibration_data=calib)
+            res = convert_model(model, options, calibration_data=calib if calibrated else None)
             seconds = time.perf_counter() - start
-            path = Path(tmp) / f"{name}_{budget}.onnx"
+            t = res.record.totals
+            drift = measure_drift(calib_ref, run_outputs(res.model, data, 8), "rel_l2").value
+            path = Path(tmp) / f"{name}_{i}.onnx"
             save_model(res.model, path)
             agree = rm.agreement(name, reference, rm.task_outputs(name, path, images))
-            t, search = res.record.totals, res.record.calibration["search"]
-            lines.append(f"| {budget:g} | {t.converted}/{t.conv_nodes} | {t.mac_reduction or 0:.1%} | "
-                         f"{search['drift']:.3f} | {agree:.0%} | {seconds:.0f} |")
+            chosen = ",".join(str(layer.rank) for layer in res.record.layers if layer.converted)
+            lines.append(f"| {label} | {'refit' if calibrated else 'data-free'} | {t.converted}/{t.conv_nodes} | "
+                         f"{chosen or '-'} | "
+                         f"{t.mac_reduction or 0:.1%} | {drift:.3f} | {agree:.0%} | {seconds:.0f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
 
 
@@ -162,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="0.03,0.1", help="--max-drift budgets for --real, comma-separated")
     parser.add_argument("--calibration-samples", type=int, default=32, help="calibration images for --real")
     parser.add_argument("--eval-samples", type=int, default=20, help="evaluation images for --real")
+    parser.add_argument("--ranks", default="", help="fixed ranks to compare for --real (data-free and refit), e.g. 1,2")
+    parser.add_argument("--shape", help="calibration input size HxW for --real (default: the model's default size)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.real:
-        budgets = [float(b) for b in args.budgets.split(",")]
-        print(run_real(args.real, budgets, args.calibration_samples, args.eval_samples))
+        budgets = [float(b) for b in args.budgets.split(",") if b]
+        ranks = [int(r) for r in args.ranks.split(",") if r]
+        shape = tuple(int(d) for d in args.shape.lower().split("x")) if args.shape else None
+        print(run_real(args.real, budgets, args.calibration_samples, args.eval_samples, ranks, shape))
         return 0
     if not (MODELS / "digits_cnn.onnx").exists():
         print(f"missing {MODELS / 'digits_cnn.onnx'}: run sample_models/train_digits.py", file=sys.stderr)
