@@ -84,3 +84,16 @@ def test_mixed_graph_runs_after_partial_conversion():
     assert result.record.layers[0].rank == 2
     (err,) = compare(model, result.model)
     assert err <= 1.5 * result.record.layers[0].weight_error
+
+
+def test_shared_bias_and_unnamed_convs_convert():
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 8, 3, 3)), ("w2", (8, 8, 3, 3)), ("b", (8,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b"], ["y1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["y1", "w2", "b"], ["y2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    model = _model(nodes, inits)
+    result = convert_model(model, ConvertOptions(rank=RankPolicy("full", 0)))
+    assert [(layer.name, layer.status) for layer in result.record.layers] == [
+        ("<Conv -> y1>", "converted"), ("<Conv -> y2>", "converted")]
+    assert max(compare(model, result.model)) < 1e-5

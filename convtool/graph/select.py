@@ -207,9 +207,7 @@ def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions)
             b = resolver.value(node.inputs[2])
             if isinstance(b, str):
                 reason = "bias is not a constant"
-            elif len(node.inputs[2].outputs) > 1:
-                reason = "bias shared with another node"
-            else:
+            else:  # a shared bias is fine: the replacement gets its own copy
                 bias = b
         if reason is None:
             reason = _filter_reason(name, options)
