@@ -170,7 +170,8 @@ def _filter_reason(name: str, options: ConvertOptions) -> str | None:
     return None
 
 
-def _batchnorm_after(conv: gs.Node, graph_outputs: set[str], resolver: ConstantResolver) -> BatchNormFold | None:
+def _batchnorm_after(conv: gs.Node, out_channels: int, graph_outputs: set[str],
+                     resolver: ConstantResolver) -> BatchNormFold | None:
     out = conv.outputs[0]
     if out.name in graph_outputs or len(out.outputs) != 1:
         return None
@@ -181,6 +182,8 @@ def _batchnorm_after(conv: gs.Node, graph_outputs: set[str], resolver: ConstantR
         return None
     values = [resolver.value(t) for t in bn.inputs[1:5]]
     if len(values) != 4 or any(isinstance(v, str) for v in values):
+        return None
+    if any(np.shape(v) != (out_channels,) for v in values):  # e.g. opset < 9 with spatial=0
         return None
     return BatchNormFold(bn, *values, eps=float(bn.attrs.get("epsilon", 1e-5)))
 
@@ -214,7 +217,7 @@ def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions)
         if reason is not None:
             results.append(Rejection(node, name, reason, geo, index))
             continue
-        bn = _batchnorm_after(node, graph_outputs, resolver) if options.fold_batchnorm else None
+        bn = _batchnorm_after(node, geo.out_channels, graph_outputs, resolver) if options.fold_batchnorm else None
         results.append(ConvSite(node, name, weight, bias, geo, index, bn))
     return results
 
