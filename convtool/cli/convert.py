@@ -185,7 +185,7 @@ def convert(
         latency_line = tune_render.latency_line(record)
         if latency_line is not None:
             out.print(latency_line)
-        out.print(f"dry run: nothing written" if dry_run else f"wrote {record.output}", highlight=False)
+        out.print("dry run: nothing written" if dry_run else f"wrote {record.output}", highlight=False)
     if report:
         _report_after_convert(model, record, input_shape, threads, opt_level, report_runs, report_json,
                               report_markdown, quiet, dry_run)
