@@ -94,3 +94,25 @@ def test_channel_normalised_drift_sees_small_channels():
     silent = np.zeros((2, 2, 5))
     silent[:, 0] = 1.0
     assert np.isfinite(channel_rel_l2(silent, silent + 0.01))
+
+
+def test_search_reuses_prefix_refits_without_changing_the_result():
+    from dataclasses import replace
+
+    from convtool.calibrate.capture import calibrate_model, targets_from_layers
+    from convtool.options import RankPolicy
+
+    model = _model()
+    data = CalibrationData(_data(n=16))
+    converted = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", 1)))
+    targets = targets_from_layers(converted.record.layers)
+    memo_data = replace(data, memo={})
+    fresh = calibrate_model(model, converted.model, targets, data, CalibrationOptions())
+    first = calibrate_model(model, converted.model, targets, memo_data, CalibrationOptions())
+    again = calibrate_model(model, converted.model, targets, memo_data, CalibrationOptions())
+    assert first.info["layers_reused"] == 0 and again.info["layers_reused"] == len(targets)
+    assert again.info["sessions"] == 0
+    for a, b in ((fresh, first), (fresh, again)):
+        wa = {t.name: onnx.numpy_helper.to_array(t) for t in a.model.graph.initializer}
+        wb = {t.name: onnx.numpy_helper.to_array(t) for t in b.model.graph.initializer}
+        assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)

@@ -144,6 +144,8 @@ def convert_within_budget(model: onnx.ModelProto, options, source: str,
     base = replace(options, max_drift=None, layer_ranks=(), latency_aware=None)
     base, data = prepare(model, base, calibration_data)
     refit = data is not None
+    if refit:  # trials sharing a prefix of converted layers reuse its refits (capture._calibrate)
+        data = replace(data, memo={})
     warnings: list[str] = []
     if data is None:
         data = random_inputs(model, base, seed=calibration_options(base).seed)

@@ -33,6 +33,7 @@ is left as factorised, which the record says.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -295,15 +296,22 @@ def _calibrate(original: onnx.ModelProto, converted: onnx.ModelProto, targets: S
     todo = sorted(targets, key=lambda t: order.get(t.final_node, len(order)))
     results: list[LayerRefit] = []
     sessions = 0
+    # A layer's refit depends only on the converted layers up to it (in graph order) and their
+    # data-free weights; with data.memo set, a prefix seen before is not solved again.
+    memo = data.memo
+    prefix: list[tuple[str, str]] = []
+    reused = 0
     for target in todo:
         node = next((n for n in model.graph.node if n.name == target.final_node), None)
         if node is None:
             results.append(LayerRefit(target.name, None, f"node {target.final_node!r} not found"))
+            memo = None  # an unrefitted converted layer is not in the key: stop reusing
             continue
         producers = {o: n for n in model.graph.node for o in n.output}
         convs = _pointwise_convs(node, producers, inits)
         if isinstance(convs, str):
             results.append(LayerRefit(target.name, None, f"{convs} ({target.layout} layout)"))
+            memo = None
             continue
         group = next((int(a.i) for a in convs[0].attribute if a.name == "group"), 1)
         weights = [numpy_helper.to_array(inits[c.input[1]]) for c in convs]
@@ -314,6 +322,17 @@ def _calibrate(original: onnx.ModelProto, converted: onnx.ModelProto, targets: S
                 bias = b if bias is None else bias + b
         widths = [w.shape[1] for w in weights]
         a0 = augment(np.concatenate(weights, axis=1) if len(weights) > 1 else weights[0], bias, group)
+        prefix.append((target.name, _digest(weights, bias)))
+        key = tuple(prefix)
+        if memo is not None and key in memo:
+            res, solved = memo[key]
+            if solved is not None:
+                for c, w, b in solved:
+                    _write_pointwise(model, _node_named(model, c), w, b)
+                inits = {t.name: t for t in model.graph.initializer}
+            results.append(LayerRefit(target.name, res))
+            reused += 1
+            continue
         y_name, z_names = node.output[0], [c.input[0] for c in convs]
         orig_sess = _session(prefix_model(original, [y_name]))
         conv_sess = _session(prefix_model(model, z_names))
@@ -325,12 +344,17 @@ def _calibrate(original: onnx.ModelProto, converted: onnx.ModelProto, targets: S
             results.append(LayerRefit(target.name, None, "no calibration batch ran (fixed batch larger than the data)"))
             continue
         res = refit(fit_eq, held_eq, a0)
+        solved = None
         if res.accepted:
             merged = np.concatenate(weights, axis=1) if len(weights) > 1 else weights[0]
             new_w, new_b = split_augmented(res.weights, merged)
+            solved = []
             for k, (c, w) in enumerate(zip(convs, np.split(new_w, np.cumsum(widths)[:-1], axis=1))):
-                _write_pointwise(model, c, np.ascontiguousarray(w), new_b if k == 0 else None)
+                solved.append((c.name, np.ascontiguousarray(w), new_b if k == 0 else None))
+                _write_pointwise(model, c, solved[-1][1], solved[-1][2])
             inits = {t.name: t for t in model.graph.initializer}
+        if memo is not None:
+            memo[key] = (res, solved)
         log.info("refit %s: held-out error %.4f -> %.4f (alpha %s)", target.name, res.error_before,
                  res.error_after, res.alpha)
         results.append(LayerRefit(target.name, res))
@@ -343,10 +367,23 @@ def _calibrate(original: onnx.ModelProto, converted: onnx.ModelProto, targets: S
         "layers_refitted": sum(1 for r in results if r.result is not None and r.result.accepted),
         "layers_kept_data_free": sum(1 for r in results if r.result is None or not r.result.accepted),
         "sessions": sessions,
+        "layers_reused": reused,
         "seconds": round(time.perf_counter() - start, 3),
         "layers": [r.to_json() for r in results],
     }
     return CalibrationOutcome(model, results, info)
+
+
+def _digest(weights: Sequence[np.ndarray], bias: np.ndarray | None) -> str:
+    h = hashlib.sha1()
+    for arr in (*weights, *(() if bias is None else (bias,))):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _node_named(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
 
 
 def targets_from_layers(layers: Sequence) -> list[LayerTarget]:

@@ -21,7 +21,7 @@ likewise.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,10 @@ class CalibrationData:
 
     arrays: Mapping[str, np.ndarray]
     source: str = "<memory>"
+    # refits already solved on this data, keyed by the converted-layer prefix (see
+    # capture._calibrate); the --max-drift search sets it so trials that share a prefix
+    # do not solve the same layers again. None: no reuse.
+    memo: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def count(self) -> int:
