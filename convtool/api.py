@@ -8,6 +8,7 @@ never modified.  :func:`convert_file` adds reading, atomic writing and path rule
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.analysis.shapes import copy_field
 from convtool.errors import ConvToolError, ModelLoadError, OptionError
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.graph.rewrite import Namer, replace_conv
@@ -51,14 +53,7 @@ def _conv_params(site: ConvSite | Rejection) -> int:
     geo = site.geometry
     if not geo.out_channels:
         return 0
-    return int(geo.out_channels * (geo.in_channels // max(geo.group, 1)) * max(1, _prod(geo.kernel)))
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
+    return int(geo.out_channels * (geo.in_channels // max(geo.group, 1)) * max(1, math.prod(geo.kernel)))
 
 
 def _costs(model: onnx.ModelProto, options: ConvertOptions, warnings: list[str], what: str) -> list[NodeCost] | None:
@@ -107,14 +102,8 @@ def _export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
         if desc.name != "graph":
             out.ClearField(desc.name)
     for desc, value in like.ListFields():
-        if desc.name == "graph":
-            continue
-        if isinstance(value, (list, tuple)) or hasattr(value, "extend"):
-            getattr(out, desc.name).extend(value)
-        elif desc.message_type is not None:
-            getattr(out, desc.name).CopyFrom(value)
-        else:
-            setattr(out, desc.name, value)
+        if desc.name != "graph":
+            copy_field(out, desc.name, value)
     if out.ir_version < 4:
         # IR < 4 requires every initializer to be listed as a graph input as well.
         listed = {i.name for i in out.graph.input}

@@ -343,19 +343,19 @@ def _same_inputs(a: onnx.ModelProto, b: onnx.ModelProto, paths: Sequence[str]) -
             f"{paths[0]} and {paths[1]} have different inputs ({', '.join(names_a)} vs {', '.join(names_b)}); "
             "a comparison needs the same inputs"
         )
-    dims_b = {vi.name: _static_dims(vi) for vi in user_inputs(b.graph)}
+    from convtool.bench.feeds import static_dims
+
+    dims_b = {vi.name: static_dims(vi) for vi in user_inputs(b.graph)}
     for vi in user_inputs(a.graph):
-        da, db = _static_dims(vi), dims_b[vi.name]
+        da, db = static_dims(vi), dims_b[vi.name]
+        if da is None or db is None:  # a shape is not declared: onnxruntime will tell
+            continue
         if len(da) != len(db) or any(x is not None and y is not None and x != y for x, y in zip(da, db)):
             show = lambda d: "x".join("?" if v is None else str(v) for v in d)  # noqa: E731
             raise OptionError(
                 f"input {vi.name!r} is {show(da)} in {paths[0]} but {show(db)} in {paths[1]}; "
                 "a comparison needs the same inputs"
             )
-
-
-def _static_dims(vi: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
 def _stack(chunks: list[np.ndarray]) -> np.ndarray:

@@ -97,18 +97,19 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skel = onnx.ModelProto()
     for field, value in model.ListFields():
         if field.name != "graph":
-            _copy_field(skel, field.name, value)
+            copy_field(skel, field.name, value)
     g = skel.graph
     g.SetInParent()
     for field, value in model.graph.ListFields():
         if field.name == "initializer":
             g.initializer.extend(_skeleton_tensor(t) for t in value)
         else:
-            _copy_field(g, field.name, value)
+            copy_field(g, field.name, value)
     return skel
 
 
-def _copy_field(dst: Message, name: str, value: object) -> None:
+def copy_field(dst: Message, name: str, value: object) -> None:
+    """Set field ``name`` of ``dst`` to ``value`` (a message, a scalar or a repeated field)."""
     if isinstance(value, Message):
         getattr(dst, name).CopyFrom(value)
     elif isinstance(value, (str, bytes, int, float, bool)):

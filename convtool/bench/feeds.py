@@ -49,7 +49,7 @@ class InputData:
     path: str
 
 
-def _static_dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
+def static_dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
     ttype = vi.type.tensor_type
     if not ttype.HasField("shape"):
         return None
@@ -98,7 +98,7 @@ def read_npz(path: str | os.PathLike[str], model: onnx.ModelProto) -> InputData:
                     f"--inputs {p}: array {vi.name!r} has dtype {arr.dtype}, the model input needs {np.dtype(target)}"
                 )
             arr = arr.astype(target)
-        dims = _static_dims(vi)
+        dims = static_dims(vi)
         if dims is not None:
             if arr.ndim != len(dims):
                 raise CalibrationDataError(
@@ -146,7 +146,7 @@ def input_shapes_from_data(
     for vi in user_inputs(model.graph):
         if vi.name in shapes:
             continue
-        dims = _static_dims(vi)
+        dims = static_dims(vi)
         first = dims[0] if dims and dims[0] is not None else 1
         shapes[vi.name] = (first, *data.arrays[vi.name].shape[1:])
     return shapes
@@ -165,7 +165,7 @@ def batches(
     inputs = user_inputs(model.graph)
     if inputs:
         vi = inputs[0]
-        dims = _static_dims(vi)
+        dims = static_dims(vi)
         if dims and dims[0] is not None:
             size, static_batch = dims[0], True
         elif user_shapes and len(user_shapes.get(vi.name, ())) > 0:

@@ -196,23 +196,17 @@ def _report_after_convert(model: Path, record, input_shape, threads: int, opt_le
     """``convert --report``: the 'convtool report' comparison of the input and the file just written."""
     from convtool import render_report
     from convtool.analysis.shapes import parse_input_shapes
-    from convtool.cli.report import _with_progress
+    from convtool.cli.report import measure_and_write
     from convtool.errors import OptionError
-    from convtool.graph.io import write_text_atomic
-    from convtool.reporting import ReportOptions, build_report
+    from convtool.reporting import ReportOptions
 
-    err = Console(stderr=True)
     try:
         if dry_run or record.output is None:
             raise OptionError("--report needs a written model; drop --dry-run")
         options = ReportOptions(input_shapes=tuple(parse_input_shapes(input_shape or []).items()), runs=runs,
                                 threads=threads, opt_level=opt_level)
-        paths = [model, Path(record.output)]
-        result = build_report(paths, options) if quiet else _with_progress(build_report, paths, options, err)
-        if json_path is not None:
-            write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", json_path)
-        if markdown_path is not None:
-            write_text_atomic(render_report.render_markdown(result), markdown_path)
+        result = measure_and_write([model, Path(record.output)], options, json_path, markdown_path, quiet,
+                                   Console(stderr=True))
     except ConvToolError as exc:
         fail(exc)
     if not quiet:

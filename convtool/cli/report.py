@@ -121,8 +121,7 @@ def report(
     """Parameters, MACs/FLOPs, latency and output drift of a model, or of an original/converted pair, with CI gates."""
     from convtool import render_report
     from convtool.analysis.shapes import parse_input_shapes
-    from convtool.graph.io import write_text_atomic
-    from convtool.reporting import ReportOptions, build_report
+    from convtool.reporting import ReportOptions
 
     paths = [model] if converted is None else [model, converted]
     err = Console(stderr=True)
@@ -149,14 +148,7 @@ def report(
         for target in (json_path, markdown_path):  # fail before measuring, not after
             if target is not None and not target.resolve().parent.is_dir():
                 raise OptionError(f"output folder {target.parent} does not exist")
-        if quiet:
-            result = build_report(paths, options)
-        else:
-            result = _with_progress(build_report, paths, options, err)
-        if json_path is not None:
-            write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", json_path)
-        if markdown_path is not None:
-            write_text_atomic(render_report.render_markdown(result), markdown_path)
+        result = measure_and_write(paths, options, json_path, markdown_path, quiet, err)
     except ConvToolError as exc:
         fail(exc)
 
@@ -167,6 +159,21 @@ def report(
             err.print(line, style="red", highlight=False)
         failed = ", ".join(g.flag for g in result.failed_gates)
         fail(GateFailure(f"{len(result.failed_gates)} gate(s) failed: {failed}"))
+
+
+def measure_and_write(paths, options, json_path: Path | None, markdown_path: Path | None, quiet: bool,
+                      err: Console):
+    """Build the report (with a progress bar unless ``quiet``) and write its JSON/Markdown."""
+    from convtool import render_report
+    from convtool.graph.io import write_text_atomic
+    from convtool.reporting import build_report
+
+    result = build_report(paths, options) if quiet else _with_progress(build_report, paths, options, err)
+    if json_path is not None:
+        write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", json_path)
+    if markdown_path is not None:
+        write_text_atomic(render_report.render_markdown(result), markdown_path)
+    return result
 
 
 def _with_progress(build, paths, options, console: Console):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import onnx
 
+from convtool.analysis.costs import tensor_elements
+from convtool.analysis.shapes import STRIPPED_LOCATION, data_free_copy
 from convtool.errors import ModelLoadError, OptionError
 
 # protobuf refuses messages over 2 GiB; leave headroom for the graph structure itself.
@@ -50,8 +52,6 @@ def check_model(model: onnx.ModelProto, what: str = "model", full: bool = True) 
     external file): graph structure, types and shape inference are fully checked, while the
     cost no longer grows with the weights (a 143M-parameter model: 3.7 s -> well under 1 s).
     """
-    from convtool.analysis.shapes import STRIPPED_LOCATION, data_free_copy
-
     try:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / STRIPPED_LOCATION).touch()
@@ -83,9 +83,7 @@ def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
 def _tensor_bytes(tensor: onnx.TensorProto) -> int:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return 0
-    n = 1
-    for d in tensor.dims:
-        n *= d
+    n = tensor_elements(tensor)
     try:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, TypeError, ValueError):

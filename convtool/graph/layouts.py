@@ -98,7 +98,7 @@ def branch_weights(f: Factors, group: int) -> list[tuple[np.ndarray, np.ndarray]
     return out
 
 
-def _conv(graph: gs.Graph, name: str, x: gs.Tensor, w: gs.Constant, b: gs.Tensor | None,
+def conv_node(graph: gs.Graph, name: str, x: gs.Tensor, w: gs.Constant, b: gs.Tensor | None,
           out: gs.Tensor, attrs: dict) -> gs.Node:
     node = gs.Node("Conv", name=name, attrs=attrs, inputs=[x, w] + ([b] if b is not None else []), outputs=[out])
     graph.nodes.append(node)
@@ -136,9 +136,9 @@ def emit_repeat(graph: gs.Graph, *, name: str, x: gs.Tensor, out: gs.Tensor, w_n
     names.append(_node(graph, "Concat", namer(f"{name}.rep"), [p for p in parts for _ in range(r)], [repeated],
                        {"axis": 1}).name)
     mid = gs.Variable(namer(f"{out.name}.dw"), dtype=dtype)
-    names.append(_conv(graph, namer(f"{name}.dw"), repeated, gs.Constant(namer(f"{w_name}.dw"), dw_w), None, mid,
+    names.append(conv_node(graph, namer(f"{name}.dw"), repeated, gs.Constant(namer(f"{w_name}.dw"), dw_w), None, mid,
                        {"kernel_shape": kernel, "group": cin * r, **spatial}).name)
-    names.append(_conv(graph, namer(f"{name}.pw"), mid, gs.Constant(namer(f"{w_name}.pw"), pw_w), bias, out,
+    names.append(conv_node(graph, namer(f"{name}.pw"), mid, gs.Constant(namer(f"{w_name}.pw"), pw_w), bias, out,
                        {"kernel_shape": [1] * len(kernel), "group": group}).name)
     return names
 
@@ -153,9 +153,9 @@ def emit_branches(graph: gs.Graph, *, name: str, x: gs.Tensor, out: gs.Tensor, w
     for j, (dw_w, pw_w) in enumerate(branch_weights(f, group)):
         mid = gs.Variable(namer(f"{out.name}.b{j}.dw"), dtype=dtype)
         part = gs.Variable(namer(f"{out.name}.b{j}"), dtype=dtype)
-        names.append(_conv(graph, namer(f"{name}.b{j}.dw"), x, gs.Constant(namer(f"{w_name}.b{j}.dw"), dw_w), None,
+        names.append(conv_node(graph, namer(f"{name}.b{j}.dw"), x, gs.Constant(namer(f"{w_name}.b{j}.dw"), dw_w), None,
                            mid, {"kernel_shape": kernel, "group": cin, **spatial}).name)
-        names.append(_conv(graph, namer(f"{name}.b{j}.pw"), mid, gs.Constant(namer(f"{w_name}.b{j}.pw"), pw_w),
+        names.append(conv_node(graph, namer(f"{name}.b{j}.pw"), mid, gs.Constant(namer(f"{w_name}.b{j}.pw"), pw_w),
                            bias if j == 0 else None, part, {"kernel_shape": [1] * len(kernel), "group": group}).name)
         partials.append(part)
     names.append(_node(graph, "Sum", namer(f"{name}.sum"), partials, [out]).name)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from convtool.factorize import Factors
-from convtool.graph.layouts import EMITTERS, effective_layout
+from convtool.graph.layouts import EMITTERS, conv_node, effective_layout
 from convtool.graph.select import ConvSite
 
 _SPATIAL_ATTRS = ("strides", "pads", "dilations", "auto_pad")
@@ -41,14 +41,6 @@ class Namer:
             name = f"{base}_{i}"
         self._taken.add(name)
         return name
-
-
-def _conv(graph_nodes: list[gs.Node], name: str, x: gs.Tensor, w: gs.Constant, b: gs.Tensor | None,
-          out: gs.Tensor, attrs: dict) -> gs.Node:
-    inputs = [x, w] + ([b] if b is not None else [])
-    node = gs.Node("Conv", name=name, attrs=attrs, inputs=inputs, outputs=[out])
-    graph_nodes.append(node)
-    return node
 
 
 def _spatial_attrs(node: gs.Node) -> dict:
@@ -80,21 +72,20 @@ def replace_conv(graph: gs.Graph, site: ConvSite, f: Factors, bias: np.ndarray |
         site.batchnorm.node.outputs.clear()
 
     # 2. insert the replacement
+    b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
     if f.orientation == "depthwise_first" and effective_layout(layout, f.rank) in EMITTERS:
-        b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
         return EMITTERS[layout](graph, name=site.name, x=x, out=final, w_name=w_name, f=f, bias=b, group=group,
                                 kernel=kernel, spatial=_spatial_attrs(conv), namer=namer)
     mid = gs.Variable(namer(f"{final.name}.dw" if f.orientation == "depthwise_first" else f"{final.name}.pw"),
                       dtype=dtype)
-    b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
     if f.orientation == "depthwise_first":
-        dw = _conv(graph.nodes, namer(f"{site.name}.dw"), x, gs.Constant(namer(f"{w_name}.dw"), f.first), None, mid,
+        dw = conv_node(graph, namer(f"{site.name}.dw"), x, gs.Constant(namer(f"{w_name}.dw"), f.first), None, mid,
                    {"kernel_shape": kernel, "group": cin, **_spatial_attrs(conv)})
-        pw = _conv(graph.nodes, namer(f"{site.name}.pw"), mid, gs.Constant(namer(f"{w_name}.pw"), f.second), b, final,
+        pw = conv_node(graph, namer(f"{site.name}.pw"), mid, gs.Constant(namer(f"{w_name}.pw"), f.second), b, final,
                    {"kernel_shape": ones, "group": group})
         return [dw.name, pw.name]
-    pw = _conv(graph.nodes, namer(f"{site.name}.pw"), x, gs.Constant(namer(f"{w_name}.pw"), f.first), None, mid,
+    pw = conv_node(graph, namer(f"{site.name}.pw"), x, gs.Constant(namer(f"{w_name}.pw"), f.first), None, mid,
                {"kernel_shape": ones, "group": group})
-    dw = _conv(graph.nodes, namer(f"{site.name}.dw"), mid, gs.Constant(namer(f"{w_name}.dw"), f.second), b, final,
+    dw = conv_node(graph, namer(f"{site.name}.dw"), mid, gs.Constant(namer(f"{w_name}.dw"), f.second), b, final,
                {"kernel_shape": kernel, "group": cout, **_spatial_attrs(conv)})
     return [pw.name, dw.name]
