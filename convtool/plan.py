@@ -90,17 +90,21 @@ def plan_site(site: ConvSite, options: ConvertOptions) -> Decision | str:
         return "left unconverted (per-layer rank 0)"
     weight, bias = folded_kernel(site)
     geo = site.geometry
+
+    def decompose_and_rank(orientation: Orientation) -> tuple[Decomposition, int]:
+        dec = decompose(weight, geo.group, orientation)
+        rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
+        return dec, rank
+
     orientation = _orientation(site, options)
-    dec = decompose(weight, geo.group, orientation)
-    rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
+    dec, rank = decompose_and_rank(orientation)
     if orientation == "pointwise_first" and options.layout == "auto" and rank >= 2:
         # at r >= 2 the pointwise-first second conv is grouped (r inputs per group), not depthwise,
         # and it measured slower than the multiplier-1 depthwise-first forms (benchmarks/layouts.py)
         orientation = "depthwise_first"
-        dec = decompose(weight, geo.group, orientation)
-        rank = choose_rank(dec, options.rank) if override is None else min(int(override), dec.full_rank)
+        dec, rank = decompose_and_rank(orientation)
     cout_g, cin_g = geo.out_channels // geo.group, geo.in_channels // geo.group
-    ratio = mac_ratio(cout_g, cin_g, int(np.prod(geo.kernel)), rank, orientation)
+    ratio = mac_ratio(cout_g, cin_g, site.kernel_size, rank, orientation)
     if ratio >= 1.0 and options.rank.kind != "full":
         return f"rank {rank} would not reduce MACs (x{ratio:.2f})"
     f = factors(dec, rank)
