@@ -83,7 +83,7 @@ def settings(smoke: bool) -> list[tuple[str, dict]]:
 
 def run(smoke: bool = False) -> list[Row]:
     from convtool.api import convert_model
-    from convtool.calibrate.config import CalibrationOptions
+    from convtool.options import CalibrationOptions
     from convtool.options import ConvertOptions
 
     model = onnx.load(str(MODELS / "digits_cnn.onnx"))
@@ -139,10 +139,10 @@ def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: li
 
     from benchmarks import realmodels as rm
     from convtool.api import convert_model
-    from convtool.calibrate.autorank import measure_drift
-    from convtool.calibrate.capture import run_outputs
-    from convtool.calibrate.config import CalibrationOptions
-    from convtool.calibrate.data import CalibrationData
+    from convtool.analysis.drift import compare_outputs
+    from convtool.runtime.run import run_outputs
+    from convtool.options import CalibrationOptions
+    from convtool.runtime.inputs import Dataset
     from convtool.graph.io import save_model
     from convtool.options import ConvertOptions, RankPolicy
 
@@ -151,7 +151,7 @@ def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: li
     calib = rm.calibration_inputs(name, n_cal, seed=0, shape=shape)
     images = rm.sample_images(name, n_eval, seed=1)
     reference = rm.task_outputs(name, None, images)
-    data = CalibrationData(calib, "calibration")
+    data = Dataset(calib, "calibration")
     calib_ref = run_outputs(model, data, 8)
     size = "x".join(str(d) for d in next(iter(calib.values())).shape[2:])
     lines = [

@@ -102,7 +102,7 @@ def _stages(model: onnx.ModelProto) -> dict[str, float]:
     import onnx_graphsurgeon as gs
 
     from convtool.api import _export
-    from convtool.graph.rewrite import Namer, replace_conv
+    from convtool.graph.emit import Namer, replace_conv
     from convtool.graph.select import ConvSite, find_convs
     from convtool.plan import plan_site
 

@@ -1,7 +1,7 @@
 """The noise floor of latency comparisons: A/A and A/B timing, intra-op spinning on vs off.
 
 For each thread count and spinning setting, two pairs are timed with the protocol of
-``convtool report`` (:func:`convtool.bench.latency.time_models`: warm-up, then interleaved
+``convtool report`` (:func:`convtool.runtime.timing.time_models`: warm-up, then interleaved
 A B, B A, ... runs in one process):
 
 * A/A — two sessions of the *same* model; the ratio of medians should be 1.000. Its distance
@@ -26,7 +26,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from convtool.bench.latency import SessionConfig, environment, make_session, random_feeds, time_models
+from convtool.options import SessionOptions
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.session import environment, make_session
+from convtool.runtime.timing import time_models
 from convtool.graph.io import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +44,7 @@ def _converted(model_path: Path, folder: Path) -> Path:
     return out
 
 
-def _pair(a: Path, b: Path, feeds, cfg: SessionConfig, runs: int, warmup: int):
+def _pair(a: Path, b: Path, feeds, cfg: SessionOptions, runs: int, warmup: int):
     sessions = [make_session(a, cfg), make_session(b, cfg)]
     sa, sb = time_models(sessions, [feeds, feeds], runs=runs, warmup=warmup)
     return sa, sb
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for col in ("threads", "spinning", "pair", "A median ms (p10-p90)", "A'/B median ms (p10-p90)", "ratio"):
             table.add_column(col, justify="right" if col != "pair" else "left")
         for threads, spin in settings:
-            cfg = SessionConfig(threads=threads, opt_level="all", allow_spinning=spin)
+            cfg = SessionOptions(threads=threads, opt_level="all", spinning=spin)
             for label, other in (("A/A", args.model), ("A/B", b_path)):
                 sa, sb = _pair(args.model, other, feeds, cfg, args.runs, args.warmup)
                 table.add_row(
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{sa.median / sb.median:.3f}x",
                 )
         console.print(table)
-        env = environment(SessionConfig())
+        env = environment(SessionOptions())
         console.print(f"onnxruntime {env.onnxruntime} · CPU {env.cpu} ({env.cpu_count} logical) · opt level all")
     return 0
 

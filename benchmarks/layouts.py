@@ -2,7 +2,7 @@
 
 For every geometry (C -> C channels, 3x3, stride 1, pad 1, at S x S), rank and layout, the
 original Conv alone and its replacement alone are timed interleaved in one process
-(:func:`convtool.bench.latency.time_models`: ABBA order, onnxruntime CPU, spinning off, the
+(:func:`convtool.runtime.timing.time_models`: ABBA order, onnxruntime CPU, spinning off, the
 given threads and optimisation level).  Printed per row:
 
 * ``time``: median(replacement) / median(original) - below 1 is faster;
@@ -10,7 +10,7 @@ given threads and optimisation level).  Printed per row:
 * ``of MAC speedup``: achieved speedup / MAC-predicted speedup = ``MACs / time``; 1.0 means
   the replacement is exactly as much faster as its MAC count says, the issue's target is
   >= 2/3;
-* the paired 95 % interval of the speedup (see :mod:`convtool.tune.decide`).
+* the paired 95 % interval of the speedup (see :mod:`convtool.core.decide`).
 
 Usage::
 
@@ -32,9 +32,11 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convtool.api import convert_model  # noqa: E402
-from convtool.bench.latency import SessionConfig, make_session, time_models  # noqa: E402
+from convtool.options import SessionOptions  # noqa: E402
+from convtool.runtime.session import make_session  # noqa: E402
+from convtool.runtime.timing import time_models  # noqa: E402
 from convtool.options import ConvertOptions, RankPolicy  # noqa: E402
-from convtool.tune.decide import verdict  # noqa: E402
+from convtool.core.decide import verdict  # noqa: E402
 
 LAYOUTS = ("multiplier", "repeat", "branches", "pointwise_first")
 
@@ -52,7 +54,7 @@ def conv_layer(c_in: int, c_out: int, size: int, k: int = 3, seed: int = 0) -> o
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def measure(c: int, size: int, rank: int, layouts: list[str], config: SessionConfig, runs: int, warmup: int):
+def measure(c: int, size: int, rank: int, layouts: list[str], config: SessionOptions, runs: int, warmup: int):
     """One interleaved loop: the original and every layout's replacement of one layer."""
     original = conv_layer(c, c, size)
     variants = []
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.channels, args.sizes, args.ranks, args.runs, args.warmup = [16, 32], [8], [1, 2], 3, 1
-    config = SessionConfig(threads=args.threads, opt_level=args.opt_level, allow_spinning=False)
+    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
     print(f"# single 3x3 conv layers, C -> C at S x S; onnxruntime, {args.threads} thread(s), "
           f"opt level {args.opt_level}, spinning off, {args.runs} interleaved runs, medians")
     rows: list[dict] = []

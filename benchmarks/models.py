@@ -11,7 +11,7 @@ rank 1, and ``--latency-aware``), one row:
 * params and MACs of the whole model (at the package's default input shape);
 * latency: original and all variants timed in ONE interleaved loop on a real preprocessed
   input (onnxruntime CPU, spinning off), medians; speedup = median(original) / median(variant)
-  with the paired 95 % interval of :mod:`convtool.tune.decide`;
+  with the paired 95 % interval of :mod:`convtool.core.decide`;
 * output drift: worst relative L2 error over the outputs, on real preprocessed inputs;
 * task agreement: the fraction of sample images on which the converted model gives the same
   task result as the original - the same recognised OCR text lines (det: full OCR of pages;
@@ -43,10 +43,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import realmodels  # noqa: E402
 from convtool.analysis.drift import compare_outputs  # noqa: E402
 from convtool.api import convert_model  # noqa: E402
-from convtool.bench.latency import SessionConfig, make_session, time_models  # noqa: E402
+from convtool.options import SessionOptions  # noqa: E402
+from convtool.runtime.session import make_session  # noqa: E402
+from convtool.runtime.timing import time_models  # noqa: E402
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
-from convtool.render import human  # noqa: E402
-from convtool.tune.decide import verdict  # noqa: E402
+from convtool.render.convert import human  # noqa: E402
+from convtool.core.decide import verdict  # noqa: E402
 
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
     ("r=1 multiplier", 1, "multiplier", False),
@@ -66,7 +68,7 @@ def _run(session, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.concatenate([o[k] for o in outs], axis=0) for k, n in enumerate(names)}
 
 
-def bench_model(name: str, settings, config: SessionConfig, runs: int, warmup: int, samples: int,
+def bench_model(name: str, settings, config: SessionOptions, runs: int, warmup: int, samples: int,
                 images: int, latency_kw: dict, cache_dir: str, workdir: Path) -> list[dict]:
     rm = realmodels.get_model(name)
     model = onnx.load(str(rm.path))
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.runs, args.warmup, args.samples, args.images = args.models[-1:], 3, 1, 2, 2
         latency_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
         settings = SETTINGS[1:2] + SETTINGS[3:4]
-    config = SessionConfig(threads=args.threads, opt_level=args.opt_level, allow_spinning=False)
+    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
     print(f"# real models; onnxruntime, {args.threads} thread(s), opt level {args.opt_level}, spinning off, "
           f"{args.runs} interleaved runs (original and all variants in one loop), medians; data-free conversion")
     rows: list[dict] = []

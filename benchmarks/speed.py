@@ -12,7 +12,7 @@ Settings: rank 1 and rank 2, each with the plain ``multiplier`` layout and with 
 the multiplier-1 ``branches`` form), and ``auto`` + ``--latency-aware``.  The original and every
 converted variant of a model are timed in ONE interleaved loop (onnxruntime CPU, spinning off,
 ABBA order), so they see the same machine state; the speedup is median(original) /
-median(variant) with the paired 95 % interval of :mod:`convtool.tune.decide`.
+median(variant) with the paired 95 % interval of :mod:`convtool.core.decide`.
 
 Usage::
 
@@ -36,10 +36,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from convtool.api import convert_model  # noqa: E402
-from convtool.factorize import mac_ratio  # noqa: E402
-from convtool.bench.latency import SessionConfig, make_session, random_feeds, time_models  # noqa: E402
+from convtool.core.factorize import mac_ratio  # noqa: E402
+from convtool.options import SessionOptions  # noqa: E402
+from convtool.runtime.inputs import random_feeds  # noqa: E402
+from convtool.runtime.session import make_session  # noqa: E402
+from convtool.runtime.timing import time_models  # noqa: E402
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
-from convtool.tune.decide import verdict  # noqa: E402
+from convtool.core.decide import verdict  # noqa: E402
 
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
     # (label, rank, layout, latency-aware)
@@ -127,7 +130,7 @@ def load_models(names: list[str]) -> dict[str, onnx.ModelProto]:
     return {n: makers[n]() for n in names}
 
 
-def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionConfig, runs: int, warmup: int,
+def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionOptions, runs: int, warmup: int,
                 cache_dir: str, latency_kw: dict) -> list[dict]:
     variants = []
     for label, rank, layout, aware in settings:
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.models, args.runs, args.warmup = ["resnet_style"], 3, 1
         latency_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
-    config = SessionConfig(threads=args.threads, opt_level=args.opt_level, allow_spinning=False)
+    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
     print(f"# end to end; onnxruntime, {args.threads} thread(s), opt level {args.opt_level}, spinning off, "
           f"{args.runs} interleaved runs per model (original and all variants in one loop), medians")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,16 @@
-"""The user's choices for a conversion, as one frozen object passed down the pipeline."""
+"""The user's choices, as frozen objects passed down the pipeline.
+
+Depends on nothing above it (only :mod:`convtool.errors`): the CLI builds these objects from
+its flags, the library validates them at construction, every module below reads them.  No
+flag names live here except in error messages, which name the flag a CLI user would change.
+
+* :class:`RankPolicy`: how each layer's rank is chosen.
+* :class:`ConvertOptions`: one conversion, including the optional drivers (calibration refit,
+  drift-budget search, latency tuning), each ``None`` when off.
+* :class:`SessionOptions`: onnxruntime session settings shared by every timing and run.
+* :class:`CalibrationOptions` / :class:`ImagePreprocess`: calibration data and refit.
+* :class:`LatencyOptions`: ``--latency-aware`` timing.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +18,54 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from convtool.calibrate.config import CalibrationOptions
 from convtool.errors import OptionError
 
 RankKind = Literal["fixed", "full", "energy"]
+RANK_KINDS: tuple[str, ...] = ("fixed", "full", "energy")
 Layout = Literal["multiplier", "repeat", "branches", "pointwise_first", "auto"]
 LAYOUTS: tuple[str, ...] = ("multiplier", "repeat", "branches", "pointwise_first", "auto")
+OptLevel = Literal["disable", "basic", "extended", "all"]
 OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 DriftMetric = Literal["rel_l2", "top1"]
 DRIFT_METRICS: tuple[str, ...] = ("rel_l2", "top1")
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
 class RankPolicy:
-    """How each layer's rank is chosen.
+    """How each layer's rank is chosen, validated at construction.
 
-    ``fixed``: rank ``value`` (clamped to the layer's full rank); ``full``: exact
-    factorisation; ``energy``: the smallest rank keeping at least ``value`` of the spectral
-    energy, averaged over the layer's input channels.
+    ``RankPolicy("fixed", r)``: rank ``r`` (a positive integer; capped at the layer's full
+    rank, and the record says so); ``RankPolicy("full")``: exact factorisation;
+    ``RankPolicy("energy", e)``: the smallest rank keeping at least ``e`` (0 < e <= 1) of the
+    spectral energy, averaged over the layer's input channels.  ``RankPolicy.fixed(2)`` etc.
+    say the same more briefly.
     """
 
     kind: RankKind = "fixed"
     value: float = 1
 
-    @staticmethod
-    def parse(rank: str | None, energy: float | None) -> RankPolicy:
-        """Build the policy from ``--rank`` / ``--energy``; raises OptionError when invalid."""
-        if rank is not None and energy is not None:
-            raise OptionError("--rank and --energy are mutually exclusive")
-        if energy is not None:
-            if not 0.0 < energy <= 1.0:
-                raise OptionError(f"--energy must be in (0, 1], got {energy}")
-            return RankPolicy("energy", float(energy))
-        if rank is None:
-            return RankPolicy("fixed", 1)
-        text = str(rank).strip().lower()
-        if text == "full":
-            return RankPolicy("full", 0)
-        try:
-            value = int(text)
-        except ValueError:
-            raise OptionError(f"--rank must be a positive integer or 'full', got {rank!r}") from None
-        if value < 1:
-            raise OptionError(f"--rank must be >= 1, got {value}")
-        return RankPolicy("fixed", value)
+    def __post_init__(self) -> None:
+        if self.kind not in RANK_KINDS:
+            hint = f"; for rank {self.kind} write RankPolicy('fixed', {self.kind})" if isinstance(self.kind, int) else ""
+            raise OptionError(f"RankPolicy kind must be one of {', '.join(RANK_KINDS)}, got {self.kind!r}{hint}")
+        if self.kind == "fixed":
+            if isinstance(self.value, bool) or float(self.value) != int(self.value) or int(self.value) < 1:
+                raise OptionError(f"rank must be a positive integer, got {self.value!r}")
+        elif self.kind == "energy" and not 0.0 < float(self.value) <= 1.0:
+            raise OptionError(f"energy must be in (0, 1], got {self.value!r}")
+
+    @classmethod
+    def fixed(cls, rank: int) -> RankPolicy:
+        return cls("fixed", rank)
+
+    @classmethod
+    def full(cls) -> RankPolicy:
+        return cls("full", 0)
+
+    @classmethod
+    def energy(cls, fraction: float) -> RankPolicy:
+        return cls("energy", fraction)
 
     def describe(self) -> str:
         if self.kind == "full":
@@ -60,9 +76,95 @@ class RankPolicy:
 
 
 @dataclass(frozen=True)
+class SessionOptions:
+    """onnxruntime session settings for timing and for running models.
+
+    ``threads``: intra-op threads (``None``: onnxruntime's default, every core - used for
+    calibration runs, never for timing); ``opt_level``: graph optimisation; ``spinning``:
+    let intra-op threads spin (off: spinning sessions in one process disturb each other, and
+    numpy work between runs would lose its cores); ``providers``: execution providers in
+    fallback order (an unavailable one is an error, never a silent CPU fallback).
+    """
+
+    threads: int | None = 1
+    opt_level: OptLevel = "all"
+    spinning: bool = False
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"--threads must be >= 1, got {self.threads}")
+        if self.opt_level not in OPT_LEVELS:
+            raise OptionError(f"--opt-level must be one of {', '.join(OPT_LEVELS)}, got {self.opt_level!r}")
+        if not self.providers:
+            raise OptionError("at least one execution provider is needed")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How a folder of images becomes one model input.
+
+    Each image is opened with Pillow, converted to ``channel_order`` (``L`` = greyscale, one
+    channel), resized to ``size`` = (height, width) with bilinear filtering, scaled to [0, 1]
+    (``pixel / 255``), normalised per channel as ``(x - mean) / std`` (one value applies to every
+    channel) and laid out as ``layout`` with the samples stacked on the first axis.
+    """
+
+    size: tuple[int, int] | None = None  # None: taken from the model input's static shape
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channel_order: Literal["RGB", "BGR", "L"] = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise OptionError(f"--image-size must be HEIGHT,WIDTH with positive values, got {self.size}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise OptionError(f"--image-layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.channel_order not in ("RGB", "BGR", "L"):
+            raise OptionError(f"--channel-order must be RGB, BGR or L, got {self.channel_order!r}")
+        if not self.mean or not self.std:
+            raise OptionError("--image-mean and --image-std need at least one value")
+        if any(s <= 0 for s in self.std):
+            raise OptionError(f"--image-std values must be > 0, got {self.std}")
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Settings of the least-squares refit (see :mod:`convtool.core.refit`).
+
+    ``source``: an ``.npz`` (one array per model input, samples on axis 0) or a folder of
+    images / ``.npy`` samples; ``None`` when the caller passes arrays.  ``holdout``: fraction
+    of samples kept aside to choose the ridge strength, to accept a refit only when it lowers
+    the held-out error, and to measure drift on data no fit saw.  ``max_samples``: use at most
+    this many samples (seeded choice).  ``batch_size``: samples per onnxruntime run.
+    ``max_positions``: per layer and batch, at most this many spatial positions enter the
+    least squares (seeded subsampling; 0 = all).
+    """
+
+    source: str | None = None
+    holdout: float = 0.2
+    max_samples: int = 512
+    batch_size: int = 32
+    max_positions: int = 65536
+    seed: int = 0
+    image: ImagePreprocess | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise OptionError(f"--holdout must be in [0, 1), got {self.holdout}")
+        if self.max_samples < 1:
+            raise OptionError(f"--calibration-samples must be >= 1, got {self.max_samples}")
+        if self.batch_size < 1:
+            raise OptionError(f"calibration batch size must be >= 1, got {self.batch_size}")
+        if self.max_positions < 0:
+            raise OptionError(f"max_positions must be >= 0, got {self.max_positions}")
+
+
+@dataclass(frozen=True)
 class LatencyOptions:
     """``--latency-aware``: time each candidate layer against its replacement and keep only
-    replacements measurably faster (see :mod:`convtool.tune`).
+    replacements measurably faster (see :mod:`convtool.search.latency`).
 
     ``threads`` / ``opt_level`` are the onnxruntime session options the model will be deployed
     with; ``cache_dir`` holds per-shape timings (``None``: ``~/.cache/convtool``);
@@ -72,7 +174,7 @@ class LatencyOptions:
     """
 
     threads: int = 1
-    opt_level: str = "all"
+    opt_level: OptLevel = "all"
     cache_dir: str | None = None
     use_cache: bool = True
     margin: float = 0.05
@@ -81,21 +183,41 @@ class LatencyOptions:
     max_runs: int = 300
     confirm: bool = True
     confirm_runs: int = 40
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise OptionError(f"--threads must be >= 1, got {self.threads}")
-        if self.opt_level not in OPT_LEVELS:
-            raise OptionError(f"--opt-level must be one of {', '.join(OPT_LEVELS)}, got {self.opt_level!r}")
+        self.session  # validates threads, opt level and providers  # noqa: B018
         if not 0.0 <= self.margin < 1.0:
             raise OptionError(f"latency margin must be in [0, 1), got {self.margin}")
         if self.min_runs < 3 or self.max_runs < self.min_runs or self.confirm_runs < 3:
             raise OptionError("latency-aware runs must be >= 3 (and max_runs >= min_runs)")
 
+    @property
+    def session(self) -> SessionOptions:
+        """Timing sessions: the deployment's threads and opt level, spinning off."""
+        return SessionOptions(threads=self.threads, opt_level=self.opt_level, spinning=False,
+                              providers=self.providers)
+
+
+@dataclass(frozen=True)
+class SelectRules:
+    """What :func:`convtool.graph.select.find_convs` needs: which Convs may be converted."""
+
+    min_in_channels: int = 8
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    fold_batchnorm: bool = True
+
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """Everything that shapes a conversion. Defaults match the CLI's defaults."""
+    """Everything that shapes a conversion. Defaults match the CLI's defaults.
+
+    The pure conversion step reads the rank policy, selection, layout, shapes and ``check``;
+    the drivers above it read ``calibration`` (refit), ``max_drift`` / ``metric`` /
+    ``search_ranks`` (drift-budget search) and ``latency_aware`` (timing), each off when
+    ``None``.
+    """
 
     rank: RankPolicy = field(default_factory=RankPolicy)
     min_in_channels: int = 8
@@ -106,22 +228,20 @@ class ConvertOptions:
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     check: bool = True
     latency_aware: LatencyOptions | None = None
-    # calibration (convtool.calibrate): refit with data, per-layer ranks, drift-budgeted search
     calibration: CalibrationOptions | None = None
-    layer_ranks: tuple[tuple[str, int], ...] = ()  # (layer name, rank); rank 0 = leave unconverted
     max_drift: float | None = None
     metric: DriftMetric = "rel_l2"
     search_ranks: tuple[int, ...] = (1, 2, 4)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.rank, RankPolicy):
+            raise OptionError(f"rank must be a RankPolicy, got {self.rank!r}")
         if self.max_drift is not None and not self.max_drift >= 0.0:
             raise OptionError(f"--max-drift must be >= 0, got {self.max_drift}")
         if self.metric not in DRIFT_METRICS:
             raise OptionError(f"--metric must be one of {', '.join(DRIFT_METRICS)}, got {self.metric!r}")
         if not self.search_ranks or any(int(r) < 1 for r in self.search_ranks):
             raise OptionError(f"search ranks must be positive integers, got {self.search_ranks}")
-        if any(int(r) < 0 for _, r in self.layer_ranks):
-            raise OptionError("per-layer ranks must be >= 0 (0 leaves the layer unconverted)")
         if self.min_in_channels < 1:
             raise OptionError(f"--min-in-channels must be >= 1, got {self.min_in_channels}")
         if self.layout not in LAYOUTS:
@@ -135,3 +255,11 @@ class ConvertOptions:
     @property
     def input_shape_map(self) -> dict[str, tuple[int, ...]]:
         return dict(self.input_shapes)
+
+    @property
+    def select_rules(self) -> SelectRules:
+        return SelectRules(self.min_in_channels, self.include, self.exclude, self.fold_batchnorm)
+
+    @property
+    def calibration_or_default(self) -> CalibrationOptions:
+        return self.calibration or CalibrationOptions()

@@ -1,101 +1,608 @@
-"""Result records of a conversion and their JSON form.
+"""The report pipeline: measure one model, or an original/converted pair, and gate the result.
 
-These are plain data: the pipeline fills them, ``render.py`` draws them, ``--json`` writes
-``ConversionRecord.to_json()``.  The JSON keys are a contract with deployment pipelines:
-add keys freely, never rename or remove one.
+``build_report([model])`` or ``build_report([original, converted], options)`` returns a
+:class:`Report`; ``Report.to_dict()`` is the ``--json`` record (a contract with CI pipelines:
+keys may be added, never renamed or removed). ``convtool convert --report`` calls
+``build_report([input_path, output_path], options)`` on the file it just wrote.
+
+Steps, in this order (timing comes before the numpy-heavy drift work, which would otherwise
+slow the timed runs down):
+
+1. load each model (:func:`convtool.graph.io.load_model`, the converter's loader) and count
+   parameters and MACs at static shapes (:mod:`convtool.analysis.costs`; unknown is ``None``,
+   never 0);
+2. check that every requested gate can be computed (else :class:`OptionError`, before any
+   measuring);
+3. unless ``latency`` is off: time the models interleaved with an optional A/A control
+   (:mod:`convtool.runtime.timing`);
+4. with ``profile``: per-node times from onnxruntime's profiler (:mod:`convtool.runtime.profile`);
+5. for a pair: run both on the same inputs (:mod:`convtool.runtime.inputs`,
+   :mod:`convtool.runtime.run`) and compute the drift (:mod:`convtool.analysis.drift`; the
+   ``--max-drift`` gate budgets the same per-channel drift as ``convert --max-drift``); with
+   labels, each model's top-1 accuracy;
+6. evaluate the gates.
+
+The pipeline never prints; ``progress(stage, done, total)`` reports long steps to the caller.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-Status = Literal["converted", "skipped"]
+import numpy as np
+import onnx
+
+from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.analysis.drift import Drift, compare_outputs, looks_like_class_scores, top1_accuracy
+from convtool.errors import CalibrationDataError, OptionError
+from convtool.graph.io import load_model
+from convtool.options import CPU_PROVIDER, SessionOptions
+from convtool.records import finite
+from convtool.runtime.inputs import model_inputs
+from convtool.runtime.session import Environment
+from convtool.runtime.timing import LatencyStats
+
+__all__ = [
+    "ReportOptions",
+    "GATES",
+    "GateResult",
+    "ModelRecord",
+    "Comparison",
+    "LayerRecord",
+    "AACheck",
+    "Report",
+    "build_report",
+    "Progress",
+]
+
+#: ``progress(stage, done, total)``: stage is a short label such as ``"timing"``.
+Progress = Callable[[str, int, int], None]
+
+#: Gate name -> (option flag, direction). ``min`` passes when value >= threshold.
+GATES: dict[str, tuple[str, str]] = {
+    "min_speedup": ("--min-speedup", "min"),
+    "max_drift": ("--max-drift", "max"),
+    "min_top1_agreement": ("--min-top1-agreement", "min"),
+    "max_accuracy_drop": ("--max-accuracy-drop", "max"),
+    "min_param_reduction": ("--min-param-reduction", "min"),
+    "min_mac_reduction": ("--min-mac-reduction", "min"),
+}
+
+#: Random inputs for drift when no ``--inputs`` is given: this many seeded batches.
+RANDOM_DRIFT_BATCHES = 4
 
 
-@dataclass
-class LayerChange:
-    """What happened to one Conv node."""
+@dataclass(frozen=True)
+class ReportOptions:
+    """Everything that shapes a report. Defaults match the CLI's.
+
+    ``input_shapes``: ``(name, dims)`` pairs (``--input-shape``). ``runs``/``warmup``: timed and
+    untimed runs per model. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
+    options. ``latency``: time the models at all. ``aa_check``: add an A/A control session.
+    ``profile``: per-node profiler times. ``inputs``: an ``.npz`` of samples (and ``labels``).
+    ``seed``: random inputs. Gates are ``None`` when not requested.
+    """
+
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    runs: int = 100
+    warmup: int = 10
+    threads: int = 1
+    opt_level: str = "all"
+    allow_spinning: bool = False
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
+    latency: bool = True
+    aa_check: bool = False
+    profile: bool = False
+    inputs: str | None = None
+    seed: int = 0
+    min_speedup: float | None = None
+    max_drift: float | None = None
+    min_top1_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+    min_param_reduction: float | None = None
+    min_mac_reduction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise OptionError(f"--runs must be >= 1, got {self.runs}")
+        if self.warmup < 0:
+            raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+        self.session  # validates threads, opt level, providers  # noqa: B018
+        for name, (flag, _) in GATES.items():
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise OptionError(f"{flag} must be a finite number, got {value}")
+        if self.min_speedup is not None and self.min_speedup <= 0:
+            raise OptionError(f"--min-speedup must be > 0, got {self.min_speedup}")
+        if self.max_drift is not None and self.max_drift < 0:
+            raise OptionError(f"--max-drift must be >= 0, got {self.max_drift}")
+        if self.min_top1_agreement is not None and not 0 <= self.min_top1_agreement <= 1:
+            raise OptionError(f"--min-top1-agreement must be in [0, 1], got {self.min_top1_agreement}")
+        if self.max_accuracy_drop is not None and not -1 <= self.max_accuracy_drop <= 1:
+            raise OptionError(f"--max-accuracy-drop must be in [-1, 1], got {self.max_accuracy_drop}")
+        for name in ("min_param_reduction", "min_mac_reduction"):
+            value = getattr(self, name)
+            if value is not None and value > 1:
+                raise OptionError(f"{GATES[name][0]} must be <= 1 (a fraction), got {value}")
+
+    @property
+    def input_shape_map(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v) for k, v in self.input_shapes}
+
+    @property
+    def session(self) -> SessionOptions:
+        return SessionOptions(threads=self.threads, opt_level=self.opt_level,  # type: ignore[arg-type]
+                              spinning=self.allow_spinning, providers=tuple(self.providers))
+
+    def requested_gates(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in GATES if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    threshold: float
+    value: float
+    passed: bool
+
+    @property
+    def flag(self) -> str:
+        return GATES[self.name][0]
+
+    @property
+    def direction(self) -> str:
+        return ">=" if GATES[self.name][1] == "min" else "<="
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model's measurements."""
+
+    path: str
+    params: int
+    macs: int | None  # None: some counted node's shapes are unknown (never a false 0)
+    nodes: tuple[NodeCost, ...]
+    latency: LatencyStats | None = None
+    accuracy: float | None = None
+    node_latency_ms: Mapping[str, float] | None = None
+
+    @property
+    def flops(self) -> int | None:
+        return None if self.macs is None else 2 * self.macs
+
+    @property
+    def macs_known(self) -> bool:
+        """False when some counted node had unknown shapes (totals are then a lower bound)."""
+        return all(n.macs is not None for n in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "macs_complete": self.macs_known,
+            "latency_ms": None if self.latency is None else self.latency.to_dict(),
+            "accuracy": self.accuracy,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Converted against original. Reductions are ``1 - after/before``."""
+
+    param_reduction: float
+    mac_reduction: float | None
+    speedup: float | None
+    drift: Drift | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "param_reduction": self.param_reduction,
+            "mac_reduction": self.mac_reduction,
+            "speedup": self.speedup,
+            "drift": None if self.drift is None else self.drift.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """A node of a single model, or an original layer and its replacement in a pair.
+
+    In a pair, ``params``/``macs``/``latency_ms`` are the converted values (summed over
+    ``replaced_by``) and the ``*_before`` fields the original node's.
+    """
 
     name: str
-    status: Status
-    reason: str | None
-    kernel: list[int]
-    in_channels: int
-    out_channels: int
-    group: int
-    rank: int | None = None
-    params_before: int = 0
-    params_after: int = 0
+    op_type: str
+    params: int
+    macs: int | None
+    latency_ms: float | None = None
+    params_before: int | None = None
     macs_before: int | None = None
-    macs_after: int | None = None
-    weight_error: float | None = None
-    layout: str | None = None
-    folded_batchnorm: str | None = None
-    new_nodes: list[str] = field(default_factory=list)
-    # filled by calibration: relative output error of the layer before/after the refit
-    output_error_before: float | None = None
-    output_error_after: float | None = None
-    # filled by --latency-aware: medians (ms) of the original conv and of its (best) replacement
-    # at the layer's input shape, their ratio, the decision and every timed candidate layout
-    latency_original_ms: float | None = None
-    latency_replacement_ms: float | None = None
-    latency_speedup: float | None = None
-    latency_decision: str | None = None
-    latency_candidates: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms_before: float | None = None
+    replaced_by: tuple[str, ...] = ()
+    slower: bool | None = None
 
-    @property
-    def converted(self) -> bool:
-        return self.status == "converted"
-
-
-@dataclass
-class Totals:
-    conv_nodes: int
-    converted: int
-    skipped: int
-    params_before: int
-    params_after: int
-    macs_before: int | None
-    macs_after: int | None
-
-    @property
-    def param_reduction(self) -> float | None:
-        return 1.0 - self.params_after / self.params_before if self.params_before else None
-
-    @property
-    def mac_reduction(self) -> float | None:
-        if not self.macs_before or self.macs_after is None:
-            return None
-        return 1.0 - self.macs_after / self.macs_before
-
-
-@dataclass
-class ConversionRecord:
-    """The whole conversion: per-layer changes, whole-model totals, warnings."""
-
-    input: str
-    output: str | None
-    layers: list[LayerChange]
-    totals: Totals
-    rank_policy: str = ""
-    warnings: list[str] = field(default_factory=list)
-    calibration: dict[str, Any] | None = None
-    latency: dict[str, Any] | None = None  # --latency-aware: session options, end-to-end A/B
-
-    def to_json(self) -> dict[str, Any]:
-        data = {
-            "input": self.input,
-            "output": self.output,
-            "rank_policy": self.rank_policy,
-            "layers": [asdict(layer) for layer in self.layers],
-            "totals": {
-                **asdict(self.totals),
-                "param_reduction": self.totals.param_reduction,
-                "mac_reduction": self.totals.mac_reduction,
-            },
-            "warnings": list(self.warnings),
-            "calibration": self.calibration,
-            "latency": self.latency,
+    def to_dict(self, pair: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "op_type": self.op_type,
+            "params": self.params,
+            "macs": self.macs,
+            "latency_ms": self.latency_ms,
         }
-        return data
+        if pair:
+            out.update(
+                params_before=self.params_before,
+                macs_before=self.macs_before,
+                latency_ms_before=self.latency_ms_before,
+                replaced_by=list(self.replaced_by),
+                slower=self.slower,
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class AACheck:
+    """A/A control: a second session of the first model, timed like the others."""
+
+    latency: LatencyStats
+    ratio: float  # median(first model) / median(its twin); 1.0 means no noise
+
+    @property
+    def noise(self) -> float:
+        return abs(1.0 - self.ratio)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "noise": self.noise, "latency_ms": self.latency.to_dict()}
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``convtool report`` measured, ready to render or write as JSON."""
+
+    models: tuple[ModelRecord, ...]
+    comparison: Comparison | None
+    layers: tuple[LayerRecord, ...]
+    gates: tuple[GateResult, ...]
+    environment: Environment
+    aa_check: AACheck | None = None
+    inputs: str = "random"
+    profile_opt_level: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failed_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if not g.passed)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.models) == 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` record (non-finite floats become ``null``: JSON has no NaN)."""
+        record = {
+            "models": [m.to_dict() for m in self.models],
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
+            "layers": [layer.to_dict(self.is_pair) for layer in self.layers],
+            "gates": [
+                {"name": g.name, "threshold": g.threshold, "value": g.value, "passed": g.passed} for g in self.gates
+            ],
+            "passed": self.passed,
+            "environment": self.environment.to_dict(),
+            "aa_check": None if self.aa_check is None else self.aa_check.to_dict(),
+            "inputs": self.inputs,
+            "profile_opt_level": self.profile_opt_level,
+            "notes": list(self.notes),
+        }
+        return finite(record)
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def _check_requests(options: ReportOptions, n_models: int) -> None:
+    """Refuse, before measuring anything, requests that cannot be computed."""
+    if options.aa_check and not options.latency:
+        raise OptionError("--aa-check is a latency control; drop --no-latency")
+    gates = options.requested_gates()
+    if not gates:
+        return
+    if n_models < 2:
+        flag = GATES[next(iter(gates))][0]
+        raise OptionError(f"{flag} compares two models; give MODEL and CONVERTED")
+    if options.min_speedup is not None and not options.latency:
+        raise OptionError("--min-speedup needs latency measurement; drop --no-latency")
+    if options.max_accuracy_drop is not None and options.inputs is None:
+        raise OptionError("--max-accuracy-drop needs --inputs with a 'labels' array")
+
+
+def _reduction(before: int | None, after: int | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return 1.0 - after / before if before else 0.0
+
+
+def _same_inputs(a: onnx.ModelProto, b: onnx.ModelProto, paths: Sequence[str]) -> None:
+    names_a = sorted(spec.name for spec in model_inputs(a))
+    names_b = sorted(spec.name for spec in model_inputs(b))
+    if names_a != names_b:
+        raise OptionError(
+            f"{paths[0]} and {paths[1]} have different inputs ({', '.join(names_a)} vs {', '.join(names_b)}); "
+            "a comparison needs the same inputs"
+        )
+    dims_b = {spec.name: spec.dims for spec in model_inputs(b)}
+    for spec in model_inputs(a):
+        da, db = spec.dims, dims_b[spec.name]
+        if da is None or db is None:  # a shape is not declared: onnxruntime will tell
+            continue
+        if len(da) != len(db) or any(x is not None and y is not None and x != y for x, y in zip(da, db)):
+            show = lambda d: "x".join("?" if v is None else str(v) for v in d)  # noqa: E731
+            raise OptionError(
+                f"input {spec.name!r} is {show(da)} in {paths[0]} but {show(db)} in {paths[1]}; "
+                "a comparison needs the same inputs"
+            )
+
+
+def _chunk(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
+    """Samples per run for drift: the analysed batch (``--input-shape``), else 32."""
+    first = next(iter(model_inputs(model)), None)
+    dims = shapes.get(first.name) if first is not None else None
+    return int(dims[0]) if dims else 32
+
+
+def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray, path: str) -> float:
+    for name, value in outputs.items():
+        if looks_like_class_scores(value):
+            if value.shape[0] != labels.shape[0]:
+                raise CalibrationDataError(
+                    f"output {name!r} of {path} has {value.shape[0]} rows for {labels.shape[0]} labels"
+                )
+            return top1_accuracy(value, labels)
+    raise CalibrationDataError(f"labels given, but no output of {path} looks like class scores [N, C]")
+
+
+def build_report(
+    paths: Sequence[str | Path],
+    options: ReportOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> Report:
+    """Measure one model, or compare an original (first) with a converted model (second).
+
+    Raises :class:`~convtool.errors.ConvToolError` subclasses for bad input (missing or
+    unreadable files, bad shapes or data, gates that cannot be computed). Failed gates do not
+    raise: check :attr:`Report.passed` (the CLI exits 1 on failure).
+    """
+    from convtool.runtime.inputs import input_shapes_from_data, load, random_dataset, random_feeds
+    from convtool.runtime.run import run_outputs
+    from convtool.runtime.session import environment, make_session
+    from convtool.runtime.timing import time_models
+
+    options = options or ReportOptions()
+    paths = [str(p) for p in paths]
+    if len(paths) not in (1, 2):
+        raise OptionError(f"report takes one model or two (original and converted), got {len(paths)}")
+    _check_requests(options, len(paths))
+    models = [load_model(p) for p in paths]
+    if len(models) == 2:
+        _same_inputs(models[0], models[1], paths)
+
+    data = load(options.inputs, models[0], what="--inputs") if options.inputs else None
+    shapes = options.input_shape_map
+    if data is not None:
+        shapes = input_shapes_from_data(models[0], data, shapes)
+    if options.max_accuracy_drop is not None and (data is None or data.labels is None):
+        raise OptionError("--max-accuracy-drop needs --inputs with a 'labels' array")
+
+    costs = [node_costs(m, shapes) for m in models]
+    params = [model_params(m) for m in models]
+    macs = [None if any(c.macs is None for c in cs) else sum(c.macs or 0 for c in cs) for cs in costs]
+    notes: list[str] = []
+    for p, cs in zip(paths, costs):
+        unknown = [c.name for c in cs if c.macs is None]
+        if unknown:
+            notes.append(f"{p}: MACs of {len(unknown)} node(s) unknown (shapes not inferable), e.g. {unknown[0]}")
+
+    config = options.session
+    env = environment(config)
+
+    # Feeds: the timing batch and the drift batches.
+    if data is not None:
+        timing_batch = {
+            k: v[: shapes[k][0]] if len(shapes.get(k, ())) > 0 else v[:1] for k, v in data.arrays.items()
+        }
+        drift_data = data
+        inputs_desc = data.source
+    else:
+        timing_batch = random_feeds(models[0], shapes, seed=options.seed)
+        batch = next(iter(timing_batch.values())).shape[0] if timing_batch else 1
+        drift_data = random_dataset(models[0], shapes, count=RANDOM_DRIFT_BATCHES * batch, seed=options.seed)
+        inputs_desc = f"random (seed {options.seed})"
+
+    need_sessions = options.latency or len(models) == 2 or (data is not None and data.labels is not None)
+    sessions = [make_session(p, config) for p in paths] if need_sessions else []
+
+    latencies: list[LatencyStats | None] = [None] * len(models)
+    aa: AACheck | None = None
+    if options.latency:
+        timed = list(sessions)
+        if options.aa_check:
+            timed.append(make_session(paths[0], config))
+        total = options.runs * len(timed)
+
+        def tick(done: int, _total: int) -> None:
+            if progress is not None:
+                progress("timing", done, total)
+
+        stats = time_models(timed, [timing_batch] * len(timed), runs=options.runs, warmup=options.warmup, progress=tick)
+        latencies = list(stats[: len(models)])
+        if options.aa_check:
+            aa = AACheck(latency=stats[-1], ratio=stats[0].median / stats[-1].median)
+        if options.runs < 20:
+            notes.append(f"only {options.runs} timed runs per model: medians are noisy (use --runs 100+)")
+        if options.threads > 1 and stats[0].median < 1.0:
+            notes.append("sub-millisecond model with several threads: timings are often bimodal; use many runs")
+
+    node_times: list[Mapping[str, float] | None] = [None] * len(models)
+    profile_level = None
+    if options.profile:
+        from convtool.runtime.profile import profile_nodes
+
+        prof_runs = min(options.runs, 20)
+        prof_warm = min(options.warmup, 5)
+        for i, (p, m) in enumerate(zip(paths, models)):
+            if progress is not None:
+                progress("profiling", i, len(models))
+            prof = profile_nodes(m, timing_batch, config, runs=prof_runs, warmup=prof_warm, path=p)
+            node_times[i] = prof.times_ms
+            profile_level = prof.opt_level
+        if progress is not None:
+            progress("profiling", len(models), len(models))
+
+    outputs: list[dict[str, np.ndarray] | None] = [None] * len(models)
+    if sessions and (len(models) == 2 or (data is not None and data.labels is not None)):
+        for i, s in enumerate(sessions):
+            if progress is not None:
+                progress("running inputs", i, len(sessions))
+            outputs[i] = run_outputs(models[i], drift_data, _chunk(models[0], shapes), session=s)
+        if progress is not None:
+            progress("running inputs", len(sessions), len(sessions))
+
+    accuracies: list[float | None] = [None] * len(models)
+    if data is not None and data.labels is not None:
+        accuracies = [_accuracy(o, data.labels, p) for o, p in zip(outputs, paths) if o is not None]  # type: ignore[misc]
+
+    records = tuple(
+        ModelRecord(
+            path=p,
+            params=params[i],
+            macs=macs[i],
+            nodes=tuple(costs[i]),
+            latency=latencies[i],
+            accuracy=accuracies[i],
+            node_latency_ms=node_times[i],
+        )
+        for i, p in enumerate(paths)
+    )
+
+    comparison = None
+    if len(models) == 2:
+        drift = None
+        if outputs[0] is not None and outputs[1] is not None:
+            try:
+                drift = compare_outputs(outputs[0], outputs[1])
+            except ValueError as exc:
+                raise OptionError(f"cannot compare the models' outputs: {exc}") from None
+        speedup = None
+        if latencies[0] is not None and latencies[1] is not None and latencies[1].median > 0:
+            speedup = latencies[0].median / latencies[1].median
+        comparison = Comparison(
+            param_reduction=_reduction(params[0], params[1]),
+            mac_reduction=_reduction(macs[0], macs[1]),
+            speedup=speedup,
+            drift=drift,
+        )
+        layers = _pair_layers(models[0], models[1], records[0], records[1])
+        if not layers:
+            notes.append("no converted layers found (the converter names new nodes <conv>.dw / <conv>.pw)")
+    else:
+        times = node_times[0] or {}
+        layers = tuple(
+            LayerRecord(c.name, c.op_type, c.params, c.macs, times.get(c.name) if node_times[0] is not None else None)
+            for c in costs[0]
+        )
+
+    gates = _evaluate_gates(options, records, comparison)
+    return Report(
+        models=records,
+        comparison=comparison,
+        layers=layers,
+        gates=gates,
+        environment=env,
+        aa_check=aa,
+        inputs=inputs_desc,
+        profile_opt_level=profile_level,
+        notes=tuple(notes),
+    )
+
+
+def _pair_layers(
+    original: onnx.ModelProto, converted: onnx.ModelProto, before: ModelRecord, after: ModelRecord
+) -> tuple[LayerRecord, ...]:
+    from convtool.runtime.profile import SLOWER_TOLERANCE, map_converted_layers
+
+    cost_before = {c.name: c for c in before.nodes}
+    cost_after = {c.name: c for c in after.nodes}
+    layers = []
+    for mapping in map_converted_layers(original, converted):
+        b = cost_before[mapping.original]
+        parts = [cost_after[n] for n in mapping.replacements if n in cost_after]
+        macs_after = None if any(p.macs is None for p in parts) else sum(p.macs or 0 for p in parts)
+        t_before = t_after = None
+        if before.node_latency_ms is not None and after.node_latency_ms is not None:
+            t_before = before.node_latency_ms.get(mapping.original)
+            seen = [after.node_latency_ms[n] for n in mapping.replacements if n in after.node_latency_ms]
+            t_after = float(sum(seen)) if seen else None
+        slower = None
+        if t_before is not None and t_after is not None:
+            slower = t_after > t_before * (1.0 + SLOWER_TOLERANCE)
+        layers.append(
+            LayerRecord(
+                name=mapping.original,
+                op_type=b.op_type,
+                params=sum(p.params for p in parts),
+                macs=macs_after,
+                latency_ms=t_after,
+                params_before=b.params,
+                macs_before=b.macs,
+                latency_ms_before=t_before,
+                replaced_by=mapping.replacements,
+                slower=slower,
+            )
+        )
+    return tuple(layers)
+
+
+def _evaluate_gates(
+    options: ReportOptions, models: Sequence[ModelRecord], comparison: Comparison | None
+) -> tuple[GateResult, ...]:
+    requested = options.requested_gates()
+    if not requested:
+        return ()
+    assert comparison is not None  # checked up front
+    values: dict[str, float | None] = {
+        "min_speedup": comparison.speedup,
+        "max_drift": None if comparison.drift is None else comparison.drift.drift,
+        "min_top1_agreement": None if comparison.drift is None else comparison.drift.top1_agreement,
+        "max_accuracy_drop": (
+            None
+            if models[0].accuracy is None or models[1].accuracy is None
+            else models[0].accuracy - models[1].accuracy
+        ),
+        "min_param_reduction": comparison.param_reduction,
+        "min_mac_reduction": comparison.mac_reduction,
+    }
+    results = []
+    for name, threshold in requested.items():
+        value = values[name]
+        flag, direction = GATES[name]
+        if value is None:
+            why = {
+                "min_top1_agreement": "no output looks like class scores [N, C]",
+                "max_accuracy_drop": "accuracy needs --inputs with a 'labels' array",
+            }.get(name, "the value could not be measured")
+            raise OptionError(f"{flag}: {why}")
+        ok = value >= threshold if direction == "min" else value <= threshold
+        ok = ok and math.isfinite(value)
+        results.append(GateResult(name=name, threshold=float(threshold), value=float(value), passed=bool(ok)))
+    return tuple(results)

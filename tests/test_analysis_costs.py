@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convtool.analysis.costs import NodeCost, model_macs, model_params, node_costs
-from convtool.analysis.shapes import parse_input_shapes, with_static_shapes
+from convtool.analysis.shapes import with_static_shapes
+from convtool.cli.params import parse_input_shapes
 from convtool.errors import OptionError
 
 

@@ -66,7 +66,7 @@ def test_combining_outputs_takes_the_worst_case():
     assert d.cosine == min(per["logits"].cosine, per["feat"].cosine)
     assert d.max_abs == pytest.approx(1.0)
     assert d.top1_agreement == 0.5
-    assert set(d.to_json()) >= {"rel_l2", "cosine", "max_abs", "top1_agreement"}
+    assert set(d.to_dict()) >= {"rel_l2", "cosine", "max_abs", "top1_agreement"}
     with pytest.raises(ValueError, match="no output 'feat'"):
         compare_outputs(ref, {"logits": ref["logits"]})
 

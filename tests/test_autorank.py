@@ -10,10 +10,10 @@ import pytest
 from test_calibrate_pipeline import _data, _model
 
 from convtool.api import convert_model
-from convtool.calibrate.autorank import measure_drift
-from convtool.calibrate.capture import run_outputs
-from convtool.calibrate.config import CalibrationOptions
-from convtool.calibrate.data import CalibrationData
+from convtool.analysis.drift import compare_outputs
+from convtool.runtime.run import run_outputs
+from convtool.options import CalibrationOptions
+from convtool.runtime.inputs import Dataset
 from convtool.errors import OptionError
 from convtool.options import ConvertOptions
 
@@ -54,7 +54,7 @@ def test_budget_respected_with_calibration_data():
                         calibration_data=data)
     search = res.record.calibration["search"]
     assert search["refit"] is True and search["samples"] == 16
-    measured = measure_drift(run_outputs(model, CalibrationData(data)), run_outputs(res.model, CalibrationData(data)),
+    measured = measure_drift(run_outputs(model, Dataset(data)), run_outputs(res.model, Dataset(data)),
                              "rel_l2")
     assert measured.value == pytest.approx(search["drift"]) and measured.value <= budget
     assert all(layer.output_error_after is not None for layer in res.record.layers if layer.converted)
@@ -71,8 +71,8 @@ def test_digits_top1_budget_respected():
                                               calibration=CalibrationOptions()), calibration_data=calib)
     search = res.record.calibration["search"]
     assert search["drift"] <= budget and search["refit"]
-    ref = run_outputs(model, CalibrationData(calib))["logits"].argmax(1)
-    got = run_outputs(res.model, CalibrationData(calib))["logits"].argmax(1)
+    ref = run_outputs(model, Dataset(calib))["logits"].argmax(1)
+    got = run_outputs(res.model, Dataset(calib))["logits"].argmax(1)
     assert np.mean(ref == got) >= 1 - budget
     assert res.record.totals.converted >= 1
 
@@ -80,7 +80,7 @@ def test_digits_top1_budget_respected():
 def test_channel_normalised_drift_sees_small_channels():
     """A detector output [N, 4 boxes + K scores, anchors]: box coordinates are ~100x larger than
     scores; a score-only change must still show up at full size."""
-    from convtool.calibrate.autorank import channel_rel_l2
+    from convtool.analysis.drift import channel_rel_l2
 
     rng = np.random.default_rng(0)
     ref = np.concatenate([rng.uniform(0, 320, (2, 4, 50)), rng.uniform(0, 1, (2, 3, 50))], axis=1)
@@ -103,7 +103,7 @@ def test_search_reuses_prefix_refits_without_changing_the_result():
     from convtool.options import RankPolicy
 
     model = _model()
-    data = CalibrationData(_data(n=16))
+    data = Dataset(_data(n=16))
     converted = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", 1)))
     targets = targets_from_layers(converted.record.layers)
     memo_data = replace(data, memo={})

@@ -7,16 +7,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convtool.bench.latency import (
-    SessionConfig,
-    cpu_model,
-    environment,
-    latency_stats,
-    make_session,
-    random_feeds,
-    time_models,
-)
-from convtool.bench.profile import map_converted_layers, named_nodes, parse_profile, profile_nodes
+from convtool.options import SessionOptions
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.session import cpu_model, environment, make_session
+from convtool.runtime.timing import latency_stats, time_models
+from convtool.runtime.profile import map_converted_layers, named_nodes, parse_profile, profile_nodes
 from convtool.errors import ModelLoadError, OptionError
 
 
@@ -39,7 +34,7 @@ def _tiny(names=("conv", "relu")) -> onnx.ModelProto:
 def test_latency_stats_percentiles():
     s = latency_stats([float(x) for x in range(1, 12)])  # 1..11
     assert (s.median, s.p10, s.p90, s.runs) == (6.0, 2.0, 10.0, 11)
-    assert s.to_json() == {"median": 6.0, "p10": 2.0, "p90": 10.0, "runs": 11}
+    assert s.to_dict() == {"median": 6.0, "p10": 2.0, "p90": 10.0, "runs": 11}
     with pytest.raises(ValueError):
         latency_stats([])
 
@@ -56,18 +51,18 @@ def test_random_feeds_are_seeded_and_static():
 
 def test_session_config_validation_and_environment():
     with pytest.raises(OptionError, match="--threads"):
-        SessionConfig(threads=0)
+        SessionOptions(threads=0)
     with pytest.raises(OptionError, match="--opt-level"):
-        SessionConfig(opt_level="max")  # type: ignore[arg-type]
-    env = environment(SessionConfig(threads=2, opt_level="basic"))
+        SessionOptions(opt_level="max")  # type: ignore[arg-type]
+    env = environment(SessionOptions(threads=2, opt_level="basic"))
     assert env.threads == 2 and env.opt_level == "basic" and env.allow_spinning is False
     assert env.onnxruntime and env.cpu == cpu_model() and env.cpu
-    assert set(env.to_json()) >= {"onnxruntime", "threads", "cpu"}
+    assert set(env.to_dict()) >= {"onnxruntime", "threads", "cpu"}
 
 
 def test_time_models_interleaves_and_reports_every_run():
     model = _tiny()
-    cfg = SessionConfig()
+    cfg = SessionOptions()
     sessions = [make_session(model, cfg), make_session(model, cfg)]
     feeds = random_feeds(model)
     calls = []
@@ -83,7 +78,7 @@ def test_make_session_rejects_unrunnable_model():
     model = _tiny()
     model.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(ModelLoadError, match="onnxruntime cannot run it"):
-        make_session(model, SessionConfig())
+        make_session(model, SessionOptions())
 
 
 def test_parse_profile_drops_warmup_and_averages():
@@ -97,7 +92,7 @@ def test_parse_profile_drops_warmup_and_averages():
 def test_profile_nodes_maps_to_graph_names():
     model = _tiny()
     feeds = random_feeds(model)
-    prof = profile_nodes(model, feeds, SessionConfig(opt_level="all"), runs=3, warmup=1)
+    prof = profile_nodes(model, feeds, SessionOptions(opt_level="all"), runs=3, warmup=1)
     assert prof.opt_level == "extended"  # 'all' renames nodes (NCHWc); capped
     assert "conv" in prof.times_ms and prof.times_ms["conv"] > 0
     assert prof.time_of(["conv", "absent"]) == prof.times_ms["conv"]
@@ -109,7 +104,7 @@ def test_unnamed_nodes_get_stable_names():
     named = named_nodes(model)
     assert [n.name for n in named.graph.node] == ["Conv_0", "Relu_1"]
     assert [n.name for n in model.graph.node] == ["", ""]  # caller's model untouched
-    prof = profile_nodes(model, random_feeds(model), SessionConfig(opt_level="disable"), runs=2, warmup=0)
+    prof = profile_nodes(model, random_feeds(model), SessionOptions(opt_level="disable"), runs=2, warmup=0)
     assert {"Conv_0", "Relu_1"} <= set(prof.times_ms)
 
 

@@ -9,9 +9,9 @@ import onnx
 import pytest
 
 from convtool.api import convert_model
-from convtool.calibrate.capture import run_outputs
-from convtool.calibrate.config import CalibrationOptions
-from convtool.calibrate.data import CalibrationData
+from convtool.runtime.run import run_outputs
+from convtool.options import CalibrationOptions
+from convtool.runtime.inputs import Dataset
 from convtool.options import ConvertOptions, RankPolicy
 
 MODELS = Path(__file__).resolve().parent.parent / "sample_models"
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not (MODELS / "digits_cnn.onnx").exists(), reaso
 
 
 def _accuracy(model: onnx.ModelProto, x: np.ndarray, labels: np.ndarray) -> float:
-    logits = run_outputs(model, CalibrationData({"input": x}), batch_size=128)["logits"]
+    logits = run_outputs(model, Dataset({"input": x}), batch_size=128)["logits"]
     return float(np.mean(logits.argmax(1) == labels))
 
 

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from convtool.api import convert_model
-from convtool.calibrate.config import CalibrationOptions
-from convtool.calibrate.data import load_calibration, validate
+from convtool.options import CalibrationOptions
+from convtool.runtime.inputs import load as load_calibration, validate
 from convtool.cli.app import app
 from convtool.errors import CalibrationDataError
 from convtool.options import ConvertOptions
@@ -86,7 +86,7 @@ def test_calibration_lowers_layer_and_model_error(dims):
     assert info["samples"] == 24 and info["held_out_samples"] == 6 and info["fit_samples"] == 18
     assert set(info) >= {"source", "seconds", "layers", "layers_refitted"}
     assert not any("data-free" in w for w in cal.record.warnings)
-    assert cal.record.to_json()["calibration"]["layers"][0]["name"] == "conv1"
+    assert cal.record.to_dict()["calibration"]["layers"][0]["name"] == "conv1"
 
 
 def test_caller_model_untouched_and_unfolded_batchnorm_targets_pre_bn():
@@ -148,7 +148,7 @@ def test_image_folder(tmp_path):
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3  # an RGB input
     for i in range(2):
         pil.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    from convtool.calibrate.config import ImagePreprocess
+    from convtool.options import ImagePreprocess
 
     data = load_calibration(tmp_path, model, ImagePreprocess(mean=(0.5,), std=(0.25,)))
     assert data.arrays["x"].shape == (2, 3, 9, 9)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convtool.calibrate.refit import NormalEquations, augment, refit, solve, split_augmented
+from convtool.core.refit import NormalEquations, augment, refit, solve, split_augmented
 
 
 def _layer(rng, n=6, group=1, d_g=3, m_g=4, spatial=(5, 4)):

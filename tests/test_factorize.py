@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convtool.bnfold import fold_batchnorm
-from convtool.factorize import decompose, factors, mac_ratio, rank_for_energy, reconstruct, relative_error
+from convtool.core.bnfold import fold_batchnorm
+from convtool.core.factorize import decompose, factors, mac_ratio, rank_for_energy, reconstruct, relative_error
 
 
 @st.composite

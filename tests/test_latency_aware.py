@@ -15,12 +15,13 @@ from typer.testing import CliRunner
 import golden
 from convtool.api import convert_model
 from convtool.cli import app
+from convtool.cli.params import parse_rank
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
 from convtool.errors import OptionError
-from convtool.tune import tuner as tuner_mod
-from convtool.tune.cache import TimingCache, timing_key
-from convtool.tune.decide import paired_interval, verdict
-from convtool.tune.tuner import Candidate, choose
+from convtool.search import latency as tuner_mod
+from convtool.search.cache import TimingCache, timing_key
+from convtool.core.decide import paired_interval, verdict
+from convtool.search.latency import Candidate, choose
 from test_layouts import conv_model
 
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_models"
@@ -122,7 +123,7 @@ def test_latency_options_validate():
 def _key(**over):
     base = dict(x_shape=[1, 64, 56, 56], dtype="float32", kernel=[3, 3], in_channels=64, out_channels=64, group=1,
                 strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], auto_pad="NOTSET", bias=True, rank=2,
-                layout="repeat", threads=2, opt_level="all", allow_spinning=False, onnxruntime="1.32.0",
+                layout="repeat", threads=2, opt_level="all", spinning=False, onnxruntime="1.32.0",
                 cpu="Some CPU")
     base.update(over)
     return timing_key(**base)
@@ -221,7 +222,7 @@ def fake(monkeypatch):
 
 
 def _opts(tmp_path, rank="2", layout="auto", **lat):
-    return ConvertOptions(rank=RankPolicy.parse(rank, None), layout=layout, min_in_channels=1,
+    return ConvertOptions(rank=parse_rank(rank, None), layout=layout, min_in_channels=1,
                           latency_aware=LatencyOptions(cache_dir=str(tmp_path), **lat))
 
 
@@ -247,7 +248,7 @@ def test_pipeline_picks_fastest_layout_and_records_it(tmp_path, fake):
     converted = [layer for layer in result.record.layers if layer.converted]
     assert converted and all(layer.layout == "branches" for layer in converted)
     assert all(layer.latency_speedup == pytest.approx(3.0, rel=0.15) for layer in converted)
-    data = result.record.to_json()
+    data = result.record.to_dict()
     assert data["latency"]["end_to_end"]["speedup"] == pytest.approx(2.0, rel=0.15)
     assert data["layers"][1]["latency_decision"].startswith("replacement")
     golden.compare(model, result.model)  # valid and runs
@@ -342,10 +343,10 @@ def test_timed_models_are_the_layer_and_its_replacement(layout):
     from convtool.graph.select import find_convs
     from convtool.plan import plan_site
     from convtool.tune.layer import conv_shape, original_model, replacement_model
-    from convtool.tune.tuner import conv_input_shapes
+    from convtool.search.latency import conv_input_shapes
 
     model = conv_model(cin=8, cout=6, group=2, stride=2, pads="SAME_UPPER", size=10)
-    opts = ConvertOptions(rank=RankPolicy.parse("full", None), layout=layout, min_in_channels=1)
+    opts = ConvertOptions(rank=parse_rank("full", None), layout=layout, min_in_channels=1)
     (site,) = find_convs(model, gs.import_onnx(model), opts)
     decision = plan_site(site, opts)
     x_shape = conv_input_shapes(model, {})[site.node.inputs[0].name]
@@ -364,7 +365,7 @@ def test_latency_render_without_measurements():
     result = convert_model(conv_model(), ConvertOptions(min_in_channels=1))
     assert tune_render.latency_table(result.record) is None
     assert tune_render.latency_line(result.record) is None
-    assert result.record.to_json()["latency"] is None
+    assert result.record.to_dict()["latency"] is None
 
 
 def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):

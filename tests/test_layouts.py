@@ -10,8 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convtool.api import convert_model
-from convtool.factorize import decompose, factors
-from convtool.graph.layouts import branch_weights, effective_layout, repeat_order, repeat_weights
+from convtool.core.factorize import decompose, factors
+from convtool.graph.emit import branch_weights, effective_layout, repeat_order, repeat_weights
+from convtool.cli.params import parse_rank
 from convtool.options import ConvertOptions, RankPolicy
 import golden
 
@@ -47,7 +48,7 @@ def conv_model(dims: int = 2, cin: int = 8, cout: int = 6, k: int = 3, group: in
 
 
 def convert(model, layout: str, rank: str = "full"):
-    opts = ConvertOptions(rank=RankPolicy.parse(rank, None), layout=layout, min_in_channels=1)
+    opts = ConvertOptions(rank=parse_rank(rank, None), layout=layout, min_in_channels=1)
     return convert_model(model, opts)
 
 
@@ -159,7 +160,7 @@ def test_permuted_weights_reconstruct_the_kernel(group, rank):
             gi = o // (cout // group)
             for i in range(cin_g):
                 kernel_b[o, i] += pw_j[o, i, 0, 0] * dw_j[gi * cin_g + i, 0]
-    from convtool.factorize import reconstruct
+    from convtool.core.factorize import reconstruct
 
     ref = reconstruct(f, group)
     np.testing.assert_allclose(kernel, ref, atol=1e-10)

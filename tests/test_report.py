@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from convtool.cli.app import app
 from convtool.errors import OptionError
-from convtool.reporting import ReportOptions, build_report
+from convtool.report import ReportOptions, build_report
 
 CIN, COUT, K = 3, 4, 3
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}

@@ -31,45 +31,13 @@ from google.protobuf.message import Message
 
 from convtool.errors import OptionError
 
-__all__ = ["parse_input_shapes", "with_static_shapes", "user_inputs", "infer_skeleton"]
+__all__ = ["with_static_shapes", "user_inputs", "infer_skeleton"]
 
 log = logging.getLogger(__name__)
 
 #: Tensors larger than this lose their data in the shape-inference skeleton.
 _STRIP_ELEMENTS = 4096
 _STRIPPED_LOCATION = "__convtool_stripped__"
-
-
-def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Parse ``NAME=D0,D1,...`` strings (``--input-shape``) into ``{name: dims}``.
-
-    Input names may contain ``=`` or ``:``; the *last* ``=`` separates name and dims.
-    Dims are positive integers; ``NAME=`` (no dims) declares a scalar input.
-    Raises :class:`OptionError` on bad syntax or when a name is given twice.
-    """
-    shapes: dict[str, tuple[int, ...]] = {}
-    for spec in specs:
-        name, sep, dims_text = str(spec).strip().rpartition("=")
-        if not sep or not name:
-            raise OptionError(f"--input-shape {spec!r}: expected NAME=DIMS, e.g. input=1,3,224,224")
-        dims: list[int] = []
-        if dims_text.strip():
-            for part in dims_text.replace("x", ",").split(","):
-                part = part.strip()
-                try:
-                    value = int(part)
-                except ValueError:
-                    raise OptionError(
-                        f"--input-shape {spec!r}: dim {part!r} is not an integer "
-                        "(expected NAME=DIMS, e.g. input=1,3,224,224)"
-                    ) from None
-                if value <= 0:
-                    raise OptionError(f"--input-shape {spec!r}: dims must be positive, got {value}")
-                dims.append(value)
-        if name in shapes:
-            raise OptionError(f"--input-shape given twice for input {name!r}")
-        shapes[name] = tuple(dims)
-    return shapes
 
 
 def user_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -14,6 +14,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException
 
 from convtool import __version__
+from convtool.cli import convert as convert_command
+from convtool.cli import report as report_command
 from convtool.errors import ConvToolError
 
 
@@ -55,12 +57,6 @@ app = typer.Typer(
 )
 
 
-def fail(exc: ConvToolError) -> NoReturn:
-    """Print one ``error:`` line on stderr and exit with the error's code."""
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"convtool {__version__}")
@@ -77,13 +73,8 @@ def _root(
     """Turn standard ONNX convolutions into depthwise-separable ones, and measure what it buys."""
 
 
-def _register_commands() -> None:
-    # Each command module adds itself to ``app`` on import.
-    from convtool.cli import convert  # noqa: F401
-    from convtool.cli import report  # noqa: F401
-
-
-_register_commands()
+app.command("convert")(convert_command.convert)
+app.command("report")(report_command.report)
 
 
 def main() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from convtool.cli.app import app, fail
+from convtool.cli.common import fail
 from convtool.errors import ConvToolError
 
 _RANK = "Rank policy"
@@ -21,7 +20,6 @@ _CAL = "Calibration"
 _SPEED = "Speed"
 
 
-@app.command("convert")
 def convert(
     model: Annotated[Path, typer.Argument(help="ONNX model to convert.", show_default=False)],
     output: Annotated[
@@ -122,15 +120,14 @@ def convert(
     ] = False,
 ) -> None:
     """Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel)."""
-    from convtool import render
-    from convtool.analysis.shapes import parse_input_shapes
     from convtool.api import convert_file
-    from convtool.calibrate.config import CalibrationOptions, ImagePreprocess, parse_numbers
-    from convtool.calibrate.summary import summary_lines
+    from convtool.cli.common import write_json
+    from convtool.cli.params import input_shapes, parse_numbers, parse_rank
     from convtool.errors import OptionError
-    from convtool.graph.io import write_text_atomic
-    from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
-    from convtool.tune import render as tune_render
+    from convtool.options import CalibrationOptions, ConvertOptions, ImagePreprocess, LatencyOptions
+    from convtool.render import convert as render
+    from convtool.render import latency as tune_render
+    from convtool.render.convert import summary_lines
 
     try:
         if max_drift is not None and (rank is not None or energy is not None):
@@ -149,13 +146,13 @@ def convert(
             max_drift=max_drift,
             metric=metric,  # type: ignore[arg-type]
             search_ranks=parse_numbers(search_ranks, "--search-ranks", int),
-            rank=RankPolicy.parse(rank, energy),
+            rank=parse_rank(rank, energy),
             min_in_channels=min_in_channels,
             include=tuple(include or ()),
             exclude=tuple(exclude or ()),
             fold_batchnorm=not no_fold_bn,
             layout=layout,  # type: ignore[arg-type]
-            input_shapes=tuple(parse_input_shapes(input_shape or []).items()),
+            input_shapes=input_shapes(input_shape),
             latency_aware=LatencyOptions(threads=threads, opt_level=opt_level,
                                          cache_dir=str(cache_dir) if cache_dir is not None else None,
                                          use_cache=not no_cache) if latency_aware else None,
@@ -165,7 +162,7 @@ def convert(
         result = convert_file(model, output, options, dry_run=dry_run)
         record = result.record
         if json_path is not None:
-            write_text_atomic(json.dumps(record.to_json(), indent=2) + "\n", json_path)
+            write_json(record.to_dict(), json_path)
     except ConvToolError as exc:
         fail(exc)
 
@@ -194,16 +191,16 @@ def convert(
 def _report_after_convert(model: Path, record, input_shape, threads: int, opt_level: str, runs: int,
                           json_path: Path | None, markdown_path: Path | None, quiet: bool, dry_run: bool) -> None:
     """``convert --report``: the 'convtool report' comparison of the input and the file just written."""
-    from convtool import render_report
-    from convtool.analysis.shapes import parse_input_shapes
-    from convtool.cli.report import measure_and_write
+    from convtool.cli.common import measure_and_write
+    from convtool.cli.params import input_shapes
     from convtool.errors import OptionError
-    from convtool.reporting import ReportOptions
+    from convtool.render import report as render_report
+    from convtool.report import ReportOptions
 
     try:
         if dry_run or record.output is None:
             raise OptionError("--report needs a written model; drop --dry-run")
-        options = ReportOptions(input_shapes=tuple(parse_input_shapes(input_shape or []).items()), runs=runs,
+        options = ReportOptions(input_shapes=input_shapes(input_shape), runs=runs,
                                 threads=threads, opt_level=opt_level)
         result = measure_and_write([model, Path(record.output)], options, json_path, markdown_path, quiet,
                                    Console(stderr=True))

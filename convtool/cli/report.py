@@ -6,14 +6,13 @@ Options in, :func:`convtool.reporting.build_report`, tables out. Exit codes: 0 a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from convtool.cli.app import app, fail
+from convtool.cli.common import fail, measure_and_write
 from convtool.errors import ConvToolError, GateFailure, OptionError
 
 _MEASURE = "Measurement"
@@ -22,7 +21,6 @@ _OUT = "Output"
 _GATES = "CI gates (need MODEL and CONVERTED; any failure exits 1)"
 
 
-@app.command("report")
 def report(
     model: Annotated[Path, typer.Argument(help="ONNX model (the original, when comparing).", show_default=False)],
     converted: Annotated[
@@ -119,15 +117,15 @@ def report(
     ] = None,
 ) -> None:
     """Parameters, MACs/FLOPs, latency and output drift of a model, or of an original/converted pair, with CI gates."""
-    from convtool import render_report
-    from convtool.analysis.shapes import parse_input_shapes
-    from convtool.reporting import ReportOptions
+    from convtool.cli.params import input_shapes
+    from convtool.render import report as render_report
+    from convtool.report import ReportOptions
 
     paths = [model] if converted is None else [model, converted]
     err = Console(stderr=True)
     try:
         options = ReportOptions(
-            input_shapes=tuple(parse_input_shapes(input_shape or []).items()),
+            input_shapes=input_shapes(input_shape),
             runs=runs,
             warmup=warmup,
             threads=threads,
@@ -159,40 +157,3 @@ def report(
             err.print(line, style="red", highlight=False)
         failed = ", ".join(g.flag for g in result.failed_gates)
         fail(GateFailure(f"{len(result.failed_gates)} gate(s) failed: {failed}"))
-
-
-def measure_and_write(paths, options, json_path: Path | None, markdown_path: Path | None, quiet: bool,
-                      err: Console):
-    """Build the report (with a progress bar unless ``quiet``) and write its JSON/Markdown."""
-    from convtool import render_report
-    from convtool.graph.io import write_text_atomic
-    from convtool.reporting import build_report
-
-    result = build_report(paths, options) if quiet else _with_progress(build_report, paths, options, err)
-    if json_path is not None:
-        write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", json_path)
-    if markdown_path is not None:
-        write_text_atomic(render_report.render_markdown(result), markdown_path)
-    return result
-
-
-def _with_progress(build, paths, options, console: Console):
-    """Run ``build`` with a transient rich progress bar on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        return build(paths, options, progress=update)

@@ -9,13 +9,14 @@ later, by the planner, because they need the factorisation).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from convtool.options import ConvertOptions
+from convtool.core.conv import BatchNormParams, ConvLayer, Geometry
+from convtool.options import SelectRules
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _QUANT_OPS = {"DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear"}
@@ -23,15 +24,9 @@ _MAX_FOLD_NODES = 64
 
 
 @dataclass
-class Geometry:
-    kernel: list[int]
-    in_channels: int
-    out_channels: int
-    group: int
-
-
-@dataclass
 class Rejection:
+    """A Conv that stays as it is, and why."""
+
     node: gs.Node
     name: str
     reason: str
@@ -40,29 +35,21 @@ class Rejection:
 
 
 @dataclass
-class BatchNormFold:
-    node: gs.Node
-    scale: np.ndarray
-    beta: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    eps: float
-
-
-@dataclass
 class ConvSite:
+    """A convertible Conv: the graph node(s) to replace and the layer as numbers."""
+
     node: gs.Node
-    name: str
-    weight: np.ndarray
-    bias: np.ndarray | None
-    geometry: Geometry
+    layer: ConvLayer
     index: int
-    batchnorm: BatchNormFold | None = None
-    folded_weight: list[str] = field(default_factory=list)  # tensors folded from subgraphs
+    batchnorm_node: gs.Node | None = None
 
     @property
-    def kernel_size(self) -> int:
-        return int(np.prod(self.geometry.kernel))
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.layer.geometry
 
 
 def node_label(node: gs.Node) -> str:
@@ -154,24 +141,25 @@ def _geometry(node: gs.Node, weight_shape: tuple | None) -> Geometry:
         cout, cin_g = int(weight_shape[0]), int(weight_shape[1])
         cin = cin_g * group
         kernel = kernel or [int(k) for k in weight_shape[2:]]
-    return Geometry(kernel, cin, cout, group)
+    strides = tuple(int(s) for s in node.attrs.get("strides", [1] * len(kernel)))
+    return Geometry(tuple(kernel), cin, cout, group, strides)
 
 
 def _reject(node, name, reason, shape, index) -> Rejection:
     return Rejection(node, name, reason, _geometry(node, shape), index)
 
 
-def _filter_reason(name: str, options: ConvertOptions) -> str | None:
-    if options.include and not any(re.search(p, name) for p in options.include):
+def _filter_reason(name: str, rules: SelectRules) -> str | None:
+    if rules.include and not any(re.search(p, name) for p in rules.include):
         return "not matched by --include"
-    for pattern in options.exclude:
+    for pattern in rules.exclude:
         if re.search(pattern, name):
             return f"excluded by --exclude {pattern!r}"
     return None
 
 
 def _batchnorm_after(conv: gs.Node, out_channels: int, graph_outputs: set[str],
-                     resolver: ConstantResolver) -> BatchNormFold | None:
+                     resolver: ConstantResolver) -> tuple[gs.Node, BatchNormParams] | None:
     out = conv.outputs[0]
     if out.name in graph_outputs or len(out.outputs) != 1:
         return None
@@ -185,10 +173,10 @@ def _batchnorm_after(conv: gs.Node, out_channels: int, graph_outputs: set[str],
         return None
     if any(np.shape(v) != (out_channels,) for v in values):  # e.g. opset < 9 with spatial=0
         return None
-    return BatchNormFold(bn, *values, eps=float(bn.attrs.get("epsilon", 1e-5)))
+    return bn, BatchNormParams(bn.name or "BatchNormalization", *values, eps=float(bn.attrs.get("epsilon", 1e-5)))
 
 
-def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions) -> list[ConvSite | Rejection]:
+def find_convs(model: onnx.ModelProto, graph: gs.Graph, rules: SelectRules) -> list[ConvSite | Rejection]:
     """Every Conv in ``graph`` (graph order) as a candidate site or a rejection."""
     resolver = ConstantResolver(model, graph)
     graph_outputs = {t.name for t in graph.outputs}
@@ -204,7 +192,7 @@ def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions)
             results.append(_reject(node, name, weight, shape, index))
             continue
         geo = _geometry(node, weight.shape)
-        reason = _structural_reason(node, weight, geo, w_tensor, options)
+        reason = _structural_reason(node, weight, geo, w_tensor, rules)
         bias = None
         if reason is None and len(node.inputs) > 2 and node.inputs[2].name:
             b = resolver.value(node.inputs[2])
@@ -213,16 +201,17 @@ def find_convs(model: onnx.ModelProto, graph: gs.Graph, options: ConvertOptions)
             else:  # a shared bias is fine: the replacement gets its own copy
                 bias = b
         if reason is None:
-            reason = _filter_reason(name, options)
+            reason = _filter_reason(name, rules)
         if reason is not None:
             results.append(Rejection(node, name, reason, geo, index))
             continue
-        bn = _batchnorm_after(node, geo.out_channels, graph_outputs, resolver) if options.fold_batchnorm else None
-        results.append(ConvSite(node, name, weight, bias, geo, index, bn))
+        bn = _batchnorm_after(node, geo.out_channels, graph_outputs, resolver) if rules.fold_batchnorm else None
+        layer = ConvLayer(name, weight, bias, geo, bn[1] if bn else None)
+        results.append(ConvSite(node, layer, index, bn[0] if bn else None))
     return results
 
 
-def _structural_reason(node, weight, geo: Geometry, w_tensor, options: ConvertOptions) -> str | None:
+def _structural_reason(node, weight, geo: Geometry, w_tensor, rules: SelectRules) -> str | None:
     if weight.dtype not in _FLOAT_DTYPES:
         return f"weight dtype {weight.dtype} is not float32 or float16"
     if weight.ndim not in (3, 4, 5):
@@ -232,9 +221,9 @@ def _structural_reason(node, weight, geo: Geometry, w_tensor, options: ConvertOp
     if int(np.prod(weight.shape[2:])) == 1:
         return f"kernel is {'x'.join(str(k) for k in weight.shape[2:])}"
     if weight.shape[1] == 1:
-        return "already depthwise"
-    if geo.in_channels < options.min_in_channels:
-        return f"stem conv: {geo.in_channels} input channels < {options.min_in_channels} (--min-in-channels)"
+        return "1 input channel: nothing to separate" if geo.group == 1 else "already depthwise"
+    if geo.in_channels < rules.min_in_channels:
+        return f"stem conv: {geo.in_channels} input channels < {rules.min_in_channels} (--min-in-channels)"
     if len(node.inputs) > 1 and node.inputs[0].dtype is not None and np.dtype(node.inputs[0].dtype) != weight.dtype:
         return f"input dtype {np.dtype(node.inputs[0].dtype)} differs from weight dtype {weight.dtype}"
     return None

@@ -6,7 +6,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from convtool.report import ConversionRecord, LayerChange
+from convtool.records import ConversionRecord, LayerChange
 
 
 def human(n: int | None) -> str:
@@ -92,28 +92,24 @@ def totals_line(record: ConversionRecord) -> Text:
     return text
 
 
-def markdown(record: ConversionRecord) -> str:
-    """The same layer table as GitHub-flavoured Markdown."""
-    lines = [
-        "| layer | kernel | channels | rank | params | MACs | weight err | status |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for layer in record.layers:
-        if layer.converted:
-            lines.append(
-                f"| {layer.name} | {_kernel(layer)} | {_channels(layer)} | {layer.rank} | "
-                f"{human(layer.params_before)} -> {human(layer.params_after)} | "
-                f"{human(layer.macs_before)} -> {human(layer.macs_after)} | {layer.weight_error:.3f} | converted |"
-            )
-        else:
-            lines.append(
-                f"| {layer.name} | {_kernel(layer)} | {_channels(layer)} | - | {human(layer.params_before)} | "
-                f"{human(layer.macs_before)} | | skipped: {layer.reason} |"
-            )
-    t = record.totals
-    lines.append("")
-    lines.append(
-        f"**{t.converted} of {t.conv_nodes} Conv nodes converted** ({record.rank_policy}); params "
-        f"{human(t.params_before)} -> {human(t.params_after)}, MACs {human(t.macs_before)} -> {human(t.macs_after)}"
-    )
-    return "\n".join(lines) + "\n"
+def summary_lines(record: ConversionRecord) -> list[str]:
+    """Human-readable lines about the refit and the ``--max-drift`` search, if any ran."""
+    lines = []
+    cal = record.calibration
+    if cal is not None:
+        total = cal.layers_refitted + cal.layers_kept_data_free
+        lines.append(
+            f"calibration: {cal.samples} samples ({cal.held_out_samples} held out) from {cal.source}; "
+            f"{cal.layers_refitted} of {total} layers refitted, in {cal.seconds:.1f} s"
+        )
+    search = record.search
+    if search is not None:
+        agree = search.top1_agreement
+        fitted = f"; fitted {search.fitted_drift:.4g}" if search.fitted_drift is not None else ""
+        lines.append(
+            f"max-drift search ({search.metric}): held-out drift {search.drift:.4g} (budget {search.max_drift:g}"
+            f"{fitted}; rel L2 {search.rel_l2:.4g}" + (f", top-1 agreement {agree:.1%}" if agree is not None else "")
+            + f") on {search.held_out_samples or search.samples} samples ({search.data}), "
+            f"{search.evaluations} evaluations, {search.seconds:.1f} s"
+        )
+    return lines

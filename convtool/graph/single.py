@@ -1,14 +1,8 @@
-"""One-layer models and their interleaved timing.
+"""One-layer models: a Conv alone at its real input shape, and its replacement.
 
-For a candidate Conv at its real input shape (from shape inference on the whole model) this
-builds two tiny models - the original Conv alone (with a following BatchNormalization already
-folded in, as onnxruntime itself fuses it) and its replacement emitted by the same code path as
-the real conversion (:func:`convtool.graph.rewrite.replace_conv`) - and times them interleaved
-in one process with :func:`convtool.bench.latency.time_models` (ABBA order, spinning off, the
-user's threads and optimisation level).
-
-Run count: a few warm-up runs estimate the pair's cost, then ``budget_ms`` of timed runs,
-clamped to ``[min_runs, max_runs]``.
+For timing a candidate layer (:mod:`convtool.search.latency`): the original Conv alone (with a
+following BatchNormalization already folded in, as onnxruntime itself fuses it) and its
+replacement emitted by the same code path as the real conversion (:func:`replace_conv`).
 """
 
 from __future__ import annotations
@@ -20,12 +14,10 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from convtool.bench.latency import SessionConfig, make_session, time_models
-from convtool.graph.rewrite import Namer, replace_conv
-from convtool.graph.select import ConvSite, Geometry
-from convtool.plan import Decision
+from convtool.core.plan import Decision
+from convtool.graph.emit import Namer, replace_conv
 
-__all__ = ["ConvShape", "conv_shape", "original_model", "replacement_model", "time_pair"]
+__all__ = ["ConvShape", "conv_shape", "original_model", "replacement_model"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +46,17 @@ class ConvShape:
         return out
 
 
-def conv_shape(site: ConvSite, x_shape: tuple[int, ...], bias: bool) -> ConvShape:
-    attrs = site.node.attrs
-    geo = site.geometry
+def conv_shape(node: gs.Node, decision: Decision, x_shape: tuple[int, ...]) -> ConvShape:
+    """The timing-relevant shape of ``node`` converted by ``decision``."""
+    attrs = node.attrs
+    geo = decision.layer.geometry
     d = len(geo.kernel)
     auto_pad = attrs.get("auto_pad", "NOTSET")
     if isinstance(auto_pad, bytes):
         auto_pad = auto_pad.decode()
     return ConvShape(
         x_shape=tuple(int(v) for v in x_shape),
-        dtype=str(np.dtype(site.weight.dtype)),
+        dtype=str(np.dtype(decision.weight.dtype)),
         kernel=tuple(int(k) for k in geo.kernel),
         in_channels=geo.in_channels,
         out_channels=geo.out_channels,
@@ -72,7 +65,7 @@ def conv_shape(site: ConvSite, x_shape: tuple[int, ...], bias: bool) -> ConvShap
         pads=tuple(int(p) for p in attrs.get("pads", [0] * (2 * d))),
         dilations=tuple(int(v) for v in attrs.get("dilations", [1] * d)),
         auto_pad=str(auto_pad),
-        bias=bias,
+        bias=decision.bias is not None,
     )
 
 
@@ -96,30 +89,10 @@ def original_model(shape: ConvShape, weight: np.ndarray, bias: np.ndarray | None
 
 def replacement_model(shape: ConvShape, decision: Decision, opset: int) -> onnx.ModelProto:
     """``decision``'s replacement of the Conv, emitted exactly as the conversion emits it."""
+    from convtool.graph.export import export
+
     base = original_model(shape, decision.weight, decision.bias, opset)
     graph = gs.import_onnx(base)
-    node = graph.nodes[0]
-    geo = Geometry(list(shape.kernel), shape.in_channels, shape.out_channels, shape.group)
-    site = ConvSite(node, "conv", decision.weight, decision.bias, geo, 0)
-    replace_conv(graph, site, decision.factors, decision.bias, Namer.for_graph(graph), layout=decision.layout)
+    replace_conv(graph, graph.nodes[0], None, decision, Namer.for_graph(graph))
     graph.cleanup().toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    out.ir_version = base.ir_version
-    return out
-
-
-def _feeds(shape: ConvShape, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"x": rng.standard_normal(shape.x_shape).astype(np.dtype(shape.dtype))}
-
-
-def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: ConvShape, config: SessionConfig, *,
-              budget_ms: float, min_runs: int, max_runs: int, warmup: int = 3) -> tuple[list[float], list[float]]:
-    """Paired timed runs (ms) of both models, interleaved ABBA; run ``i`` of each is a pair."""
-    sessions = [make_session(original, config), make_session(replacement, config)]
-    feeds = _feeds(shape)
-    probe = time_models(sessions, [feeds, feeds], runs=2, warmup=warmup)
-    per_pair = max(probe[0].median + probe[1].median, 1e-3)
-    runs = int(np.clip(budget_ms / per_pair, min_runs, max_runs))
-    a, b = time_models(sessions, [feeds, feeds], runs=runs, warmup=0)
-    return list(a.samples), list(b.samples)
+    return export(graph, base)

@@ -34,7 +34,6 @@ computed from the accumulated sums (no second pass over the data).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,13 +91,6 @@ class NormalEquations:
             self.yz[gi] += yg[gi] @ za.T
             self.yy[gi] += float(np.vdot(yg[gi], yg[gi]))
         self.count += int(zg.shape[2])
-
-    def __iadd__(self, other: NormalEquations) -> NormalEquations:
-        self.zz += other.zz
-        self.yz += other.yz
-        self.yy += other.yy
-        self.count += other.count
-        return self
 
     def merged(self, other: NormalEquations) -> NormalEquations:
         return NormalEquations(self.zz + other.zz, self.yz + other.yz, self.yy + other.yy, self.count + other.count)
@@ -173,12 +165,10 @@ def _solve_one(eq: NormalEquations, a0: np.ndarray, lam: np.ndarray, mask: np.nd
 
 def few_blas_threads():
     """One BLAS thread, for the accumulation and the solves: multi-threaded OpenBLAS on matrices
-    of a few hundred rows was measured 50-100x slower on a loaded 2-core machine.  Uses ``threadpoolctl`` when it is
-    installed (it is not a dependency); otherwise a no-op."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
+    of a few hundred rows was measured 50-100x slower on a loaded 2-core machine
+    (``threadpoolctl``, a dependency)."""
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1, user_api="blas")
 
 

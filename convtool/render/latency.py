@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from convtool.report import ConversionRecord
+from convtool.records import ConversionRecord
 
 
 def _ms(v: float | None) -> str:
@@ -39,15 +39,15 @@ def latency_line(record: ConversionRecord) -> Text | None:
     if not lat:
         return None
     text = Text()
-    e2e = lat.get("end_to_end")
+    e2e = lat.end_to_end
     if e2e:
-        style = "red" if lat.get("reverted") else ("green" if e2e["speedup"] > 1 else "yellow")
-        text.append(f"end to end: {e2e['original_ms']:.3g} -> {e2e['converted_ms']:.3g} ms, ", style="bold")
-        text.append(f"speedup {e2e['speedup']:.2f}x (95% CI {e2e['ci_low']:.2f}-{e2e['ci_high']:.2f}x, "
-                    f"{e2e['runs']} interleaved runs)", style=style)
-        if lat.get("reverted"):
+        style = "red" if lat.reverted else ("green" if e2e.speedup > 1 else "yellow")
+        text.append(f"end to end: {e2e.original_ms:.3g} -> {e2e.converted_ms:.3g} ms, ", style="bold")
+        text.append(f"speedup {e2e.speedup:.2f}x (95% CI {e2e.ci_low:.2f}-{e2e.ci_high:.2f}x, "
+                    f"{e2e.runs} interleaved runs)", style=style)
+        if lat.reverted:
             text.append("; slower, so the original model was kept", style="red")
         text.append("; ")
-    text.append(f"onnxruntime {lat['onnxruntime']}, {lat['threads']} thread(s), opt level {lat['opt_level']}, "
-                f"spinning off; {lat['layers_measured']} pairs timed, {lat['cache_hits']} from cache")
+    text.append(f"onnxruntime {lat.onnxruntime}, {lat.threads} thread(s), opt level {lat.opt_level}, "
+                f"spinning off; {lat.layers_measured} pairs timed, {lat.cache_hits} from cache")
     return text

@@ -30,12 +30,13 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
-from convtool.bench.latency import OPT_LEVELS, SessionConfig, make_session
+from convtool.options import OPT_LEVELS, SessionOptions
+from convtool.runtime.session import make_session
 
 __all__ = [
     "NodeProfile",
@@ -114,7 +115,7 @@ def parse_profile(trace: list[dict], *, warmup: int, runs: int) -> dict[str, flo
 def profile_nodes(
     model: onnx.ModelProto,
     feeds: Mapping[str, np.ndarray],
-    config: SessionConfig,
+    config: SessionOptions,
     *,
     runs: int = 10,
     warmup: int = 3,
@@ -125,7 +126,7 @@ def profile_nodes(
     level = config.opt_level
     if OPT_LEVELS.index(level) > OPT_LEVELS.index(_PROFILE_CAP):
         level = _PROFILE_CAP
-    cfg = SessionConfig(threads=config.threads, opt_level=level, allow_spinning=config.allow_spinning)
+    cfg = replace(config, opt_level=level)
     named = named_nodes(model)
     source = path if (path is not None and named is model) else named
     with tempfile.TemporaryDirectory(prefix="convtool-profile-") as tmp:

@@ -1,4 +1,4 @@
-"""A :class:`~convtool.reporting.Report` as rich tables and as GitHub-flavoured Markdown.
+"""A :class:`~convtool.report.Report` as rich tables and as GitHub-flavoured Markdown.
 
 Pure functions: they take the report and return renderables or text; nothing here prints,
 times or reads files. The terminal and the Markdown show the same tables:
@@ -21,7 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from convtool.reporting import GateResult, LayerRecord, Report
+from convtool.report import GateResult, LayerRecord, Report
 
 __all__ = [
     "report_renderable",

@@ -1,4 +1,13 @@
-"""Emission layouts: equivalent ways to write one factor pair as ONNX nodes.
+"""Graph surgery: replace one Conv (and a folded BatchNormalization) by its factor pair.
+
+Three steps, as in onnx-graphsurgeon's examples: :func:`replace_conv` disconnects the old
+nodes, inserts the new ones through small helpers that read like a model definition, and the
+caller runs one ``cleanup().toposort()`` at the end.  The last new node writes the *original*
+output tensor (the Conv's, or the folded BatchNormalization's), so everything downstream -
+graph outputs, value_info, consumers - is untouched.  New names derive from the replaced node
+and tensor names through :class:`Namer`, deterministically.
+
+Emission layouts: equivalent ways to write one factor pair as ONNX nodes.
 
 Every layout computes exactly the same function as the factor pair (and so, at full rank,
 as the original Conv); they differ only in which onnxruntime kernels run.  On the CPU
@@ -6,7 +15,7 @@ provider a depthwise Conv with channel multiplier ``r > 1`` (``group = Cin``, ``
 outputs) misses the fast NCHWc depthwise kernel, which handles multiplier 1 only; the
 multiplier-1 forms below exist to keep every depthwise Conv on that kernel.
 
-With the depthwise-first factors of :mod:`convtool.factorize` - depthwise weight ``D`` of
+With the depthwise-first factors of :mod:`convtool.core.factorize` - depthwise weight ``D`` of
 shape ``(Cin * r, 1, *k)`` whose channel ``c * r + j`` holds ``v_j`` of input channel ``c``,
 and pointwise weight ``P`` of shape ``(Cout, Cin_g * r, 1...)`` whose column ``i * r + j`` in
 group ``gi`` holds ``s_j u_j`` - the layouts are:
@@ -24,41 +33,48 @@ group ``gi`` holds ``s_j u_j`` - the layouts are:
     ``Conv(., P[:, j::r per group], group=g)``; the branch outputs are added with one ``Sum``
     (the bias is added once, by branch 0).
 ``pointwise_first``
-    emitted by :func:`convtool.graph.rewrite.replace_conv` from the pointwise-first factors:
-    ``Conv(x, A, 1x1, group=g) -> Conv(., B, group=Cout)``.
+    from the pointwise-first factors: ``Conv(x, A, 1x1, group=g) -> Conv(., B, group=Cout)``.
 
 At rank 1 ``repeat`` and ``branches`` are the ``multiplier`` layout (nothing to repeat), and
-:func:`effective_layout` says so, so the record names what was actually emitted.
+:func:`convtool.core.plan.effective_layout` says so, so the record names what was emitted.
 
 Strides, pads, dilations and ``auto_pad`` go to the spatial (depthwise) Conv; 1x1 Convs take
 none.  New names derive from the replaced node and output tensor (``<node>.dw``, ``<node>.pw``,
-``<node>.rep``, ``<node>.b<j>.dw`` ...) through the caller's :class:`~convtool.graph.rewrite.Namer`.
+``<node>.rep``, ``<node>.b<j>.dw`` ...) through the caller's :class:`Namer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from convtool.factorize import Factors
+from convtool.core.factorize import Factors
+from convtool.core.plan import Decision, effective_layout
 
-if TYPE_CHECKING:  # pragma: no cover
-    from convtool.graph.rewrite import Namer
-
-#: Layouts a user can ask for (``auto`` is resolved per layer by the planner).
-LAYOUT_NAMES: tuple[str, ...] = ("multiplier", "repeat", "branches", "pointwise_first")
-#: Layouts built from the depthwise-first factors.
-DEPTHWISE_FIRST_LAYOUTS: tuple[str, ...] = ("multiplier", "repeat", "branches")
+_SPATIAL_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 
 
-def effective_layout(layout: str, rank: int) -> str:
-    """The layout actually emitted: the multiplier-1 forms degenerate to ``multiplier`` at r=1."""
-    if layout in ("repeat", "branches") and rank <= 1:
-        return "multiplier"
-    return layout
+class Namer:
+    """Deterministic unique names: ``base``, then ``base_1``, ``base_2``, ..."""
+
+    def __init__(self, taken: Iterable[str]):
+        self._taken = set(taken)
+
+    @classmethod
+    def for_graph(cls, graph: gs.Graph) -> Namer:
+        names = set(graph.tensors().keys())
+        names.update(n.name for n in graph.nodes if n.name)
+        return cls(names)
+
+    def __call__(self, base: str) -> str:
+        name, i = base, 0
+        while name in self._taken:
+            i += 1
+            name = f"{base}_{i}"
+        self._taken.add(name)
+        return name
 
 
 def repeat_order(cin: int, group: int, rank: int) -> np.ndarray:
@@ -164,3 +180,50 @@ def emit_branches(graph: gs.Graph, *, name: str, x: gs.Tensor, out: gs.Tensor, w
 
 Emitter = Callable[..., list[str]]
 EMITTERS: dict[str, Emitter] = {"repeat": emit_repeat, "branches": emit_branches}
+
+
+def _spatial_attrs(node: gs.Node) -> dict:
+    return {k: node.attrs[k] for k in _SPATIAL_ATTRS if k in node.attrs}
+
+
+def replace_conv(graph: gs.Graph, conv: gs.Node, batchnorm: gs.Node | None, decision: Decision,
+                 namer: Namer) -> list[str]:
+    """Swap ``conv`` (and its folded ``batchnorm``) for ``decision``'s factor pair, emitted in
+    ``decision.layout``; returns the new node names (the last one writes the original output)."""
+    f, bias, layout = decision.factors, decision.bias, decision.layout
+    geo = decision.layer.geometry
+    name = decision.layer.name
+    x = conv.inputs[0]
+    w_name = conv.inputs[1].name
+    final = batchnorm.outputs[0] if batchnorm is not None else conv.outputs[0]
+    kernel = list(geo.kernel)
+    ones = [1] * len(kernel)
+    group = geo.group
+    cin, cout = geo.in_channels, geo.out_channels
+    dtype = f.first.dtype
+
+    # 1. disconnect the old node(s)
+    conv.inputs.clear()
+    conv.outputs.clear()
+    if batchnorm is not None:
+        batchnorm.inputs.clear()
+        batchnorm.outputs.clear()
+
+    # 2. insert the replacement
+    b = gs.Constant(namer(f"{w_name}.bias"), np.ascontiguousarray(bias)) if bias is not None else None
+    if f.orientation == "depthwise_first" and effective_layout(layout, f.rank) in EMITTERS:
+        return EMITTERS[layout](graph, name=name, x=x, out=final, w_name=w_name, f=f, bias=b, group=group,
+                                kernel=kernel, spatial=_spatial_attrs(conv), namer=namer)
+    mid = gs.Variable(namer(f"{final.name}.dw" if f.orientation == "depthwise_first" else f"{final.name}.pw"),
+                      dtype=dtype)
+    if f.orientation == "depthwise_first":
+        dw = conv_node(graph, namer(f"{name}.dw"), x, gs.Constant(namer(f"{w_name}.dw"), f.first), None, mid,
+                   {"kernel_shape": kernel, "group": cin, **_spatial_attrs(conv)})
+        pw = conv_node(graph, namer(f"{name}.pw"), mid, gs.Constant(namer(f"{w_name}.pw"), f.second), b, final,
+                   {"kernel_shape": ones, "group": group})
+        return [dw.name, pw.name]
+    pw = conv_node(graph, namer(f"{name}.pw"), x, gs.Constant(namer(f"{w_name}.pw"), f.first), None, mid,
+               {"kernel_shape": ones, "group": group})
+    dw = conv_node(graph, namer(f"{name}.dw"), mid, gs.Constant(namer(f"{w_name}.dw"), f.second), b, final,
+               {"kernel_shape": kernel, "group": cout, **_spatial_attrs(conv)})
+    return [pw.name, dw.name]

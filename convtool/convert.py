@@ -1,0 +1,166 @@
+"""The pure conversion step: ``convert(model, options, overrides) -> Conversion(model, record)``.
+
+Select every Conv (:mod:`convtool.graph.select`: a site, or a rejection with its reason),
+plan each site's rank and layout (:mod:`convtool.core.plan`, honouring the per-layer
+``overrides`` a driver passes), rewrite the graph (:mod:`convtool.graph.emit`, one
+``cleanup().toposort()`` at the end), export keeping the model's identity, check it, and count
+parameters and MACs.  No data, no timing, no refit: the drivers in :mod:`convtool.search`
+call this step with their plans, never the other way round.  The caller's model is never
+modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.core.plan import Decision, Override, plan_layer
+from convtool.errors import ModelLoadError, OptionError
+from convtool.graph.emit import Namer, replace_conv
+from convtool.graph.export import copy_model, export
+from convtool.graph.io import check_model
+from convtool.graph.select import ConvSite, Rejection, find_convs
+from convtool.options import ConvertOptions
+from convtool.records import ConversionRecord, LayerChange, Totals
+
+__all__ = ["Conversion", "Planned", "convert", "plan"]
+
+
+@dataclass
+class Planned:
+    """Every Conv of a model with its decision (or the reason it stays): the plan before surgery."""
+
+    graph: gs.Graph
+    sites: list[ConvSite | Rejection]
+    decisions: dict[str, Decision | str]
+
+    def candidates(self) -> list[tuple[ConvSite, Decision]]:
+        """The sites that would be converted, with their decisions."""
+        return [(s, d) for s in self.sites if isinstance(s, ConvSite)
+                for d in [self.decisions[s.name]] if isinstance(d, Decision)]
+
+
+@dataclass
+class Conversion:
+    model: onnx.ModelProto
+    record: ConversionRecord
+    sites: list[ConvSite | Rejection]  # in graph order, one per record layer
+
+
+def _import(model: onnx.ModelProto, source: str) -> gs.Graph:
+    try:
+        return gs.import_onnx(model)
+    except Exception as exc:  # noqa: BLE001 - graphsurgeon raises many types on bad graphs
+        raise ModelLoadError(f"{source}: cannot read the graph ({type(exc).__name__}: {exc})") from None
+
+
+def plan(model: onnx.ModelProto, options: ConvertOptions, overrides: Mapping[str, Override] | None = None,
+         source: str = "<memory>") -> Planned:
+    """Select and plan every Conv of ``model`` without touching the graph."""
+    graph = _import(model, source)
+    sites = find_convs(model, graph, options.select_rules)
+    overrides = overrides or {}
+    decisions = {s.name: plan_layer(s.layer, options.rank, options.layout, overrides.get(s.name))
+                 for s in sites if isinstance(s, ConvSite)}
+    return Planned(graph, sites, decisions)
+
+
+def _rejected_params(site: Rejection) -> int:
+    geo = site.geometry
+    if not geo.out_channels:
+        return 0
+    return int(geo.out_channels * (geo.in_channels // max(geo.group, 1)) * geo.kernel_size)
+
+
+def _layer(site: ConvSite | Rejection, decision: Decision | str | None) -> LayerChange:
+    geo = site.geometry
+    before = site.layer.params if isinstance(site, ConvSite) else _rejected_params(site)
+    base = dict(name=site.name, kernel=list(geo.kernel), in_channels=geo.in_channels, out_channels=geo.out_channels,
+                group=geo.group, params_before=before)
+    if isinstance(site, Rejection):
+        return LayerChange(status="skipped", reason=site.reason, params_after=before, **base)
+    if isinstance(decision, str) or decision is None:
+        return LayerChange(status="skipped", reason=decision, params_after=before, **base)
+    bn = site.layer.batchnorm
+    return LayerChange(status="converted", reason=None, rank=decision.rank, params_after=decision.params_after,
+                       weight_error=decision.weight_error, layout=decision.layout, note=decision.note,
+                       folded_batchnorm=bn.name if bn is not None else None, **base)
+
+
+def convert(model: onnx.ModelProto, options: ConvertOptions | None = None,
+            overrides: Mapping[str, Override] | None = None, *, source: str = "<memory>",
+            count_macs: bool = True) -> Conversion:
+    """Convert every qualifying Conv of ``model`` as planned; a new model and its record.
+
+    ``overrides``: per-layer rank/layout from a driver (rank 0 leaves a layer as it is).
+    ``count_macs=False`` skips the MAC counts (drivers evaluating many trials).
+    """
+    options = options or ConvertOptions()
+    planned = plan(model, options, overrides, source)
+    graph = planned.graph
+    namer = Namer.for_graph(graph)
+    layers: list[LayerChange] = []
+    converted = 0
+    for site in planned.sites:
+        decision = planned.decisions.get(site.name) if isinstance(site, ConvSite) else None
+        layer = _layer(site, decision)
+        if isinstance(site, ConvSite) and isinstance(decision, Decision):
+            layer.new_nodes = replace_conv(graph, site.node, site.batchnorm_node, decision, namer)
+            converted += 1
+        layers.append(layer)
+    if converted:
+        graph.cleanup().toposort()
+        new_model = export(graph, model)
+        if options.check:
+            check_model(new_model, "the converted model")
+    else:
+        new_model = copy_model(model)
+    warnings: list[str] = []
+    macs_b = macs_a = None
+    reason = "not counted"
+    if count_macs:
+        macs_b, macs_a, reason = fill_macs(model, new_model, planned.sites, layers, options.input_shape_map)
+        if reason is not None:
+            warnings.append(f"MACs unknown: {reason}")
+    totals = Totals(conv_nodes=len(layers), converted=converted, skipped=len(layers) - converted,
+                    params_before=model_params(model), params_after=model_params(new_model),
+                    macs_before=macs_b, macs_after=macs_a, macs_unknown_reason=reason)
+    record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
+    return Conversion(new_model, record, planned.sites)
+
+
+def _total(costs: list[NodeCost]) -> int | None:
+    if any(c.macs is None for c in costs):
+        return None
+    return sum(c.macs or 0 for c in costs)
+
+
+def fill_macs(before: onnx.ModelProto, after: onnx.ModelProto, sites, layers: list[LayerChange],
+              input_shapes: Mapping[str, tuple[int, ...]]) -> tuple[int | None, int | None, str | None]:
+    """Per-layer MACs from shape inference on both models (in place); the whole-model totals and,
+    when they are unknown, why."""
+    try:
+        costs_b = node_costs(before, input_shapes)
+        costs_a = node_costs(after, input_shapes) if after is not before else costs_b
+    except OptionError as exc:
+        return None, None, str(exc)
+    by_name_a = {c.name: c.macs for c in costs_a}
+    for site, layer in zip(sites, layers):
+        layer.macs_before = costs_b[site.index].macs
+        if layer.converted:
+            parts = [by_name_a.get(n) for n in layer.new_nodes]
+            layer.macs_after = None if any(p is None for p in parts) else int(sum(parts))  # type: ignore[arg-type]
+        else:
+            layer.macs_after = layer.macs_before
+    total_b, total_a = _total(costs_b), _total(costs_a)
+    unknown = None
+    if total_b is None or total_a is None:
+        first = next(c.name for c in (*costs_b, *costs_a) if c.macs is None)
+        unknown = f"shapes of some nodes could not be inferred (e.g. {first}); pass --input-shape"
+    return total_b, total_a, unknown
+
+

@@ -1,0 +1,230 @@
+"""Typed results of a conversion and their JSON form.
+
+Plain data: the pure conversion step (:mod:`convtool.convert`) creates the record, each driver
+returns its own summary (:class:`CalibrationSummary`, :class:`SearchSummary`,
+:class:`LatencySummary`) which :mod:`convtool.api` attaches in one place, ``render/`` draws
+them, ``--json`` writes ``ConversionRecord.to_dict()``.  The JSON keys are a contract with
+deployment pipelines: add keys freely, never rename or remove one.  Unknown numbers are
+``None`` (``null``), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["converted", "skipped"]
+
+
+@dataclass
+class LayerChange:
+    """What happened to one Conv node."""
+
+    name: str
+    status: Status
+    reason: str | None
+    kernel: list[int]
+    in_channels: int
+    out_channels: int
+    group: int
+    rank: int | None = None
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int | None = None
+    macs_after: int | None = None
+    weight_error: float | None = None
+    layout: str | None = None
+    folded_batchnorm: str | None = None
+    new_nodes: list[str] = field(default_factory=list)
+    note: str | None = None  # e.g. "rank capped at 9 (kernel taps)"
+    # filled by calibration: relative output error of the layer before/after the refit
+    output_error_before: float | None = None
+    output_error_after: float | None = None
+    # filled by --latency-aware: medians (ms) of the original conv and of its (best) replacement
+    # at the layer's input shape, their ratio, the decision and every timed candidate layout
+    latency_original_ms: float | None = None
+    latency_replacement_ms: float | None = None
+    latency_speedup: float | None = None
+    latency_decision: str | None = None
+    latency_candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def converted(self) -> bool:
+        return self.status == "converted"
+
+    def skip(self, reason: str) -> None:
+        """Turn a converted entry back into a skipped one (a driver undid it)."""
+        self.status, self.reason = "skipped", reason
+        self.params_after, self.new_nodes, self.rank, self.layout = self.params_before, [], None, None
+        self.weight_error = None
+        self.macs_after = self.macs_before
+
+
+@dataclass
+class Totals:
+    conv_nodes: int
+    converted: int
+    skipped: int
+    params_before: int
+    params_after: int
+    macs_before: int | None
+    macs_after: int | None
+    macs_unknown_reason: str | None = None
+
+    @property
+    def param_reduction(self) -> float | None:
+        return 1.0 - self.params_after / self.params_before if self.params_before else None
+
+    @property
+    def mac_reduction(self) -> float | None:
+        if not self.macs_before or self.macs_after is None:
+            return None
+        return 1.0 - self.macs_after / self.macs_before
+
+
+@dataclass(frozen=True)
+class LayerRefit:
+    """One layer's calibration refit (errors: relative L2 of the layer output)."""
+
+    name: str
+    refitted: bool
+    reason: str | None = None
+    alpha: float | None = None
+    output_error_before: float | None = None  # held-out, data-free weights
+    output_error_after: float | None = None  # held-out, kept weights
+    all_samples_error_before: float | None = None
+    all_samples_error_after: float | None = None
+    fit_positions: int = 0
+    held_out_positions: int = 0
+    method: str = "pointwise"
+
+
+@dataclass(frozen=True)
+class CalibrationSummary:
+    """The sequential refit of a conversion."""
+
+    source: str
+    samples: int
+    fit_samples: int
+    held_out_samples: int
+    method: str
+    layers_refitted: int
+    layers_kept_data_free: int
+    sessions: int
+    layers_reused: int
+    seconds: float
+    layers: tuple[LayerRefit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """One (layer, rank) converted alone: its drift and the MACs it saves."""
+
+    name: str
+    rank: int
+    drift: float
+    rel_l2: float
+    top1_agreement: float | None
+    macs_saved: int
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """The ``--max-drift`` search: what it promised, what it measured, how long it took."""
+
+    metric: str
+    max_drift: float
+    drift: float
+    rel_l2: float
+    plain_rel_l2: float
+    top1_agreement: float | None
+    data: str
+    samples: int
+    refit: bool
+    evaluations: int
+    seconds: float
+    ranks: dict[str, int]
+    sensitivity: tuple[Sensitivity, ...] = ()
+    held_out_drift: float | None = None  # the same as ``drift`` when data was held out
+    held_out_samples: int = 0
+    fitted_drift: float | None = None  # drift on the samples the refits used
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Whole original vs whole converted model, timed interleaved."""
+
+    original_ms: float
+    converted_ms: float
+    speedup: float
+    ci_low: float
+    ci_high: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """``--latency-aware``: how layers were timed and the end-to-end check."""
+
+    threads: int
+    opt_level: str
+    allow_spinning: bool
+    onnxruntime: str
+    cpu: str
+    margin: float
+    layers_measured: int
+    cache_hits: int
+    cache_dir: str | None
+    end_to_end: EndToEnd | None = None
+    reverted: bool = False
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+@dataclass
+class ConversionRecord:
+    """The whole conversion: per-layer changes, whole-model totals, warnings, driver summaries."""
+
+    input: str
+    output: str | None
+    layers: list[LayerChange]
+    totals: Totals
+    rank_policy: str = ""
+    warnings: list[str] = field(default_factory=list)
+    calibration: CalibrationSummary | None = None
+    search: SearchSummary | None = None
+    latency: LatencySummary | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` record (non-finite floats become ``null``)."""
+        calibration: dict[str, Any] | None = None
+        if self.calibration is not None or self.search is not None:
+            calibration = asdict(self.calibration) if self.calibration is not None else {}
+            if self.search is not None:
+                calibration["search"] = asdict(self.search)
+        data = {
+            "input": self.input,
+            "output": self.output,
+            "rank_policy": self.rank_policy,
+            "layers": [asdict(layer) for layer in self.layers],
+            "totals": {
+                **asdict(self.totals),
+                "param_reduction": self.totals.param_reduction,
+                "mac_reduction": self.totals.mac_reduction,
+            },
+            "warnings": list(self.warnings),
+            "calibration": calibration,
+            "latency": None if self.latency is None else asdict(self.latency),
+        }
+        return finite(data)
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by ``None`` and tuples by lists (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

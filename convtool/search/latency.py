@@ -1,0 +1,261 @@
+"""Latency-aware selection (``--latency-aware``): per layer, which replacement (if any) is
+measurably faster, and the end-to-end check.
+
+For each candidate Conv the planner's decision is turned into the candidate layouts worth
+timing (:func:`convtool.core.plan.candidate_layouts`), each candidate is timed against the
+original conv at the layer's real input shape (one-layer models from
+:mod:`convtool.graph.single`, interleaved ABBA timing from :mod:`convtool.runtime.timing`,
+cached by :mod:`convtool.search.cache`), and :func:`convtool.core.decide.verdict` decides.
+Among the candidates that pass, the fastest wins; when none passes the layer keeps its
+original conv, and the reason quotes the best candidate's measurement.  The result is a plan
+of per-layer overrides for the pure conversion step.
+
+:func:`confirm` then times the whole original and converted models (interleaved A/B) with the
+same session options; the caller keeps the original when the converted model is slower beyond
+noise, so ``--latency-aware`` never hands out a model measurably slower than its input.
+
+Run count per pair: a few warm-up runs estimate the pair's cost, then ``budget_ms`` of timed
+runs, clamped to ``[min_runs, max_runs]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from convtool.core.decide import Verdict, verdict
+from convtool.core.plan import Decision, Override, candidate_layouts, plan_layer
+from convtool.errors import ConvToolError
+from convtool.graph.select import ConvSite
+from convtool.graph.single import ConvShape, conv_shape, original_model, replacement_model
+from convtool.options import ConvertOptions, LatencyOptions, SessionOptions
+from convtool.records import EndToEnd, LatencySummary, LayerChange
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.session import cpu_model, make_session
+from convtool.runtime.timing import time_models
+from convtool.search.cache import TimingCache, timing_key
+
+__all__ = ["Candidate", "LayerChoice", "LayerTuner", "choose", "confirm", "tensor_shapes", "tune"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    layout: str
+    rank: int
+    verdict: Verdict
+    cached: bool
+
+
+@dataclass
+class LayerChoice:
+    """The outcome for one layer: the winning decision (``None``: keep the original conv)."""
+
+    decision: Decision | None
+    reason: str
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate | None:
+        chosen = [c for c in self.candidates if self.decision is not None and c.layout == self.decision.layout]
+        if chosen:
+            return chosen[0]
+        return max(self.candidates, key=lambda c: c.verdict.speedup, default=None)
+
+    def layer_fields(self) -> dict[str, Any]:
+        """The :class:`~convtool.records.LayerChange` latency fields."""
+        best = self.best
+        fields: dict[str, Any] = {"latency_decision": self.reason}
+        if best is not None:
+            fields.update(latency_original_ms=best.verdict.original_ms,
+                          latency_replacement_ms=best.verdict.replacement_ms, latency_speedup=best.verdict.speedup,
+                          latency_candidates=[{"layout": c.layout, "rank": c.rank, "original_ms": c.verdict.original_ms,
+                                               "replacement_ms": c.verdict.replacement_ms, "speedup": c.verdict.speedup,
+                                               "ci_low": c.verdict.ci_low, "ci_high": c.verdict.ci_high,
+                                               "runs": c.verdict.runs, "cached": c.cached}
+                                              for c in self.candidates])
+        return fields
+
+
+def choose(candidates: Sequence[tuple[Decision, Candidate]]) -> LayerChoice:
+    """Pure: the fastest passing candidate, else keep the original with the best one's reason."""
+    if not candidates:
+        return LayerChoice(None, "no replacement to measure")
+    passing = [(d, c) for d, c in candidates if c.verdict.convert]
+    if passing:
+        d, c = max(passing, key=lambda dc: dc[1].verdict.speedup)
+        return LayerChoice(d, c.verdict.reason, [c for _, c in candidates])
+    _, best = max(candidates, key=lambda dc: dc[1].verdict.speedup)
+    return LayerChoice(None, best.verdict.reason, [c for _, c in candidates])
+
+
+def tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor shape inference can resolve (name -> dims)."""
+    from convtool.analysis.shapes import infer_skeleton
+
+    inferred = infer_skeleton(model, input_shapes)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else 0 for d in t.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            shapes[vi.name] = tuple(dims)
+    return shapes
+
+
+def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: ConvShape, session: SessionOptions, *,
+              budget_ms: float, min_runs: int, max_runs: int, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """Paired timed runs (ms) of both one-layer models, interleaved ABBA; run ``i`` of each is a pair."""
+    sessions = [make_session(original, session), make_session(replacement, session)]
+    feeds = {"x": np.random.default_rng(0).standard_normal(shape.x_shape).astype(np.dtype(shape.dtype))}
+    probe = time_models(sessions, [feeds, feeds], runs=2, warmup=warmup)
+    per_pair = max(probe[0].median + probe[1].median, 1e-3)
+    runs = int(np.clip(budget_ms / per_pair, min_runs, max_runs))
+    a, b = time_models(sessions, [feeds, feeds], runs=runs, warmup=0)
+    return list(a.samples), list(b.samples)
+
+
+class LayerTuner:
+    """Times candidate replacements of single layers, with an on-disk cache."""
+
+    def __init__(self, latency: LatencyOptions, opset: int, cache: TimingCache | None = None):
+        import onnxruntime as ort
+
+        self.latency = latency
+        self.opset = opset
+        self.session = latency.session
+        self.cache = cache if cache is not None else TimingCache(latency.cache_dir, enabled=latency.use_cache)
+        self.ort_version = ort.__version__
+        self.cpu = cpu_model()
+        self.measured = 0
+
+    def key(self, shape: ConvShape, rank: int, layout: str) -> dict[str, Any]:
+        key = timing_key(
+            x_shape=shape.x_shape, dtype=shape.dtype, kernel=shape.kernel, in_channels=shape.in_channels,
+            out_channels=shape.out_channels, group=shape.group, strides=shape.strides, pads=shape.pads,
+            dilations=shape.dilations, auto_pad=shape.auto_pad, bias=shape.bias, rank=rank, layout=layout,
+            threads=self.session.threads or 0, opt_level=self.session.opt_level,
+            allow_spinning=self.session.spinning, onnxruntime=self.ort_version, cpu=self.cpu,
+        )
+        if tuple(self.session.providers) != ("CPUExecutionProvider",):
+            key["providers"] = list(self.session.providers)
+        return key
+
+    def measure(self, shape: ConvShape, decision: Decision) -> Candidate:
+        key = self.key(shape, decision.rank, decision.layout)
+        hit = self.cache.get(key)
+        what = f"at rank {decision.rank} ({decision.layout})"
+        if hit is not None:
+            v = verdict(hit.original_ms, hit.replacement_ms, margin=self.latency.margin, what=what, source="cached")
+            return Candidate(decision.layout, decision.rank, v, True)
+        log.info("timing %s %s", decision.layer.name, what)
+        a, b = time_pair(
+            original_model(shape, decision.weight, decision.bias, self.opset),
+            replacement_model(shape, decision, self.opset), shape, self.session,
+            budget_ms=self.latency.budget_ms, min_runs=self.latency.min_runs, max_runs=self.latency.max_runs,
+        )
+        self.measured += 1
+        self.cache.put(key, a, b)
+        v = verdict(a, b, margin=self.latency.margin, what=what, source="measured")
+        return Candidate(decision.layout, decision.rank, v, False)
+
+    def evaluate(self, site: ConvSite, decision: Decision, layout: str, override: Override | None,
+                 x_shape: tuple[int, ...] | None, policy) -> LayerChoice:
+        """Time every candidate layout of ``site`` and pick one (or none)."""
+        if x_shape is None:
+            return LayerChoice(None, "input shape unknown, cannot measure latency (fix it with --input-shape)")
+        pairs: list[tuple[Decision, Candidate]] = []
+        failed = ""
+        for candidate in candidate_layouts(site.layer, layout, decision.rank):
+            d = decision if candidate == decision.layout else plan_layer(
+                site.layer, policy, candidate, Override(rank=decision.rank) if override is None else
+                Override(rank=override.rank if override.rank is not None else decision.rank))
+            if isinstance(d, str) or any(p[0].layout == d.layout for p in pairs):
+                continue  # would not reduce MACs, or the same form as one already timed
+            try:
+                pairs.append((d, self.measure(conv_shape(site.node, d, x_shape), d)))
+            except ConvToolError as exc:  # onnxruntime refused one of the one-layer models
+                log.warning("%s: cannot time the %s replacement: %s", site.name, d.layout, exc)
+                failed = f"could not be timed: {exc}"
+        if not pairs and failed:
+            return LayerChoice(None, f"replacement {failed}")
+        return choose(pairs)
+
+
+@dataclass
+class Tuning:
+    """What :func:`tune` decided: the plan for the conversion step and each layer's choice."""
+
+    overrides: dict[str, Override]
+    choices: dict[str, LayerChoice]
+    tuner: LayerTuner
+    warnings: list[str]
+
+
+def tune(model: onnx.ModelProto, options: ConvertOptions, planned, overrides: Mapping[str, Override] | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Tuning:
+    """Time every candidate of ``planned`` (a :class:`convtool.convert.Planned`); a plan that
+    converts only the layers measured faster, in their fastest layout."""
+    lat = options.latency_aware
+    assert lat is not None
+    overrides = dict(overrides or {})
+    warnings: list[str] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    try:
+        shapes = tensor_shapes(model, options.input_shape_map)
+    except ConvToolError as exc:
+        warnings.append(f"--latency-aware: input shapes unknown ({exc}); no layer can be measured")
+        shapes = {}
+    tuner = LayerTuner(lat, opset)
+    choices: dict[str, LayerChoice] = {}
+    todo = planned.candidates()
+    for i, (site, decision) in enumerate(todo):
+        if progress is not None:
+            progress(i, len(todo))
+        choice = tuner.evaluate(site, decision, options.layout, overrides.get(site.name),
+                                shapes.get(site.node.inputs[0].name), options.rank)
+        choices[site.name] = choice
+        if choice.decision is None:
+            overrides[site.name] = Override(rank=0, reason=choice.reason)
+        else:
+            overrides[site.name] = Override(rank=choice.decision.rank, layout=choice.decision.layout)
+    if progress is not None:
+        progress(len(todo), len(todo))
+    return Tuning(overrides, choices, tuner, warnings)
+
+
+def confirm(original: onnx.ModelProto, converted: onnx.ModelProto, latency: LatencyOptions,
+            input_shapes: Mapping[str, Sequence[int]] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Verdict:
+    """Whole-model interleaved A/B of ``original`` against ``converted`` (margin 0)."""
+    feeds = random_feeds(original, input_shapes)
+    sessions = [make_session(original, latency.session), make_session(converted, latency.session)]
+    a, b = time_models(sessions, [feeds, feeds], runs=latency.confirm_runs, warmup=3, progress=progress)
+    return verdict(a.samples, b.samples, margin=0.0, what="end to end")
+
+
+def summary(tuning: Tuning, latency: LatencyOptions, v: Verdict | None, reverted: bool) -> LatencySummary:
+    tuner = tuning.tuner
+    e2e = None if v is None else EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low, v.ci_high, v.runs)
+    return LatencySummary(
+        threads=latency.threads, opt_level=latency.opt_level, allow_spinning=False, onnxruntime=tuner.ort_version,
+        cpu=tuner.cpu, margin=latency.margin, layers_measured=tuner.measured, cache_hits=tuner.cache.hits,
+        cache_dir=str(tuner.cache.root) if tuner.cache.enabled else None, end_to_end=e2e, reverted=reverted,
+        providers=tuple(latency.providers))
+
+
+def apply_choices(layers: Sequence[LayerChange], choices: Mapping[str, LayerChoice]) -> None:
+    """Copy each measured layer's timing fields into its record entry."""
+    for layer in layers:
+        choice = choices.get(layer.name)
+        if choice is not None:
+            for k, v in choice.layer_fields().items():
+                setattr(layer, k, v)
