@@ -101,23 +101,24 @@ def _stages(model: onnx.ModelProto) -> dict[str, float]:
     """Factorise and rewrite timed apart, through the same pieces convert_model uses."""
     import onnx_graphsurgeon as gs
 
-    from convtool.api import _export
+    from convtool.core.plan import Decision, plan_layer
     from convtool.graph.emit import Namer, replace_conv
+    from convtool.graph.export import export
     from convtool.graph.select import ConvSite, find_convs
-    from convtool.plan import plan_site
 
     options = ConvertOptions()
     t0 = time.perf_counter()
     graph = gs.import_onnx(model)
-    sites = [s for s in find_convs(model, graph, options) if isinstance(s, ConvSite)]
+    sites = [s for s in find_convs(model, graph, options.select_rules) if isinstance(s, ConvSite)]
     t1 = time.perf_counter()
-    decisions = [d for d in (plan_site(s, options) for s in sites) if not isinstance(d, str)]
+    decisions = [(s, d) for s in sites for d in [plan_layer(s.layer, options.rank, options.layout)]
+                 if isinstance(d, Decision)]
     t2 = time.perf_counter()
     namer = Namer.for_graph(graph)
-    for d in decisions:
-        replace_conv(graph, d.site, d.factors, d.bias, namer)
+    for s, d in decisions:
+        replace_conv(graph, s.node, s.batchnorm_node, d, namer)
     graph.cleanup().toposort()
-    _export(graph, model)
+    export(graph, model)
     t3 = time.perf_counter()
     return {"select": t1 - t0, "factorise": t2 - t1, "rewrite": t3 - t2}
 

@@ -109,7 +109,8 @@ def bench_model(name: str, settings, config: SessionOptions, runs: int, warmup: 
         rows.append(dict(model=name, label=v["label"], convs=f"{rec.totals.converted}/{rec.totals.conv_nodes}",
                          params=rec.totals.params_after, macs=rec.totals.macs_after, ms=st.median,
                          speedup=vd.speedup, ci=(vd.ci_low, vd.ci_high), drift=drift, agree=agree,
-                         e2e=(rec.latency or {}).get("end_to_end"), reverted=(rec.latency or {}).get("reverted")))
+                         e2e=rec.latency.end_to_end if rec.latency else None,
+                         reverted=rec.latency.reverted if rec.latency else None))
     return rows
 
 

@@ -145,7 +145,7 @@ def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionOpti
         variants.append(dict(label=label, model=result.model, converted=rec.totals.converted,
                              convs=rec.totals.conv_nodes, layouts=",".join(layouts) or "-",
                              mac_ratio=(rec.totals.macs_after / rec.totals.macs_before) if rec.totals.macs_before else None,
-                             e2e=(rec.latency or {}).get("end_to_end")))
+                             e2e=rec.latency.end_to_end if rec.latency else None))
     feeds = random_feeds(model)
     sessions = [make_session(model, config)] + [make_session(v["model"], config) for v in variants]
     stats = time_models(sessions, [feeds] * len(sessions), runs=runs, warmup=warmup)

@@ -82,7 +82,7 @@ def test_calibration_lowers_layer_and_model_error(dims):
         assert layer.output_error_after <= layer.output_error_before
     test = _data(n=8, dims=dims, seed=7)
     assert _drift(model, cal.model, test) < _drift(model, free.model, test)
-    info = cal.record.calibration
+    info = cal.record.to_dict()["calibration"]
     assert info["samples"] == 24 and info["held_out_samples"] == 6 and info["fit_samples"] == 18
     assert set(info) >= {"source", "seconds", "layers", "layers_refitted"}
     assert not any("data-free" in w for w in cal.record.warnings)
@@ -103,7 +103,7 @@ def test_caller_model_untouched_and_unfolded_batchnorm_targets_pre_bn():
 
 def test_fixed_batch_model_runs_one_sample_at_a_time():
     res = convert_model(_model(batch=1), ConvertOptions(calibration=CalibrationOptions()), calibration_data=_data(n=5))
-    assert res.record.calibration["samples"] == 5
+    assert res.record.calibration.samples == 5
 
 
 @pytest.mark.parametrize(
@@ -234,6 +234,6 @@ def test_refit_is_the_same_function_in_every_depthwise_first_layout():
 def test_pointwise_first_layers_are_left_as_factorised_with_a_reason():
     res = convert_model(_model(), ConvertOptions(layout="pointwise_first", calibration=CalibrationOptions()),
                         calibration_data=_data())
-    reasons = [layer["reason"] for layer in res.record.calibration["layers"]]
+    reasons = [layer.reason for layer in res.record.calibration.layers]
     assert reasons and all("pointwise_first layout" in r for r in reasons)
-    assert res.record.calibration["layers_refitted"] == 0
+    assert res.record.calibration.layers_refitted == 0

@@ -123,7 +123,7 @@ def test_latency_options_validate():
 def _key(**over):
     base = dict(x_shape=[1, 64, 56, 56], dtype="float32", kernel=[3, 3], in_channels=64, out_channels=64, group=1,
                 strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], auto_pad="NOTSET", bias=True, rank=2,
-                layout="repeat", threads=2, opt_level="all", spinning=False, onnxruntime="1.32.0",
+                layout="repeat", threads=2, opt_level="all", allow_spinning=False, onnxruntime="1.32.0",
                 cpu="Some CPU")
     base.update(over)
     return timing_key(**base)
@@ -210,13 +210,10 @@ def fake(monkeypatch):
         timer = FakeTimer(speedups)
         monkeypatch.setattr(tuner_mod, "time_pair", timer)
 
-        def fake_confirm(original, converted, latency, input_shapes=None):
+        def fake_confirm(original, converted, latency, input_shapes=None, progress=None):
             return verdict(noisy(2.0, n=40), noisy(2.0 / e2e, n=40, seed=9), margin=0.0, what="end to end")
 
         monkeypatch.setattr(tuner_mod, "confirm", fake_confirm)
-        from convtool.tune import pipeline
-
-        monkeypatch.setattr(pipeline, "confirm", fake_confirm)
         return timer
     return install
 
@@ -237,7 +234,7 @@ def test_pipeline_converts_only_faster_layers(tmp_path, fake):
         assert layer.latency_original_ms and layer.latency_replacement_ms
         assert {c["layout"] for c in layer.latency_candidates} >= {"repeat", "branches", "multiplier"}
     assert [n.op_type for n in result.model.graph.node] == [n.op_type for n in model.graph.node]
-    assert result.record.latency["end_to_end"] is None  # nothing converted, nothing to confirm
+    assert result.record.latency.end_to_end is None  # nothing converted, nothing to confirm
     assert len(timer.calls) >= 3 * len(measured)
 
 
@@ -259,10 +256,10 @@ def test_pipeline_uses_the_cache(tmp_path, fake):
     model = onnx.load(SAMPLES / "vgg_style.onnx")
     first = convert_model(model, _opts(tmp_path))
     n = len(timer.calls)
-    assert n > 0 and first.record.latency["cache_hits"] == 0
+    assert n > 0 and first.record.latency.cache_hits == 0
     second = convert_model(model, _opts(tmp_path))
     assert len(timer.calls) == n  # everything came from the cache
-    assert second.record.latency["cache_hits"] == n and second.record.latency["layers_measured"] == 0
+    assert second.record.latency.cache_hits == n and second.record.latency.layers_measured == 0
     assert [layer.layout for layer in first.record.layers] == [layer.layout for layer in second.record.layers]
     assert all("(cached:" in layer.latency_decision for layer in second.record.layers if layer.latency_decision)
     # other session options are other keys
@@ -282,7 +279,7 @@ def test_slower_whole_model_is_reverted(tmp_path, fake):
     model = onnx.load(SAMPLES / "resnet_style.onnx")
     result = convert_model(model, _opts(tmp_path, rank="1"))
     assert not any(layer.converted for layer in result.record.layers)
-    assert result.record.latency["reverted"] is True
+    assert result.record.latency.reverted is True
     assert result.model.graph == model.graph
     assert any("slower with the converted layers" in w for w in result.record.warnings)
     assert any("kept the original" in (layer.reason or "") for layer in result.record.layers)
@@ -340,18 +337,18 @@ def test_layer_that_cannot_be_timed_is_kept(tmp_path, monkeypatch):
 def test_timed_models_are_the_layer_and_its_replacement(layout):
     import onnx_graphsurgeon as gs
 
+    from convtool.core.plan import plan_layer
     from convtool.graph.select import find_convs
-    from convtool.plan import plan_site
-    from convtool.tune.layer import conv_shape, original_model, replacement_model
-    from convtool.search.latency import conv_input_shapes
+    from convtool.graph.single import conv_shape, original_model, replacement_model
+    from convtool.search.latency import tensor_shapes
 
     model = conv_model(cin=8, cout=6, group=2, stride=2, pads="SAME_UPPER", size=10)
     opts = ConvertOptions(rank=parse_rank("full", None), layout=layout, min_in_channels=1)
-    (site,) = find_convs(model, gs.import_onnx(model), opts)
-    decision = plan_site(site, opts)
-    x_shape = conv_input_shapes(model, {})[site.node.inputs[0].name]
+    (site,) = find_convs(model, gs.import_onnx(model), opts.select_rules)
+    decision = plan_layer(site.layer, opts.rank, opts.layout)
+    x_shape = tensor_shapes(model, {})[site.node.inputs[0].name]
     assert x_shape == (1, 8, 10, 10)
-    shape = conv_shape(site, x_shape, decision.bias is not None)
+    shape = conv_shape(site.node, decision, x_shape)
     orig = original_model(shape, decision.weight, decision.bias, 17)
     repl = replacement_model(shape, decision, 17)
     assert (golden.compare(model, orig)[0]) < 1e-6
@@ -360,7 +357,7 @@ def test_timed_models_are_the_layer_and_its_replacement(layout):
 
 
 def test_latency_render_without_measurements():
-    from convtool.tune import render as tune_render
+    from convtool.render import latency as tune_render
 
     result = convert_model(conv_model(), ConvertOptions(min_in_channels=1))
     assert tune_render.latency_table(result.record) is None
@@ -379,4 +376,4 @@ def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):
     # one timing per candidate layout of each measured layer, not one per search trial
     measured = [layer for layer in result.record.layers if layer.latency_decision]
     assert len(timer.calls) <= 2 * len(measured)
-    assert result.record.calibration["search"]["evaluations"] >= len(measured)
+    assert result.record.search.evaluations >= len(measured)

@@ -293,12 +293,12 @@ def test_npz_inputs_with_labels_give_accuracy(pair, tmp_path):
     [
         ({"image": np.zeros((2, CIN, 8, 8), np.float32)}, "no array for model input 'input'"),
         ({"input": np.zeros((2, CIN, 8, 8), np.float32), "extra": np.zeros(2)}, "'extra' is not a model input"),
-        ({"input": np.zeros((2, CIN, 9, 8), np.float32)}, "dim 2 differs"),
-        ({"input": np.zeros((CIN, 8, 8), np.float32)}, "rank 4"),
+        ({"input": np.zeros((2, CIN, 9, 8), np.float32)}, "has 9 on axis 2, input 'input' needs 8"),
+        ({"input": np.zeros((CIN, 8, 8), np.float32)}, "is 4-D"),
         ({"input": np.zeros((2, CIN, 8, 8), np.int64)}, "dtype int64"),
-        ({"input": np.zeros((2, CIN, 8, 8), np.float32), "labels": np.zeros(3, np.int64)}, "disagree on the number of samples"),
+        ({"input": np.zeros((2, CIN, 8, 8), np.float32), "labels": np.zeros(3, np.int64)}, "different numbers of samples"),
         ({"input": np.zeros((2, CIN, 8, 8), np.float32), "labels": np.zeros(2, np.float32)}, "'labels' must be a 1-D integer"),
-        ({"input": np.zeros((0, CIN, 8, 8), np.float32)}, "no samples"),
+        ({"input": np.zeros((0, CIN, 8, 8), np.float32)}, "is empty"),
     ],
 )
 def test_bad_npz_exits_2(pair, tmp_path, arrays, message):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,9 @@ class Environment:
     python: str
     platform: str
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "providers": list(self.providers)}
 
 
 def cpu_model() -> str:
