@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from convtool.analysis.costs import NodeCost, model_macs, model_params, node_costs
+from convtool.analysis.costs import (NodeCost, costs_from_shapes, model_macs, model_params, node_costs,
+                                     shape_needs, static_costs)
 from convtool.analysis.shapes import with_static_shapes
 from convtool.cli.params import parse_input_shapes
 from convtool.errors import OptionError
@@ -213,7 +214,48 @@ def test_unknown_shapes_give_none():
     )
     costs = {c.name: c for c in node_costs(model)}
     assert costs["mm"].macs is None and costs["mm"].flops is None
-    assert model_macs(model) == 0
+    assert model_macs(model) is None  # unknown is never 0, nor a partial sum
+    static = static_costs(model)
+    assert static.macs is None and static.shapes == "inferred"
+    assert static.unknown == ("F",)  # NonZero gives F [1, ?]; the MatMul output Y [1, 3] is known
+    assert static.unknown_nodes == ["mm"]
+    assert static.reason == "ONNX shape inference could not resolve the shapes of 1 counted node(s) (e.g. mm)"
+
+
+def test_counts_from_a_given_shape_table():
+    # the same graph counted from shapes known some other way (e.g. observed with onnxruntime)
+    nodes = [
+        helper.make_node("NonZero", ["X"], ["I"], name="nz"),
+        helper.make_node("Cast", ["I"], ["F"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["F", "F2"], ["Y"], name="mm"),
+    ]
+    model = _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("X", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("F2", TensorProto.FLOAT, [5, 3]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+    )
+    assert [shape_needs(n) for n in model.graph.node] == [(), (), ("F", "Y")]
+    costs = costs_from_shapes(model, {"F": (1, 5), "Y": (1, 3)}, source="observed")
+    assert costs.macs == 15 and costs.reason is None and costs.unknown == ()
+    assert costs.shapes == "observed"
+    half = costs_from_shapes(model, {"F": (1, 5)}, source="observed")
+    assert half.macs is None and half.unknown == ("Y",)
+    assert half.reason is not None and "nor a run with onnxruntime" in half.reason
+
+
+def test_shape_needs_per_op():
+    conv = helper.make_node("Conv", ["X", "W", "B"], ["Y"])
+    convt = helper.make_node("ConvTranspose", ["X", "W"], ["Y"])
+    gemm = helper.make_node("Gemm", ["A", "B", "C"], ["Y"])
+    custom = helper.make_node("Conv", ["X", "W"], ["Y"], domain="com.example")
+    assert shape_needs(conv) == ("Y", "W")
+    assert shape_needs(convt) == ("X", "W")
+    assert shape_needs(gemm) == ("A", "Y")
+    assert shape_needs(custom) == () and shape_needs(helper.make_node("Relu", ["X"], ["Y"])) == ()
+    assert shape_needs(helper.make_node("Conv", ["X"], ["Y"])) == ("Y", "")  # malformed: never known
 
 
 def test_input_shape_cannot_contradict_static_dims():

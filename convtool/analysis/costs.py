@@ -17,8 +17,18 @@ What is counted (FLOPs are reported as exactly ``2 x MACs``):
 * Not counted: bias additions, the ``C`` term of Gemm, activations, normalisation, pooling,
   elementwise and data-movement ops; every other op has 0 MACs.
 
-``macs`` is ``None`` for a counted op whose needed shapes are still unknown after shape
-inference (e.g. behind a data-dependent ``NonZero``); model totals sum the known values.
+Where the dims come from: :func:`costs_from_shapes` counts from any shape table; the tensors a
+counted op needs are exactly :func:`shape_needs` (Conv: output and weight; ConvTranspose: input
+and weight; Gemm/MatMul: first input and output).  :func:`node_costs` and :func:`static_costs`
+use ONNX shape inference only (:func:`convtool.analysis.shapes.static_shapes`).  When inference
+leaves some of those tensors unknown, :class:`Costs` lists them in ``unknown`` and
+:func:`convtool.runtime.observe.model_costs` fills them with the shapes onnxruntime observes
+(``Costs.shapes == "observed"``); this module never runs a model.
+
+Unknown is never 0: ``macs`` is ``None`` for a counted op whose needed shapes are unknown (e.g.
+behind a data-dependent ``NonZero``, or a ``Pad`` whose amounts are computed at run time), and
+a model total is ``None`` as soon as one counted op is unknown, with a one-line reason
+(:attr:`Costs.reason`).
 
 Parameters: a node's ``params`` is the element count of its constant inputs (initializers and
 outputs of ``Constant`` nodes). A constant shared by several nodes is counted at each of them,
@@ -34,12 +44,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import onnx
 
-from convtool.analysis.shapes import infer_skeleton
+from convtool.analysis.shapes import Shape, static_shapes
 
-__all__ = ["NodeCost", "node_costs", "model_params", "model_macs", "tensor_elements"]
+__all__ = ["NodeCost", "Costs", "ShapeSource", "node_costs", "static_costs", "costs_from_shapes", "shape_needs",
+           "model_params", "model_macs", "tensor_elements"]
+
+#: Where the dims of counted ops came from: ONNX shape inference alone, or (for at least one
+#: counted op) a run of the model with onnxruntime (:mod:`convtool.runtime.observe`).
+ShapeSource = Literal["inferred", "observed"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,33 @@ class NodeCost:
     def flops(self) -> int | None:
         """``2 x macs``."""
         return None if self.macs is None else 2 * self.macs
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Per-node costs of a model and how much of it is known.
+
+    ``shapes``: where the counted ops' dims came from. ``unknown``: tensors counted ops need
+    whose dims are still unknown (graph order, each once). ``reason``: why some MACs are
+    unknown, ``None`` when every counted op is known.
+    """
+
+    nodes: tuple[NodeCost, ...]
+    shapes: ShapeSource = "inferred"
+    unknown: tuple[str, ...] = ()
+    reason: str | None = None
+
+    @property
+    def macs(self) -> int | None:
+        """Whole-model MACs; ``None`` when any counted op is unknown (never a partial sum)."""
+        if any(c.macs is None for c in self.nodes):
+            return None
+        return sum(c.macs or 0 for c in self.nodes)
+
+    @property
+    def unknown_nodes(self) -> list[str]:
+        """Names of the nodes whose MACs are unknown."""
+        return [c.name for c in self.nodes if c.macs is None]
 
 
 def tensor_elements(tensor: onnx.TensorProto) -> int:
@@ -108,26 +151,6 @@ def model_params(model: onnx.ModelProto) -> int:
     return _graph_params(model.graph)
 
 
-def _shape_table(graph: onnx.GraphProto) -> dict[str, tuple[int, ...] | None]:
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        if vi.type.WhichOneof("value") != "tensor_type" or not vi.type.tensor_type.HasField("shape"):
-            shapes.setdefault(vi.name, None)
-            continue
-        dims: list[int] | None = []
-        for d in vi.type.tensor_type.shape.dim:
-            if d.WhichOneof("value") == "dim_value":
-                dims.append(d.dim_value)  # type: ignore[union-attr]
-            else:
-                dims = None
-                break
-        if dims is not None or shapes.get(vi.name) is None:
-            shapes[vi.name] = None if dims is None else tuple(dims)
-    for t in graph.initializer:
-        shapes[t.name] = tuple(t.dims)
-    return shapes
-
-
 def _ints(node: onnx.NodeProto, name: str, default: int) -> int:
     for a in node.attribute:
         if a.name == name:
@@ -135,44 +158,66 @@ def _ints(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-def _node_macs(node: onnx.NodeProto, shape: Mapping[str, tuple[int, ...] | None]) -> int | None:
-    def get(i: int, io: Sequence[str]) -> tuple[int, ...] | None:
-        return shape.get(io[i]) if i < len(io) and io[i] else None
+#: Per counted op: the (field, index) of each tensor whose dims its MAC count needs.
+_NEEDS: dict[str, tuple[tuple[str, int], ...]] = {
+    "Conv": (("output", 0), ("input", 1)),
+    "ConvInteger": (("output", 0), ("input", 1)),
+    "ConvTranspose": (("input", 0), ("input", 1)),
+    "Gemm": (("input", 0), ("output", 0)),
+    "MatMul": (("input", 0), ("output", 0)),
+    "MatMulInteger": (("input", 0), ("output", 0)),
+}
 
-    op = node.op_type
+
+def shape_needs(node: onnx.NodeProto) -> tuple[str, ...]:
+    """Names of the tensors whose dims the MAC count of ``node`` needs, in the order
+    :func:`_node_macs` reads them; empty for ops that cost 0 MACs ("" for a missing input)."""
     if node.domain not in ("", "ai.onnx"):
+        return ()
+    out = []
+    for field, i in _NEEDS.get(node.op_type, ()):
+        io = getattr(node, field)
+        out.append(io[i] if i < len(io) else "")
+    return tuple(out)
+
+
+def _node_macs(node: onnx.NodeProto, shapes: Mapping[str, Shape | None]) -> int | None:
+    needs = shape_needs(node)
+    if not needs:
         return 0
+    dims = [shapes.get(n) if n else None for n in needs]
+    if any(d is None for d in dims):
+        return None
+    op = node.op_type
     if op in ("Conv", "ConvInteger"):
-        y, w = get(0, node.output), get(1, node.input)
-        if y is None or w is None:
-            return None
-        return math.prod(y) * math.prod(w[1:])
+        y, w = dims
+        return math.prod(y) * math.prod(w[1:])  # type: ignore[arg-type,index]
     if op == "ConvTranspose":
-        x, w = get(0, node.input), get(1, node.input)
-        if x is None or w is None:
-            return None
-        return math.prod(x) * math.prod(w[1:])
+        x, w = dims
+        return math.prod(x) * math.prod(w[1:])  # type: ignore[arg-type,index]
+    a, y = dims
+    assert a is not None and y is not None
     if op == "Gemm":
-        a, y = get(0, node.input), get(0, node.output)
-        if a is None or y is None or len(a) != 2:
+        if len(a) != 2:
             return None
         k = a[0] if _ints(node, "transA", 0) else a[1]
         return math.prod(y) * k
-    if op in ("MatMul", "MatMulInteger"):
-        a, y = get(0, node.input), get(0, node.output)
-        if a is None or y is None or len(a) == 0:
-            return None
-        return math.prod(y) * a[-1]
-    return 0
+    if len(a) == 0:  # MatMul, MatMulInteger
+        return None
+    return math.prod(y) * a[-1]
 
 
-def _costs_of_inferred(graph: onnx.GraphProto) -> list[NodeCost]:
-    shapes = _shape_table(graph)
+def costs_from_shapes(model: onnx.ModelProto, shapes: Mapping[str, Shape | None],
+                      source: ShapeSource = "inferred") -> Costs:
+    """Count every top-level node of ``model`` with the dims in ``shapes`` (tensor name ->
+    dims, ``None`` or absent: unknown); ``source`` says where they came from."""
+    graph = model.graph
     constant_elems: dict[str, int] = {t.name: tensor_elements(t) for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             constant_elems[node.output[0]] = _constant_node_elements(node)
-    costs = []
+    nodes = []
+    unknown: dict[str, None] = {}  # ordered set
     for i, node in enumerate(graph.node):
         seen: set[str] = set()
         params = 0
@@ -180,30 +225,41 @@ def _costs_of_inferred(graph: onnx.GraphProto) -> list[NodeCost]:
             if name in constant_elems and name not in seen:
                 seen.add(name)
                 params += constant_elems[name]
-        costs.append(
-            NodeCost(
-                name=node.name or f"{node.op_type}_{i}",
-                op_type=node.op_type,
-                params=params,
-                macs=_node_macs(node, shapes),
-            )
-        )
-    return costs
+        macs = _node_macs(node, shapes)
+        if macs is None:
+            unknown.update((n, None) for n in shape_needs(node) if n and shapes.get(n) is None)
+        nodes.append(NodeCost(name=node.name or f"{node.op_type}_{i}", op_type=node.op_type, params=params, macs=macs))
+    missing = [c.name for c in nodes if c.macs is None]
+    reason = None
+    if missing:
+        where = ("ONNX shape inference could not resolve" if source == "inferred"
+                 else "neither ONNX shape inference nor a run with onnxruntime resolved")
+        reason = f"{where} the shapes of {len(missing)} counted node(s) (e.g. {missing[0]})"
+    return Costs(tuple(nodes), source, tuple(unknown), reason)
+
+
+def static_costs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Costs:
+    """:func:`costs_from_shapes` with the dims ONNX shape inference resolves at the given (or
+    default) input shapes; never runs the model.
+
+    Raises :class:`~convtool.errors.OptionError` when an input has symbolic dims the user must fix.
+    """
+    return costs_from_shapes(model, static_shapes(model, input_shapes))
 
 
 def node_costs(
     model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
 ) -> list[NodeCost]:
-    """One :class:`NodeCost` per top-level node, in graph order.
+    """One :class:`NodeCost` per top-level node, in graph order, from static shapes
+    (:func:`static_costs`).
 
-    Shapes come from ONNX shape inference after fixing the inputs (see
-    :func:`convtool.analysis.shapes.with_static_shapes`); raises
-    :class:`~convtool.errors.OptionError` when an input has symbolic dims the user must fix.
+    Raises :class:`~convtool.errors.OptionError` when an input has symbolic dims the user must fix.
     Unnamed nodes are reported as ``<op_type>_<index>``.
     """
-    return _costs_of_inferred(infer_skeleton(model, input_shapes).graph)
+    return list(static_costs(model, input_shapes).nodes)
 
 
-def model_macs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> int:
-    """Sum of the known per-node MACs (see the module docstring for what is counted)."""
-    return sum(c.macs for c in node_costs(model, input_shapes) if c.macs is not None)
+def model_macs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> int | None:
+    """Whole-model MACs from static shapes; ``None`` when any counted op's shapes are unknown
+    (see the module docstring for what is counted)."""
+    return static_costs(model, input_shapes).macs

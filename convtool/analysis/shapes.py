@@ -19,6 +19,14 @@ Cases handled:
 
 The caller's model is never mutated. Inferred ``value_info`` is kept for the top-level graph
 only (subgraph bodies are not analysed by convtool).
+
+:func:`static_shapes` is the table the cost counters and the latency tuner read: the dims of
+every top-level tensor (graph inputs, inferred intermediates, outputs, initializers), ``None``
+where inference left any dim symbolic or the rank unknown.  ONNX shape inference gives up on
+shapes computed at run time from values it does not propagate (e.g. ``Pad`` amounts built by
+``Shape -> ConstantOfShape -> Concat``: every tensor downstream gets ``unk__N`` dims).  This
+module does not run the model; :mod:`convtool.runtime.observe` fills such gaps with the shapes
+onnxruntime observes.
 """
 
 from __future__ import annotations
@@ -31,9 +39,14 @@ from google.protobuf.message import Message
 
 from convtool.errors import OptionError
 
-__all__ = ["with_static_shapes", "user_inputs", "infer_skeleton"]
+__all__ = ["Shape", "ShapeTable", "with_static_shapes", "user_inputs", "infer_skeleton", "shape_table",
+           "static_shapes"]
 
 log = logging.getLogger(__name__)
+
+Shape = tuple[int, ...]
+#: Tensor name -> dims, ``None`` where a dim (or the rank) is unknown.
+ShapeTable = dict[str, "Shape | None"]
 
 #: Tensors larger than this lose their data in the shape-inference skeleton.
 _STRIP_ELEMENTS = 4096
@@ -168,6 +181,38 @@ def infer_skeleton(
         return onnx.shape_inference.infer_shapes(skel, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError / ValidationError / RuntimeError
         raise OptionError(f"shape inference failed: {str(exc).strip().splitlines()[0]}") from None
+
+
+def shape_table(graph: onnx.GraphProto) -> ShapeTable:
+    """Dims of every tensor an (inferred) graph declares: inputs, ``value_info``, outputs and
+    initializers; ``None`` where a dim is symbolic or the rank unknown.  A name declared twice
+    keeps its known dims."""
+    shapes: ShapeTable = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.type.WhichOneof("value") != "tensor_type" or not vi.type.tensor_type.HasField("shape"):
+            shapes.setdefault(vi.name, None)
+            continue
+        dims: list[int] | None = []
+        for d in vi.type.tensor_type.shape.dim:
+            if d.WhichOneof("value") == "dim_value":
+                dims.append(d.dim_value)  # type: ignore[union-attr]
+            else:
+                dims = None
+                break
+        if dims is not None or shapes.get(vi.name) is None:
+            shapes[vi.name] = None if dims is None else tuple(dims)
+    for t in graph.initializer:
+        shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def static_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> ShapeTable:
+    """:func:`shape_table` of the inferred skeleton: every top-level tensor's dims at the given
+    (or default) input shapes, ``None`` where ONNX shape inference could not resolve them.
+
+    Raises :class:`~convtool.errors.OptionError` like :func:`infer_skeleton`.
+    """
+    return shape_table(infer_skeleton(model, input_shapes).graph)
 
 
 def with_static_shapes(
