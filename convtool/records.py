@@ -71,6 +71,9 @@ class Totals:
     macs_before: int | None
     macs_after: int | None
     macs_unknown_reason: str | None = None
+    # where the counted ops' dims came from: "inferred" (ONNX shape inference) or "observed" (one
+    # onnxruntime run, where inference gave up; convtool.runtime.observe); None when not counted
+    macs_shapes: str | None = None
 
     @property
     def param_reduction(self) -> float | None:
