@@ -1,14 +1,15 @@
+"""Shared fixtures.  Shared model builders live in ``builders.py``, the golden comparison in
+``golden.py``; both are imported as top-level modules (pytest's default import mode puts this
+``tests/`` folder on ``sys.path``), so nothing here edits ``sys.path``."""
+
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/golden.py
+from builders import SAMPLES
 
 
 @pytest.fixture(params=["vgg_style.onnx", "resnet_style.onnx"])
 def sample_model(request) -> Path:
-    return ROOT / "sample_models" / request.param
+    return SAMPLES / request.param

@@ -22,7 +22,7 @@ from convtool.search import latency as tuner_mod
 from convtool.search.cache import TimingCache, timing_key
 from convtool.core.decide import paired_interval, verdict
 from convtool.search.latency import Candidate, choose
-from test_layouts import conv_model
+from builders import conv_model
 
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_models"
 
@@ -342,7 +342,7 @@ def test_timed_models_are_the_layer_and_its_replacement(layout):
     from convtool.graph.single import conv_shape, original_model, replacement_model
     from convtool.search.latency import tensor_shapes
 
-    model = conv_model(cin=8, cout=6, group=2, stride=2, pads="SAME_UPPER", size=10)
+    model = conv_model(cin=8, cout=6, group=2, stride=2, pads="SAME_UPPER", size=10, batch=1)
     opts = ConvertOptions(rank=parse_rank("full", None), layout=layout, min_in_channels=1)
     (site,) = find_convs(model, gs.import_onnx(model), opts.select_rules)
     decision = plan_layer(site.layer, opts.rank, opts.layout)

@@ -1,14 +1,14 @@
-"""Every rejected Conv comes with the reason a user reads in the table."""
+"""graph/select.py: every rejected Conv comes with the reason a user reads in the table."""
 
 from __future__ import annotations
 
 import numpy as np
+from builders import conv_model, make_model, with_output_shapes
+from golden import compare
 from onnx import helper, numpy_helper
 
 from convtool.api import convert_model
 from convtool.options import ConvertOptions, RankPolicy
-from golden import compare
-from test_convert_golden import conv_model, with_output_shapes
 
 
 def _model(nodes, inits, inputs=None, cin=8):
@@ -16,7 +16,7 @@ def _model(nodes, inits, inputs=None, cin=8):
         nodes, "g", [helper.make_tensor_value_info("x", 1, [1, cin, 8, 8])] + (inputs or []),
         [helper.make_tensor_value_info(n.output[0], 1, None) for n in nodes if n.output[0].startswith("y")],
         initializer=inits)
-    return with_output_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    return with_output_shapes(make_model(graph))
 
 
 def _reasons(model, **kw):
