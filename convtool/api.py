@@ -158,12 +158,9 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                 layer.output_error_before = r.output_error_before
                 layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
 
-    macs_b, macs_a, unknown = fill_macs(model, new_model, conversion.sites, record.layers, options.input_shape_map)
     totals = record.totals
     totals.params_after = model_params(new_model)
-    totals.macs_before, totals.macs_after, totals.macs_unknown_reason = macs_b, macs_a, unknown
-    if unknown is not None:
-        warnings.append(f"MACs unknown: {unknown}")
+    warnings += fill_macs(model, new_model, conversion.sites, record.layers, options.input_shape_map, totals)
     if totals.converted and options.rank.kind != "full" and record.calibration is None:
         warnings.append(DATA_FREE_WARNING)
     if not totals.converted and search is None:

@@ -4,8 +4,10 @@ Select every Conv (:mod:`convtool.graph.select`: a site, or a rejection with its
 plan each site's rank and layout (:mod:`convtool.core.plan`, honouring the per-layer
 ``overrides`` a driver passes), rewrite the graph (:mod:`convtool.graph.emit`, one
 ``cleanup().toposort()`` at the end), export keeping the model's identity, check it, and count
-parameters and MACs.  No data, no timing, no refit: the drivers in :mod:`convtool.search`
-call this step with their plans, never the other way round.  The caller's model is never
+parameters and MACs (from static shapes; where ONNX shape inference gives up, from shapes
+observed in one onnxruntime run, :mod:`convtool.runtime.observe`).  No data, no timing, no
+refit: the drivers in :mod:`convtool.search` call this step with their plans, never the other
+way round.  The caller's model is never
 modified.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 
-from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.analysis.costs import model_params
 from convtool.core.plan import Decision, Override, plan_layer
 from convtool.errors import ModelLoadError, OptionError
 from convtool.graph.emit import Namer, replace_conv
@@ -26,6 +28,7 @@ from convtool.graph.io import check_model
 from convtool.graph.select import ConvSite, Rejection, find_convs
 from convtool.options import ConvertOptions
 from convtool.records import ConversionRecord, LayerChange, Totals
+from convtool.runtime.observe import OBSERVED_NOTE, model_costs
 
 __all__ = ["Conversion", "Planned", "convert", "plan"]
 
@@ -119,48 +122,49 @@ def convert(model: onnx.ModelProto, options: ConvertOptions | None = None,
             check_model(new_model, "the converted model")
     else:
         new_model = copy_model(model)
-    warnings: list[str] = []
-    macs_b = macs_a = None
-    reason = "not counted"
-    if count_macs:
-        macs_b, macs_a, reason = fill_macs(model, new_model, planned.sites, layers, options.input_shape_map)
-        if reason is not None:
-            warnings.append(f"MACs unknown: {reason}")
     totals = Totals(conv_nodes=len(layers), converted=converted, skipped=len(layers) - converted,
                     params_before=model_params(model), params_after=model_params(new_model),
-                    macs_before=macs_b, macs_after=macs_a, macs_unknown_reason=reason)
+                    macs_before=None, macs_after=None, macs_unknown_reason="not counted")
+    warnings: list[str] = []
+    if count_macs:
+        warnings += fill_macs(model, new_model, planned.sites, layers, options.input_shape_map, totals)
     record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
     return Conversion(new_model, record, planned.sites)
 
 
-def _total(costs: list[NodeCost]) -> int | None:
-    if any(c.macs is None for c in costs):
-        return None
-    return sum(c.macs or 0 for c in costs)
-
-
 def fill_macs(before: onnx.ModelProto, after: onnx.ModelProto, sites, layers: list[LayerChange],
-              input_shapes: Mapping[str, tuple[int, ...]]) -> tuple[int | None, int | None, str | None]:
-    """Per-layer MACs from shape inference on both models (in place); the whole-model totals and,
-    when they are unknown, why."""
+              input_shapes: Mapping[str, tuple[int, ...]], totals: Totals) -> list[str]:
+    """Per-layer MACs of both models and the whole-model MACs in ``totals`` (counts, why they
+    are unknown, where the shapes came from), in place; returns the warnings to show.
+
+    Shapes: :func:`convtool.runtime.observe.model_costs` (static inference; one onnxruntime run
+    per model only when it gives up).  Unknown stays ``None`` with its reason, never 0.
+    """
     try:
-        costs_b = node_costs(before, input_shapes)
-        costs_a = node_costs(after, input_shapes) if after is not before else costs_b
+        costs_b = model_costs(before, input_shapes)
+        unchanged = after is before or not any(layer.converted for layer in layers)  # after: a copy
+        costs_a = costs_b if unchanged else model_costs(after, input_shapes)
     except OptionError as exc:
-        return None, None, str(exc)
-    by_name_a = {c.name: c.macs for c in costs_a}
+        totals.macs_before = totals.macs_after = totals.macs_shapes = None
+        totals.macs_unknown_reason = str(exc)
+        return [f"MACs unknown: {exc}"]
+    by_name_a = {c.name: c.macs for c in costs_a.nodes}
     for site, layer in zip(sites, layers):
-        layer.macs_before = costs_b[site.index].macs
+        layer.macs_before = costs_b.nodes[site.index].macs
         if layer.converted:
             parts = [by_name_a.get(n) for n in layer.new_nodes]
             layer.macs_after = None if any(p is None for p in parts) else int(sum(parts))  # type: ignore[arg-type]
         else:
             layer.macs_after = layer.macs_before
-    total_b, total_a = _total(costs_b), _total(costs_a)
-    unknown = None
-    if total_b is None or total_a is None:
-        first = next(c.name for c in (*costs_b, *costs_a) if c.macs is None)
-        unknown = f"shapes of some nodes could not be inferred (e.g. {first}); pass --input-shape"
-    return total_b, total_a, unknown
+    totals.macs_before, totals.macs_after = costs_b.macs, costs_a.macs
+    totals.macs_unknown_reason = costs_b.reason or (
+        None if costs_a.reason is None else f"converted model: {costs_a.reason}")
+    totals.macs_shapes = "observed" if "observed" in (costs_b.shapes, costs_a.shapes) else "inferred"
+    warnings = []
+    if totals.macs_shapes == "observed":
+        warnings.append(OBSERVED_NOTE)
+    if totals.macs_unknown_reason is not None:
+        warnings.append(f"MACs unknown: {totals.macs_unknown_reason}")
+    return warnings
 
 

@@ -9,8 +9,10 @@ Steps, in this order (timing comes before the numpy-heavy drift work, which woul
 slow the timed runs down):
 
 1. load each model (:func:`convtool.graph.io.load_model`, the converter's loader) and count
-   parameters and MACs at static shapes (:mod:`convtool.analysis.costs`; unknown is ``None``,
-   never 0);
+   parameters and MACs at static shapes (:mod:`convtool.analysis.costs`); where ONNX shape
+   inference gives up, from shapes observed in one onnxruntime run
+   (:func:`convtool.runtime.observe.model_costs`; ``ModelRecord.macs_shapes``); unknown is
+   ``None`` with the reason in the notes, never 0;
 2. check that every requested gate can be computed (else :class:`OptionError`, before any
    measuring);
 3. unless ``latency`` is off: time the models interleaved with an optional A/A control
@@ -36,13 +38,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from convtool.analysis.costs import NodeCost, model_params, node_costs
+from convtool.analysis.costs import NodeCost, model_params
 from convtool.analysis.drift import Drift, compare_outputs, looks_like_class_scores, top1_accuracy
 from convtool.errors import CalibrationDataError, OptionError
 from convtool.graph.io import load_model
 from convtool.options import CPU_PROVIDER, SessionOptions
 from convtool.records import finite
 from convtool.runtime.inputs import model_inputs
+from convtool.runtime.observe import OBSERVED_NOTE, model_costs
 from convtool.runtime.session import Environment
 from convtool.runtime.timing import LatencyStats
 
@@ -169,6 +172,7 @@ class ModelRecord:
     latency: LatencyStats | None = None
     accuracy: float | None = None
     node_latency_ms: Mapping[str, float] | None = None
+    macs_shapes: str = "inferred"  # "observed": counted from shapes seen in one onnxruntime run
 
     @property
     def flops(self) -> int | None:
@@ -186,6 +190,7 @@ class ModelRecord:
             "macs": self.macs,
             "flops": self.flops,
             "macs_complete": self.macs_known,
+            "macs_shapes": self.macs_shapes,
             "latency_ms": None if self.latency is None else self.latency.to_dict(),
             "accuracy": self.accuracy,
         }
@@ -404,14 +409,15 @@ def build_report(
     if options.max_accuracy_drop is not None and (data is None or data.labels is None):
         raise OptionError("--max-accuracy-drop needs --inputs with a 'labels' array")
 
-    costs = [node_costs(m, shapes) for m in models]
+    costs = [model_costs(m, shapes) for m in models]
     params = [model_params(m) for m in models]
-    macs = [None if any(c.macs is None for c in cs) else sum(c.macs or 0 for c in cs) for cs in costs]
+    macs = [c.macs for c in costs]
     notes: list[str] = []
     for p, cs in zip(paths, costs):
-        unknown = [c.name for c in cs if c.macs is None]
-        if unknown:
-            notes.append(f"{p}: MACs of {len(unknown)} node(s) unknown (shapes not inferable), e.g. {unknown[0]}")
+        if cs.shapes == "observed":
+            notes.append(f"{p}: {OBSERVED_NOTE}")
+        if cs.reason is not None:
+            notes.append(f"{p}: MACs unknown: {cs.reason}")
 
     config = options.session
     env = environment(config)
@@ -487,10 +493,11 @@ def build_report(
             path=p,
             params=params[i],
             macs=macs[i],
-            nodes=tuple(costs[i]),
+            nodes=costs[i].nodes,
             latency=latencies[i],
             accuracy=accuracies[i],
             node_latency_ms=node_times[i],
+            macs_shapes=costs[i].shapes,
         )
         for i, p in enumerate(paths)
     )
@@ -519,7 +526,7 @@ def build_report(
         times = node_times[0] or {}
         layers = tuple(
             LayerRecord(c.name, c.op_type, c.params, c.macs, times.get(c.name) if node_times[0] is not None else None)
-            for c in costs[0]
+            for c in costs[0].nodes
         )
 
     gates = _evaluate_gates(options, records, comparison)

@@ -110,6 +110,7 @@ def test_single_model_static_json(pair, tmp_path):
         "macs": macs,
         "flops": 2 * macs,
         "macs_complete": True,
+        "macs_shapes": "inferred",
         "latency_ms": None,
         "accuracy": None,
     }

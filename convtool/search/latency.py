@@ -95,20 +95,14 @@ def choose(candidates: Sequence[tuple[Decision, Candidate]]) -> LayerChoice:
     return LayerChoice(None, best.verdict.reason, [c for _, c in candidates])
 
 
-def tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
-    """Static shapes of every tensor shape inference can resolve (name -> dims)."""
-    from convtool.analysis.shapes import infer_skeleton
+def tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None,
+                  needed: Sequence[str] = ()) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor shape inference can resolve (name -> dims); those of
+    ``needed`` tensors it cannot resolve are observed in one onnxruntime run
+    (:func:`convtool.runtime.observe.known_shapes`)."""
+    from convtool.runtime.observe import known_shapes
 
-    inferred = infer_skeleton(model, input_shapes)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
-        t = vi.type.tensor_type
-        if not t.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else 0 for d in t.shape.dim]
-        if dims and all(d > 0 for d in dims):
-            shapes[vi.name] = tuple(dims)
-    return shapes
+    return known_shapes(model, input_shapes, needed)
 
 
 def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: ConvShape, session: SessionOptions, *,
@@ -210,7 +204,8 @@ def tune(model: onnx.ModelProto, options: ConvertOptions, planned, overrides: Ma
     warnings: list[str] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     try:
-        shapes = tensor_shapes(model, options.input_shape_map)
+        conv_inputs = [site.node.inputs[0].name for site, _ in planned.candidates()]
+        shapes = tensor_shapes(model, options.input_shape_map, conv_inputs)
     except ConvToolError as exc:
         warnings.append(f"--latency-aware: input shapes unknown ({exc}); no layer can be measured")
         shapes = {}
