@@ -9,7 +9,9 @@ flag names live here except in error messages, which name the flag a CLI user wo
   drift-budget search, latency tuning), each ``None`` when off.
 * :class:`SessionOptions`: onnxruntime session settings shared by every timing and run.
 * :class:`CalibrationOptions` / :class:`ImagePreprocess`: calibration data and refit.
-* :class:`LatencyOptions`: ``--latency-aware`` timing.
+* :class:`FinetuneOptions`: ``--finetune`` distillation.
+* :class:`LatencyOptions`: ``--latency-aware`` timing (and every other measurement).
+* :class:`SweepOptions`: ``convtool sweep``'s budgets and timing runs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ OptLevel = Literal["disable", "basic", "extended", "all"]
 OPT_LEVELS: tuple[str, ...] = ("disable", "basic", "extended", "all")
 DriftMetric = Literal["rel_l2", "top1"]
 DRIFT_METRICS: tuple[str, ...] = ("rel_l2", "top1")
+Objective = Literal["latency", "macs", "params"]
+OBJECTIVES: tuple[str, ...] = ("latency", "macs", "params")
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
@@ -200,6 +204,85 @@ class LatencyOptions:
 
 
 @dataclass(frozen=True)
+class SweepOptions:
+    """``convtool sweep``: the drift budgets to search, and how the results are timed.
+
+    ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs`` /
+    ``warmup``: timed runs of the original and every point's model, all in one interleaved loop;
+    ``save_models``: keep each point's model (the caller writes them).
+    """
+
+    budgets: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
+    runs: int = 50
+    warmup: int = 5
+    save_models: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.budgets:
+            raise OptionError("--budgets needs at least one value")
+        if any(not b >= 0.0 for b in self.budgets):
+            raise OptionError(f"--budgets must be >= 0, got {','.join(f'{b:g}' for b in self.budgets)}")
+        if self.runs < 3:
+            raise OptionError(f"--runs must be >= 3, got {self.runs}")
+        if self.warmup < 0:
+            raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+
+    @property
+    def sorted_budgets(self) -> tuple[float, ...]:
+        return tuple(sorted(set(float(b) for b in self.budgets)))
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """``--finetune``: distil the original model into the converted one (see
+    :mod:`convtool.search.finetune`; needs the ``[finetune]`` extra, torch).
+
+    Training stops after ``steps`` optimiser steps or ``seconds`` of training, whichever comes
+    first (``seconds=None``: steps only).  ``lr``: each trained tensor's Adam step size as a
+    fraction of its scale (a weight's RMS; a bias: the RMS of its conv's output).
+    ``feature_weight``: weight of the converted layers' outputs in the loss, beside the model
+    outputs; ``temperature``: of the KL term on class-score outputs (0 turns it off).
+    ``noise`` / ``shift``: augmentation (Gaussian noise as a fraction of each input channel's
+    std; random shifts up to this fraction of each spatial size); ``crop``: train on random
+    ``crop``-sized spatial crops (models whose spatial dims are symbolic).
+    ``search_finetuned``: with ``--max-drift``, after fine-tuning the searched configuration,
+    let fine-tuned held-out drift accept further layers (each trial fine-tunes for
+    ``trial_steps``).  ``batch_size``: samples per step; ``threads``: torch intra-op threads
+    while training (``None``: torch's default, every core).
+    """
+
+    steps: int = 600
+    seconds: float | None = 180.0
+    batch_size: int = 32
+    lr: float = 1e-3
+    feature_weight: float = 0.1
+    temperature: float = 4.0
+    noise: float = 0.05
+    shift: float = 0.0625
+    crop: int | None = None
+    search_finetuned: bool = False
+    trial_steps: int = 150
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise OptionError(f"--finetune-steps must be >= 1, got {self.steps}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise OptionError(f"--finetune-seconds must be > 0, got {self.seconds}")
+        if self.batch_size < 1 or self.trial_steps < 1:
+            raise OptionError("fine-tune batch size and trial steps must be >= 1")
+        if not self.lr > 0 or self.feature_weight < 0 or self.temperature < 0:
+            raise OptionError("fine-tune lr must be > 0, feature weight and temperature >= 0")
+        if self.noise < 0 or not 0 <= self.shift < 0.5:
+            raise OptionError("fine-tune noise must be >= 0 and shift in [0, 0.5)")
+        if self.crop is not None and self.crop < 1:
+            raise OptionError(f"fine-tune crop must be >= 1, got {self.crop}")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"fine-tune threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
 class SelectRules:
     """What :func:`convtool.graph.select.find_convs` needs: which Convs may be converted."""
 
@@ -215,8 +298,11 @@ class ConvertOptions:
 
     The pure conversion step reads the rank policy, selection, layout, shapes and ``check``;
     the drivers above it read ``calibration`` (refit), ``max_drift`` / ``metric`` /
-    ``search_ranks`` (drift-budget search) and ``latency_aware`` (timing), each off when
-    ``None``.
+    ``search_ranks`` / ``objective`` (drift-budget search) and ``latency_aware`` (timing), each
+    off when ``None``.  ``objective`` is what the search maximises: ``latency`` (measured time
+    saved, the default), ``macs`` or ``params``.  ``timing`` holds the session options and cache
+    of measurements taken without ``--latency-aware`` (the latency objective, the end-to-end
+    check); :attr:`timing_options` is the one to read.
     """
 
     rank: RankPolicy = field(default_factory=RankPolicy)
@@ -224,7 +310,7 @@ class ConvertOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     fold_batchnorm: bool = True
-    layout: Layout = "multiplier"
+    layout: Layout = "auto"
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     check: bool = True
     latency_aware: LatencyOptions | None = None
@@ -232,8 +318,13 @@ class ConvertOptions:
     max_drift: float | None = None
     metric: DriftMetric = "rel_l2"
     search_ranks: tuple[int, ...] = (1, 2, 4)
+    finetune: FinetuneOptions | None = None  # --finetune (needs calibration data)
+    objective: Objective = "latency"
+    timing: LatencyOptions | None = None
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise OptionError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not isinstance(self.rank, RankPolicy):
             raise OptionError(f"rank must be a RankPolicy, got {self.rank!r}")
         if self.max_drift is not None and not self.max_drift >= 0.0:
@@ -263,3 +354,9 @@ class ConvertOptions:
     @property
     def calibration_or_default(self) -> CalibrationOptions:
         return self.calibration or CalibrationOptions()
+
+    @property
+    def timing_options(self) -> LatencyOptions:
+        """How every measurement of this conversion is taken (``--latency-aware``'s options when
+        on, else ``timing``, else the defaults): threads, opt level, providers, cache."""
+        return self.latency_aware or self.timing or LatencyOptions()

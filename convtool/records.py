@@ -2,7 +2,7 @@
 
 Plain data: the pure conversion step (:mod:`convtool.convert`) creates the record, each driver
 returns its own summary (:class:`CalibrationSummary`, :class:`SearchSummary`,
-:class:`LatencySummary`) which :mod:`convtool.api` attaches in one place, ``render/`` draws
+:class:`LatencySummary`, :class:`FinetuneSummary`) which :mod:`convtool.api` attaches in one place, ``render/`` draws
 them, ``--json`` writes ``ConversionRecord.to_dict()``.  The JSON keys are a contract with
 deployment pipelines: add keys freely, never rename or remove one.  Unknown numbers are
 ``None`` (``null``), never 0.
@@ -48,6 +48,8 @@ class LayerChange:
     latency_speedup: float | None = None
     latency_decision: str | None = None
     latency_candidates: list[dict[str, Any]] = field(default_factory=list)
+    # filled by --max-drift: why the search chose this layer (rank, layout, gain per drift) or left it
+    search_decision: str | None = None
 
     @property
     def converted(self) -> bool:
@@ -122,7 +124,9 @@ class CalibrationSummary:
 
 @dataclass(frozen=True)
 class Sensitivity:
-    """One (layer, rank) converted alone: its drift and the MACs it saves."""
+    """One (layer, rank, layout) converted alone: its drift, the MACs it saves and, under the
+    latency objective, the layer's measured time before and after (medians, ms); ``gain`` is
+    what it saves in the objective's unit (ms, MACs or params)."""
 
     name: str
     rank: int
@@ -130,6 +134,22 @@ class Sensitivity:
     rel_l2: float
     top1_agreement: float | None
     macs_saved: int
+    layout: str | None = None
+    gain: float | None = None
+    original_ms: float | None = None
+    replacement_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Whole original vs whole converted model, timed interleaved."""
+
+    original_ms: float
+    converted_ms: float
+    speedup: float
+    ci_low: float
+    ci_high: float
+    runs: int
 
 
 @dataclass(frozen=True)
@@ -152,18 +172,12 @@ class SearchSummary:
     held_out_drift: float | None = None  # the same as ``drift`` when data was held out
     held_out_samples: int = 0
     fitted_drift: float | None = None  # drift on the samples the refits used
-
-
-@dataclass(frozen=True)
-class EndToEnd:
-    """Whole original vs whole converted model, timed interleaved."""
-
-    original_ms: float
-    converted_ms: float
-    speedup: float
-    ci_low: float
-    ci_high: float
-    runs: int
+    objective: str = "latency"  # what the search maximised: latency (ms saved), macs or params
+    layouts: dict[str, str] = field(default_factory=dict)  # chosen layers' layouts
+    timed_candidates: int = 0  # (layer, rank, layout) candidates timed (latency objective)
+    end_to_end: EndToEnd | None = None  # the final model against the original, interleaved
+    dropped: tuple[str, ...] = ()  # layers dropped after the search so the whole model is faster
+    slower: bool = False  # written although measured slower (only for --objective macs/params)
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,43 @@ class LatencySummary:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
+@dataclass(frozen=True)
+class FinetuneSummary:
+    """``--finetune``: the distillation of the original model into the converted one.
+
+    Drifts are :func:`convtool.analysis.drift.compare_outputs` ``.drift`` against the original
+    model, measured with onnxruntime: ``*_before`` on the model as calibrated (the starting
+    point), ``*_after`` on the fine-tuned weights.  ``kept``: the fine-tuned weights were kept
+    (held-out drift dropped and onnxruntime reproduced the trained student); ``decision`` says
+    why in words.  ``ort_error``: relative L2 between onnxruntime's outputs of the written-back
+    model and the trained torch student's on the held-out samples.
+    """
+
+    kept: bool
+    decision: str
+    held_out_drift_before: float | None
+    held_out_drift_after: float | None
+    fit_drift_before: float | None = None
+    fit_drift_after: float | None = None
+    top1_agreement_before: float | None = None
+    top1_agreement_after: float | None = None
+    steps: int = 0
+    stopped_by: str = ""  # "steps" | "time" | "not run"
+    seconds: float = 0.0
+    fit_samples: int = 0
+    held_out_samples: int = 0
+    layers: int = 0
+    tensors: int = 0
+    parameters: int = 0
+    loss_first: float | None = None
+    loss_last: float | None = None
+    augmentation: str = ""
+    loss: str = ""
+    ort_error: float | None = None
+    search: str | None = None  # how it composed with --max-drift
+    torch_version: str | None = None
+
+
 @dataclass
 class ConversionRecord:
     """The whole conversion: per-layer changes, whole-model totals, warnings, driver summaries."""
@@ -197,6 +248,7 @@ class ConversionRecord:
     calibration: CalibrationSummary | None = None
     search: SearchSummary | None = None
     latency: LatencySummary | None = None
+    finetune: FinetuneSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` record (non-finite floats become ``null``)."""
@@ -218,7 +270,83 @@ class ConversionRecord:
             "warnings": list(self.warnings),
             "calibration": calibration,
             "latency": None if self.latency is None else asdict(self.latency),
+            "finetune": None if self.finetune is None else asdict(self.finetune),
         }
+        return finite(data)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One budget of ``convtool sweep``: what the search chose, measured on the evaluation data.
+
+    ``search_drift`` is the search's own drift (on its held-out calibration split); ``drift``,
+    ``rel_l2``, ``top1_agreement`` and ``accuracy`` (with labels) are measured on the evaluation
+    data no fit or search saw.  ``speedup`` is median(original) / median(point) from one
+    interleaved loop over the original and every point, with its paired 95 % interval.
+    ``pareto``: no other point is at least as fast and at least as accurate (on the sweep's
+    x axis), and better in one.
+    """
+
+    budget: float
+    search_drift: float
+    drift: float
+    rel_l2: float
+    top1_agreement: float | None
+    accuracy: float | None
+    macs: int | None
+    params: int
+    converted: int
+    ranks: dict[str, int]
+    layouts: dict[str, str]
+    latency_ms: float | None = None
+    speedup: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    dropped: tuple[str, ...] = ()
+    pareto: bool = False
+    model: str | None = None  # the file written with --save-models
+
+
+@dataclass(frozen=True)
+class SweepBaseline:
+    """The original model, measured like every point."""
+
+    macs: int | None
+    params: int
+    latency_ms: float | None
+    accuracy: float | None
+    convs: int
+
+
+@dataclass
+class SweepRecord:
+    """``convtool sweep``: one sensitivity analysis, one greedy selection per budget, every
+    result measured on held-out evaluation data.  ``x_axis`` names the quality measure the
+    picture and the Pareto front use: ``accuracy`` (labels given), ``top1_agreement`` (class
+    scores) or ``drift``."""
+
+    input: str
+    calibration: str
+    evaluation: str
+    eval_samples: int
+    objective: str
+    metric: str
+    x_axis: str
+    original: SweepBaseline
+    points: list[SweepPoint]
+    environment: dict[str, Any]
+    sensitivity: tuple[Sensitivity, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    evaluations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """``DIR/sweep.json`` (non-finite floats become ``null``)."""
+        data = asdict(self)
+        for point in data["points"]:
+            point["mac_reduction"] = (1.0 - point["macs"] / self.original.macs
+                                      if point["macs"] is not None and self.original.macs else None)
+            point["param_reduction"] = 1.0 - point["params"] / self.original.params if self.original.params else None
         return finite(data)
 
 

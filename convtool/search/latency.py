@@ -40,7 +40,7 @@ from convtool.runtime.session import cpu_model, make_session
 from convtool.runtime.timing import time_models
 from convtool.search.cache import TimingCache, timing_key
 
-__all__ = ["Candidate", "LayerChoice", "LayerTuner", "choose", "confirm", "tensor_shapes", "tune"]
+__all__ = ["Candidate", "LayerChoice", "LayerTuner", "choose", "confirm", "summary_of", "tensor_shapes", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,16 @@ class LayerChoice:
     decision: Decision | None
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
+    chosen: tuple[int, str] | None = None  # (rank, layout) a driver picked among ``candidates``
 
     @property
     def best(self) -> Candidate | None:
-        chosen = [c for c in self.candidates if self.decision is not None and c.layout == self.decision.layout]
-        if chosen:
-            return chosen[0]
+        if self.chosen is not None:
+            picked = [c for c in self.candidates if (c.rank, c.layout) == self.chosen]
+        else:
+            picked = [c for c in self.candidates if self.decision is not None and c.layout == self.decision.layout]
+        if picked:
+            return picked[0]
         return max(self.candidates, key=lambda c: c.verdict.speedup, default=None)
 
     def layer_fields(self) -> dict[str, Any]:
@@ -238,7 +242,11 @@ def confirm(original: onnx.ModelProto, converted: onnx.ModelProto, latency: Late
 
 
 def summary(tuning: Tuning, latency: LatencyOptions, v: Verdict | None, reverted: bool) -> LatencySummary:
-    tuner = tuning.tuner
+    return summary_of(tuning.tuner, latency, v, reverted)
+
+
+def summary_of(tuner: LayerTuner, latency: LatencyOptions, v: Verdict | None, reverted: bool) -> LatencySummary:
+    """How ``tuner`` measured (session options, cache) and the end-to-end verdict ``v``."""
     e2e = None if v is None else EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low, v.ci_high, v.runs)
     return LatencySummary(
         threads=latency.threads, opt_level=latency.opt_level, allow_spinning=False, onnxruntime=tuner.ort_version,
