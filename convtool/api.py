@@ -4,8 +4,10 @@
 
 1. prepare the calibration data once (validated before any work; symbolic input dims filled
    from the data's shapes for the MAC counts);
-2. ``--max-drift``: the drift-budget search (:mod:`convtool.search.budget`) -> a plan;
-3. ``--latency-aware``: time the planned layers (:mod:`convtool.search.latency`) -> a plan;
+2. ``--max-drift``: the drift-budget search (:mod:`convtool.search.budget`) -> a plan; under
+   ``--objective latency`` (the default) it times layers and the whole model itself;
+3. ``--latency-aware`` (unless the search timed): time the planned layers
+   (:mod:`convtool.search.latency`) -> a plan;
 4. the pure conversion step with that plan (:func:`convtool.convert.convert`);
 5. ``--latency-aware``: the end-to-end check; a slower model is not handed out;
 6. calibration: the sequential refit (:mod:`convtool.search.calibrate`);
@@ -105,7 +107,8 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         warnings += search.warnings
 
     tuning = None
-    if options.latency_aware is not None:
+    if options.latency_aware is not None and not (search is not None and search.timed):
+        # (a search under --objective latency already timed every layer and the whole model)
         from convtool.search import latency
 
         tuning = latency.tune(model, options, plan(model, options, overrides, source), overrides,
@@ -117,9 +120,11 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     new_model, record = conversion.model, conversion.record
     record.search = search.summary if search is not None else None
     if search is not None:
+        search.apply(record.layers)
+        record.latency = search.latency
         budget = search.summary
         record.rank_policy = (f"max drift {budget.max_drift:g} ({budget.metric}), "
-                              f"ranks {'/'.join(str(r) for r in options.search_ranks)}")
+                              f"ranks {'/'.join(str(r) for r in options.search_ranks)}, objective {budget.objective}")
 
     if tuning is not None:
         from convtool.search import latency
