@@ -234,3 +234,11 @@ def test_probe_names_do_not_clash(name):
     model.graph.output.append(helper.make_tensor_value_info(f"{name}.observed_shape", TensorProto.FLOAT, None))
     seen = observe_shapes(model, ["c1", "c2"], SHAPE)
     assert seen.shapes == {"c1": (1, 8, 16, 16), "c2": (1, 16, 16, 16)} and seen.reason is None
+
+
+def test_latency_tuner_shapes_observe_the_conv_inputs():
+    from convtool.search.latency import tensor_shapes
+
+    assert "r1" not in tensor_shapes(padded_nhwc_model(), SHAPE)  # static only
+    shapes = tensor_shapes(padded_nhwc_model(), SHAPE, ["xp", "r1"])  # conv1's and conv2's inputs
+    assert shapes["xp"] == (1, 3, 34, 34) and shapes["r1"] == (1, 8, 16, 16)
