@@ -129,8 +129,18 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], external_da
     return target
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write a text file (JSON, Markdown) via a temporary file and a rename."""
+    """Write a text file (JSON, Markdown) via a temporary file and a rename.
+
+    The file gets the permissions of any newly created file (``0o666`` minus the umask), as
+    models do; ``mkstemp`` alone would leave it ``-rw-------``.
+    """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
@@ -139,6 +149,7 @@ def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except OSError as exc:
         raise OptionError(f"cannot write {target}: {exc.strerror or exc}") from None
