@@ -9,6 +9,7 @@
 * :func:`smooth_inputs` - correlated, image-like samples for :func:`three_conv_model`.
 * :func:`conv_relu` - Conv (3->4) -> Relu with a symbolic batch, for sessions and profiling.
 * :func:`make_model` / :func:`with_output_shapes` - the boilerplate around a graph.
+* :func:`noisy` - seeded timings, for the latency decision rule and the drivers that use it.
 
 Import as ``from builders import conv_model``: pytest's default import mode puts this
 ``tests/`` folder (it has no ``__init__.py``) on ``sys.path``; nothing edits it by hand.
@@ -133,3 +134,9 @@ def conv_relu(names: Sequence[str] = ("conv", "relu")) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3, 8, 8])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [w])
     return make_model(graph)
+
+
+def noisy(median: float, n: int = 40, spread: float = 0.05, seed: int = 0) -> list[float]:
+    """``n`` seeded timings (ms) around ``median``, for the latency rules (no test times for real)."""
+    rng = np.random.default_rng(seed)
+    return list(median * (1 + spread * rng.standard_normal(n)))
