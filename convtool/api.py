@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -34,9 +35,12 @@ from convtool.core.plan import Override
 from convtool.errors import ConvToolError, OptionError
 from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
-from convtool.options import ConvertOptions
+from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
 from convtool.runtime.inputs import Dataset, load, model_inputs, validate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from convtool.search.sweep import SweepResult
 
 log = logging.getLogger(__name__)
 
@@ -196,4 +200,42 @@ def convert_file(input_path: str | Path, output_path: str | Path | None = None,
     return result
 
 
-__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "prepare_data"]
+def sweep_model(model: onnx.ModelProto, options: ConvertOptions, sweep_options: SweepOptions,
+                calibration_data: Mapping[str, np.ndarray] | Dataset | None = None,
+                eval_data: Mapping[str, np.ndarray] | Dataset | None = None, source: str = "<memory>",
+                progress: Progress | None = None) -> SweepResult:
+    """The trade-off curve (:mod:`convtool.search.sweep`): one search over the calibration data,
+    one selection per budget, every point measured on ``eval_data`` (which no fit saw)."""
+    from convtool.search.sweep import sweep
+
+    options, data = prepare_data(model, options, calibration_data)
+    if eval_data is None:
+        raise OptionError("a sweep needs evaluation data that the search does not see (--inputs eval.npz)")
+    evaluation = eval_data if isinstance(eval_data, Dataset) else validate(eval_data, model, "<arrays>",
+                                                                           what="evaluation data")
+    return sweep(model, options, data, evaluation, sweep_options, source=source, progress=progress)
+
+
+def sweep_file(input_path: str | Path, out_dir: str | Path, eval_path: str | Path, options: ConvertOptions,
+               sweep_options: SweepOptions, progress: Progress | None = None) -> SweepResult:
+    """Load, sweep and (``save_models``) write each point's model into ``out_dir`` as
+    ``<stem>.drift-<budget>.onnx``; the record names the files."""
+    src, out = Path(input_path), Path(out_dir)
+    model = load_model(src)
+    check_model(model, str(src), full=False)
+    cal = options.calibration_or_default
+    evaluation = load(eval_path, model, cal.image, what="evaluation data")
+    result = sweep_model(model, options, sweep_options, eval_data=evaluation, source=str(src), progress=progress)
+    if sweep_options.save_models:
+        out.mkdir(parents=True, exist_ok=True)
+        points = []
+        for point, m in zip(result.record.points, result.models):
+            path = out / f"{src.stem}.drift-{point.budget:g}.onnx"
+            save_model(m, path)
+            points.append(replace(point, model=str(path)))
+        result.record.points = points
+    return result
+
+
+__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "prepare_data",
+           "sweep_file", "sweep_model"]

@@ -251,7 +251,7 @@ class BudgetSearch:
             self.progress(stage, done, total)
 
     @staticmethod
-    def _key(overrides: Mapping[str, Override]) -> tuple:
+    def plan_key(overrides: Mapping[str, Override]) -> tuple:
         return tuple(sorted((n, o.rank, o.layout) for n, o in overrides.items() if o.rank))
 
     def build(self, overrides: Mapping[str, Override]) -> Conversion:
@@ -262,7 +262,7 @@ class BudgetSearch:
         return conv
 
     def trial_model(self, overrides: Mapping[str, Override]) -> onnx.ModelProto:
-        key = self._key(overrides)
+        key = self.plan_key(overrides)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         model = self.build(overrides).model if key else self.model
@@ -271,7 +271,7 @@ class BudgetSearch:
 
     def evaluate(self, overrides: Mapping[str, Override]) -> tuple[float, Drift]:
         """The budgeted drift (and every measure) of a plan on the held-out samples; memoised."""
-        key = self._key(overrides)
+        key = self.plan_key(overrides)
         if key not in self._memo:
             self.evaluations += 1
             self._memo[key] = _drift(self.reference, run_outputs(self.trial_model(overrides), self.held, self.batch),
@@ -472,6 +472,16 @@ class BudgetSearch:
         return latency.summary_of(self.tuner, self.timing, selection.end_to_end, reverted=bool(selection.dropped)
                                   and not selection.chosen)
 
+    def sensitivities(self) -> tuple[Sensitivity, ...]:
+        """Every candidate alone: drift, MACs saved, gain and (latency) its timing."""
+        out = []
+        for name in self.names:
+            for c in self.candidates.get(name, []):
+                value, d = self.alone[c.key]
+                out.append(Sensitivity(name, c.rank, value, d.drift, d.top1_agreement, c.macs_saved, c.layout,
+                                       c.gain(self.objective), c.original_ms, c.replacement_ms))
+        return tuple(out)
+
     def summary(self, selection: Selection) -> SearchSummary:
         from convtool.records import EndToEnd
 
@@ -482,11 +492,6 @@ class BudgetSearch:
         elif self.fit is not self.held:
             fitted = 0.0
         v, final = selection.end_to_end, selection.drift
-        sens = []
-        for (name, rank, layout), (value, d) in self.alone.items():
-            c = next(c for c in self.candidates[name] if c.key == (name, rank, layout))
-            sens.append(Sensitivity(name, rank, value, d.drift, d.top1_agreement, c.macs_saved, layout,
-                                    c.gain(self.objective), c.original_ms, c.replacement_ms))
         return SearchSummary(
             metric=self.metric, max_drift=selection.budget, drift=selection.value, rel_l2=final.drift,
             plain_rel_l2=final.rel_l2, top1_agreement=final.top1_agreement,
@@ -494,7 +499,7 @@ class BudgetSearch:
             samples=self.data.count if self.data is not None else self.held.count, refit=self.refit,
             evaluations=self.evaluations, seconds=round(time.perf_counter() - self.start, 3),
             ranks={n: selection.chosen[n].rank if n in selection.chosen else 0 for n in self.names},
-            sensitivity=tuple(sens), held_out_drift=selection.value,
+            sensitivity=self.sensitivities(), held_out_drift=selection.value,
             held_out_samples=self.held.count if self.refit else 0, fitted_drift=fitted, objective=self.objective,
             layouts={n: c.layout for n, c in selection.chosen.items()}, timed_candidates=self.timed_candidates,
             end_to_end=None if v is None else EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low,

@@ -1,0 +1,248 @@
+"""``convtool sweep`` drawn three ways, from a :class:`~convtool.records.SweepRecord` (pure
+functions: a record in, a table or text out).
+
+* :func:`table`: the terminal table, one row per budget;
+* :func:`markdown`: ``sweep.md`` - the same table, the setting it was measured in, and two
+  Mermaid ``xychart-beta`` charts that GitHub renders (speedup per budget as bars; the quality
+  measure per budget as a line);
+* :func:`svg`: ``sweep.svg`` - the picture to pick a budget from: speedup (y) against the
+  quality measure (x: accuracy with labels, else top-1 agreement, else drift, which runs
+  right to left so that "better" is always to the right), one labelled point per budget, the
+  original as a square at (perfect quality, 1x), the Pareto front filled and joined by a line,
+  dominated points hollow.  Written by hand: no plotting library.
+
+Numbers go through :mod:`convtool.render.fmt`, like every other table.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from rich.table import Table
+
+from convtool.records import SweepPoint, SweepRecord
+from convtool.render import fmt
+
+__all__ = ["markdown", "nice_ticks", "rows", "svg", "table"]
+
+PARETO = "*"
+_QUALITY = {"accuracy": "accuracy", "top1_agreement": "top-1 agreement", "drift": "drift"}
+
+
+def _quality(p: SweepPoint, axis: str) -> float | None:
+    return getattr(p, axis)
+
+
+def _quality_text(value: float | None, axis: str) -> str:
+    return fmt.num(value) if axis == "drift" else fmt.pct(value)
+
+
+def _reduction(before: float | None, after: float | None) -> float | None:
+    if not before or after is None:
+        return None
+    return 1.0 - after / before
+
+
+def rows(record: SweepRecord) -> list[dict[str, str]]:
+    """One dict of display strings per point (the table's and the Markdown's cells)."""
+    out = []
+    n = record.original.convs
+    for p in record.points:
+        out.append({
+            "budget": f"{p.budget:g}",
+            "converted": f"{p.converted}/{n}",
+            "MACs removed": fmt.pct(_reduction(record.original.macs, p.macs)),
+            "params removed": fmt.pct(_reduction(record.original.params, p.params)),
+            "drift (search)": fmt.num(p.search_drift),
+            "drift (eval)": fmt.num(p.drift),
+            "top-1 agreement": fmt.pct(p.top1_agreement),
+            "accuracy": fmt.pct(p.accuracy),
+            "latency ms": fmt.ms(p.latency_ms),
+            "speedup (95% CI)": (f"{fmt.times(p.speedup)} ({p.ci_low:.2f}-{p.ci_high:.2f})"
+                                 if p.speedup is not None and p.ci_low is not None and p.ci_high is not None
+                                 else fmt.times(p.speedup)),
+            "Pareto": PARETO if p.pareto else "",
+        })
+    return out
+
+
+def _columns(record: SweepRecord) -> list[str]:
+    cols = ["budget", "converted", "MACs removed", "params removed", "drift (search)", "drift (eval)"]
+    if any(p.top1_agreement is not None for p in record.points):
+        cols.append("top-1 agreement")
+    if record.original.accuracy is not None:
+        cols.append("accuracy")
+    return cols + ["latency ms", "speedup (95% CI)", "Pareto"]
+
+
+def _setting(record: SweepRecord) -> str:
+    env = record.environment
+    providers = ", ".join(env.get("providers", ())) or "CPUExecutionProvider"
+    return (f"objective {record.objective}, budget metric {record.metric}; evaluation: {record.eval_samples} samples "
+            f"of {record.evaluation}, not seen by the search; timing: {env.get('threads')} thread(s), opt level "
+            f"{env.get('opt_level')}, {providers}, onnxruntime {env.get('onnxruntime')}, {env.get('cpu')}, "
+            f"{env.get('runs')} interleaved runs (medians)")
+
+
+def _baseline(record: SweepRecord) -> str:
+    o = record.original
+    acc = f", accuracy {fmt.pct(o.accuracy)}" if o.accuracy is not None else ""
+    return f"original: {fmt.count(o.macs)} MACs, {fmt.count(o.params)} params, {fmt.ms(o.latency_ms)} ms{acc}"
+
+
+def table(record: SweepRecord, title: str | None = None) -> Table:
+    """The terminal table (numeric columns right-aligned, never wrapped)."""
+    t = Table(title=title or f"convtool sweep {record.input}", caption=_baseline(record), caption_justify="left")
+    cols = _columns(record)
+    for c in cols:
+        t.add_column(c, justify="left" if c == "Pareto" else "right", no_wrap=True)
+    for r in rows(record):
+        t.add_row(*(r[c] for c in cols))
+    return t
+
+
+def summary_lines(record: SweepRecord) -> list[str]:
+    """What to read off the table: the Pareto points, fastest first."""
+    front = sorted((p for p in record.points if p.pareto), key=lambda p: -(p.speedup or 0))
+    if not front:
+        return ["no budget gave a model faster than the original without losing quality: keep the original"]
+    axis = record.x_axis
+    return ["Pareto front: " + "; ".join(
+        f"budget {p.budget:g}: {fmt.faster(p.speedup)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
+        for p in front)]
+
+
+def markdown(record: SweepRecord, picture: str | None = "sweep.svg") -> str:
+    """``sweep.md``: setting, table, Mermaid charts and (if given) a link to the picture."""
+    cols = _columns(record)
+    lines = [f"# convtool sweep: {record.input}", "", _setting(record) + ".", "", _baseline(record) + ".", ""]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" if c in ("budget", "Pareto") else "---:" for c in cols) + "|")
+    for r in rows(record):
+        lines.append("| " + " | ".join(r[c] for c in cols) + " |")
+    lines += ["", f"{PARETO}: on the Pareto front (no other budget, nor the original, is both at least as fast "
+                  f"and at least as good in {_QUALITY[record.x_axis]}).", ""]
+    lines += [*summary_lines(record), ""]
+    if picture:
+        lines += [f"![speedup against {_QUALITY[record.x_axis]}, one point per budget]({picture})", ""]
+    lines += mermaid(record)
+    if record.warnings:
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in record.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def mermaid(record: SweepRecord) -> list[str]:
+    """Two ``xychart-beta`` blocks: speedup per budget (bars), quality per budget (line)."""
+    budgets = ", ".join(f'"{p.budget:g}"' for p in record.points)
+    speedups = [p.speedup if p.speedup is not None else 0.0 for p in record.points]
+    top = max([1.0, *speedups]) * 1.15
+    axis = record.x_axis
+    quality = [_quality(p, axis) for p in record.points]
+    if axis == "drift":
+        q_values, q_label, q_top = [v or 0.0 for v in quality], "drift on the evaluation data", max([*(v or 0.0 for v in quality), 1e-3]) * 1.15
+        q_bottom = 0.0
+    else:
+        q_values = [100.0 * (v or 0.0) for v in quality]
+        q_label = f"{_QUALITY[axis]} (%)"
+        q_bottom, q_top = max(0.0, math.floor(min(q_values + [100.0]) - 5)), 100.0
+    return [
+        "```mermaid", "xychart-beta", '    title "Speedup per drift budget (1.00x = the original)"',
+        f'    x-axis "max drift" [{budgets}]', f'    y-axis "speedup (x)" 0 --> {top:.2f}',
+        f"    bar [{', '.join(f'{v:.3f}' for v in speedups)}]", "```", "",
+        "```mermaid", "xychart-beta", f'    title "{_QUALITY[axis].capitalize()} per drift budget, on held-out data"',
+        f'    x-axis "max drift" [{budgets}]', f'    y-axis "{q_label}" {q_bottom:.4g} --> {q_top:.4g}',
+        f"    line [{', '.join(f'{v:.4g}' for v in q_values)}]", "```",
+    ]
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering ``[lo, hi]`` (steps of 1, 2 or 5 x 10^k)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        pad = abs(lo) * 0.1 or 0.5
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(count, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step) * step
+    ticks = []
+    v = start
+    while v <= hi + step * 1e-9:
+        ticks.append(round(v, 12))
+        v += step
+    if ticks[-1] < hi:
+        ticks.append(round(ticks[-1] + step, 12))
+    return ticks
+
+
+def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
+    """The picture: speedup against the quality measure, Pareto front marked (module docstring)."""
+    axis = record.x_axis
+    drift_axis = axis == "drift"
+    pts = [(p, _quality(p, axis), p.speedup) for p in record.points if p.speedup is not None and _quality(p, axis) is not None]
+    orig_q = 0.0 if drift_axis else (record.original.accuracy if axis == "accuracy" else 1.0)
+    xs = [q for _, q, _ in pts] + ([orig_q] if orig_q is not None else [])
+    ys = [s for _, _, s in pts] + [1.0]
+    xt = nice_ticks(min(xs), max(xs)) if xs else [0.0, 1.0]
+    yt = nice_ticks(min(0.9, min(ys)), max(ys))
+    left, right, top, bottom = 70, 30, 50, 60
+    pw, ph = width - left - right, height - top - bottom
+
+    def x_of(q: float) -> float:
+        f = (q - xt[0]) / ((xt[-1] - xt[0]) or 1.0)
+        return left + (1.0 - f if drift_axis else f) * pw
+
+    def y_of(s: float) -> float:
+        return top + (1.0 - (s - yt[0]) / ((yt[-1] - yt[0]) or 1.0)) * ph
+
+    def xlabel(q: float) -> str:
+        return fmt.num(q) if drift_axis else f"{q * 100:.4g}%"
+
+    subtitle = f"{record.environment.get('threads')} thread(s), objective {record.objective}; filled: Pareto front"
+    name = _QUALITY[axis] + (" on the evaluation data (lower is better, right)" if drift_axis else
+                             " on the evaluation data")
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{width / 2:.1f}" y="22" text-anchor="middle" font-size="15">'
+           f'{escape(f"convtool sweep: speedup against {_QUALITY[axis]}, one point per drift budget")}</text>',
+           f'<text x="{width / 2:.1f}" y="38" text-anchor="middle" fill="#555">{escape(subtitle)}</text>']
+    for v in yt:  # grid and y ticks
+        y = y_of(v)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{v:g}x</text>')
+    for v in xt:
+        x = x_of(v)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{escape(xlabel(v))}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    if yt[0] <= 1.0 <= yt[-1]:
+        y1 = y_of(1.0)
+        out.append(f'<line x1="{left}" y1="{y1:.1f}" x2="{left + pw}" y2="{y1:.1f}" stroke="#999" '
+                   f'stroke-dasharray="5,4"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 16}" text-anchor="middle">{escape(name)}</text>')
+    out.append(f'<text x="18" y="{top + ph / 2:.1f}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {top + ph / 2:.1f})">speedup over the original (x)</text>')
+    front = sorted(((x_of(q), y_of(s)) for p, q, s in pts if p.pareto), key=lambda xy: xy[0])
+    if len(front) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
+        out.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
+    if orig_q is not None:
+        x, y = x_of(orig_q), y_of(1.0)
+        out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666"/>')
+        out.append(f'<text x="{x - 8:.1f}" y="{y + 18:.1f}" text-anchor="end" fill="#444">original</text>')
+    for p, q, s in pts:
+        x, y = x_of(q), y_of(s)
+        fill = "#1f77b4" if p.pareto else "white"
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#1f77b4" stroke-width="2">'
+                   f'<title>{escape(_tooltip(p, axis))}</title></circle>')
+        out.append(f'<text x="{x + 9:.1f}" y="{y - 8:.1f}">{escape(f"{p.budget:g}")}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _tooltip(p: SweepPoint, axis: str) -> str:
+    return (f"budget {p.budget:g}: {fmt.faster(p.speedup)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}, "
+            f"{p.converted} layers converted")

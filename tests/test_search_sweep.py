@@ -1,0 +1,187 @@
+"""convtool sweep: one search, one selection per budget, every point measured on evaluation data.
+
+Every timing is injected: the one-layer pairs (``time_pair``), the end-to-end checks
+(``confirm``) and the final interleaved loop (``time_models``).  Decisions are checked, never
+a speed-up.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from builders import noisy, smooth_inputs, three_conv_model
+from typer.testing import CliRunner
+
+from convtool.analysis.drift import compare_outputs
+from convtool.api import convert_model, sweep_file, sweep_model
+from convtool.core.decide import verdict
+from convtool.errors import OptionError
+from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SweepOptions
+from convtool.runtime import timing as timing_mod
+from convtool.runtime.inputs import Dataset
+from convtool.runtime.run import run_outputs
+from convtool.runtime.timing import latency_stats
+from convtool.search import latency as latency_mod
+from convtool.search.sweep import pareto, quality_axis
+
+
+class Fake:
+    """Every layer form ``speedup`` x faster; the whole model per the queue; the final loop
+    gives session i a median of ``1 / (1 + 0.25 i)`` ms (later sessions: later budgets, faster)."""
+
+    def __init__(self):
+        self.speedup = 2.0
+        self.e2e = 1.5
+        self.pairs = 0
+        self.loops: list[int] = []
+
+    def time_pair(self, original, replacement, shape, session, **kw):
+        self.pairs += 1
+        return noisy(1.0, n=30), noisy(1.0 / self.speedup, n=30, seed=self.pairs)
+
+    def confirm(self, original, converted, lat, input_shapes=None, progress=None):
+        return verdict(noisy(2.0, n=40), noisy(2.0 / self.e2e, n=40, seed=3), margin=0.0, what="end to end")
+
+    def time_models(self, sessions, feeds, *, runs, warmup, progress=None):
+        self.loops.append(len(sessions))
+        return [latency_stats(noisy(1.0 / (1 + 0.25 * i), n=runs, spread=0.01, seed=i)) for i in range(len(sessions))]
+
+
+@pytest.fixture(autouse=True)
+def fake(monkeypatch):
+    f = Fake()
+    monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
+    monkeypatch.setattr(latency_mod, "confirm", f.confirm)
+    monkeypatch.setattr(timing_mod, "time_models", f.time_models)
+    return f
+
+
+def _options(tmp_path, **kw) -> ConvertOptions:
+    return ConvertOptions(calibration=CalibrationOptions(), search_ranks=(1, 2),
+                          timing=LatencyOptions(cache_dir=str(tmp_path / "cache")), **kw)
+
+
+def _eval(n=12):
+    return smooth_inputs(n=n, seed=7)
+
+
+@pytest.mark.parametrize("objective", ["latency", "macs"])
+def test_each_point_is_what_convert_chooses_and_is_measured_on_eval_data(tmp_path, fake, objective):
+    model, calib, ev = three_conv_model(), smooth_inputs(n=16), _eval()
+    options = _options(tmp_path, objective=objective)
+    budgets = (0.0, 0.3, 10.0)
+    result = sweep_model(model, options, SweepOptions(budgets=budgets, runs=5), calib, ev)
+    record = result.record
+    assert [p.budget for p in record.points] == list(budgets) and len(result.models) == 3
+    reference = run_outputs(model, Dataset(ev))
+    for point, m in zip(record.points, result.models):
+        alone = convert_model(model, ConvertOptions(**{**options.__dict__, "max_drift": point.budget}),
+                              calibration_data=calib)
+        assert point.ranks == {n: r for n, r in alone.record.search.ranks.items() if r}
+        assert point.search_drift == pytest.approx(alone.record.search.drift) and point.search_drift <= point.budget
+        d = compare_outputs(reference, run_outputs(m, Dataset(ev)))
+        assert point.drift == pytest.approx(d.drift) and point.rel_l2 == pytest.approx(d.rel_l2)
+        assert point.accuracy is None and point.converted == len(point.ranks)
+        onnx.checker.check_model(m, full_check=True)
+    assert record.points[0].converted == 0 and record.points[0].speedup == 1.0  # the original itself
+    assert record.points[-1].converted == 3
+    assert record.evaluation == "<arrays>" and record.eval_samples == 12
+    assert record.objective == objective and record.x_axis == "drift"
+    assert fake.loops == [1 + len({tuple(sorted(p.ranks.items())) for p in record.points if p.converted})]
+
+
+def test_sensitivities_are_measured_once_for_all_budgets(tmp_path, fake, monkeypatch):
+    from convtool.search import budget as budget_mod
+
+    calls = []
+    original = budget_mod.BudgetSearch.analyse
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(budget_mod.BudgetSearch, "analyse", counting)
+    result = sweep_model(three_conv_model(), _options(tmp_path), SweepOptions(budgets=(0.1, 0.3, 1.0, 10.0), runs=3),
+                         smooth_inputs(n=16), _eval())
+    assert calls == [1]
+    n_candidates = len(result.record.sensitivity)
+    assert result.record.evaluations <= n_candidates + 4 * 2 * 3  # sensitivities once + greedy per budget
+    assert fake.pairs > 0
+
+
+def test_labels_give_accuracy_and_the_x_axis(tmp_path, fake):
+    from builders import make_model
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32), "w")
+    fc = numpy_helper.from_array((rng.standard_normal((5, 16)) * 0.5).astype(np.float32), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["logits"], name="head", transB=1)]
+    graph = helper.make_graph(nodes, "cls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 9, 9])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])], initializer=[w, fc])
+    model = make_model(graph)
+    ev = _eval(20)
+    ev["labels"] = run_outputs(model, Dataset({"x": ev["x"]}))["logits"].argmax(1)
+    result = sweep_model(model, _options(tmp_path), SweepOptions(budgets=(0.5, 10.0), runs=3), smooth_inputs(n=16), ev)
+    record = result.record
+    assert record.x_axis == "accuracy" and record.original.accuracy == 1.0
+    assert all(p.accuracy is not None and p.top1_agreement is not None for p in record.points)
+
+
+def test_sweep_file_saves_models_and_the_record_names_them(tmp_path, fake):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(three_conv_model(), model_path)
+    np.savez(tmp_path / "calib.npz", **smooth_inputs(n=16))
+    np.savez(tmp_path / "eval.npz", **_eval())
+    options = _options(tmp_path)
+    options = ConvertOptions(**{**options.__dict__, "calibration": CalibrationOptions(source=str(tmp_path / "calib.npz"))})
+    out = tmp_path / "sweep"
+    result = sweep_file(model_path, out, tmp_path / "eval.npz", options,
+                        SweepOptions(budgets=(0.2, 10.0), runs=3, save_models=True))
+    for p in result.record.points:
+        assert p.model is not None and p.model.startswith(str(out)) and onnx.load(p.model).graph.node
+    assert result.record.calibration.endswith("calib.npz") and result.record.evaluation.endswith("eval.npz")
+    json.dumps(result.record.to_dict())
+
+
+def test_sweep_needs_evaluation_data(tmp_path):
+    with pytest.raises(OptionError, match="evaluation data"):
+        sweep_model(three_conv_model(), _options(tmp_path), SweepOptions(budgets=(0.1,)), smooth_inputs(n=8), None)
+
+
+def test_sweep_options_validate():
+    with pytest.raises(OptionError, match="--budgets"):
+        SweepOptions(budgets=())
+    with pytest.raises(OptionError, match="--budgets must be >= 0"):
+        SweepOptions(budgets=(0.1, -1.0))
+    assert SweepOptions(budgets=(0.1, 0.01, 0.1)).sorted_budgets == (0.01, 0.1)
+
+
+# --- the Pareto front (pure) ----------------------------------------------------------------------
+
+def test_pareto_front_on_speed_and_quality():
+    pts = [dict(speedup=1.2, accuracy=0.99), dict(speedup=1.5, accuracy=0.99), dict(speedup=1.4, accuracy=0.97),
+           dict(speedup=2.0, accuracy=0.90), dict(speedup=None, accuracy=1.0)]
+    assert pareto(pts, "accuracy") == [False, True, False, True, False]
+    # drift: lower is better
+    pts = [dict(speedup=1.1, drift=0.01), dict(speedup=1.3, drift=0.02), dict(speedup=1.2, drift=0.03)]
+    assert pareto(pts, "drift") == [True, True, False]
+
+
+def test_the_original_dominates_points_that_are_not_faster():
+    original = dict(speedup=1.0, accuracy=1.0)
+    pts = [dict(speedup=0.98, accuracy=0.99), dict(speedup=1.0, accuracy=1.0), dict(speedup=1.3, accuracy=0.99)]
+    assert pareto(pts, "accuracy", original) == [False, True, True]  # a tie with the original is not dominated
+
+
+def test_quality_axis():
+    assert quality_axis(True, True) == "accuracy"
+    assert quality_axis(False, True) == "top1_agreement"
+    assert quality_axis(False, False) == "drift"
