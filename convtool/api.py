@@ -11,6 +11,8 @@
 4. the pure conversion step with that plan (:func:`convtool.convert.convert`);
 5. ``--latency-aware``: the end-to-end check; a slower model is not handed out;
 6. calibration: the sequential refit (:mod:`convtool.search.calibrate`);
+   then ``--finetune``: distillation of the original into the converted model
+   (:mod:`convtool.search.finetune`; kept only if the held-out drift drops);
 7. MACs, warnings and the drivers' summaries go into the record.
 
 Each driver calls the pure step (or plans) and returns a summary; nothing calls back up.
@@ -99,6 +101,10 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     """
     options = options or ConvertOptions()
     options, data = prepare_data(model, options, calibration_data)  # bad data fails before any work
+    if options.finetune is not None:  # --finetune: no data or no torch fails before any work
+        from convtool.search.finetune import check_ready
+
+        check_ready(data)
     warnings: list[str] = []
     overrides: dict[str, Override] = {}
     search = None
@@ -166,6 +172,21 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             if r is not None and r.output_error_before is not None:
                 layer.output_error_before = r.output_error_before
                 layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
+
+    # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
+    if options.finetune is not None and data is not None and record.totals.converted:
+        from convtool.search import finetune as ft
+
+        train, held = ft.split(data, fit_data, options.calibration_or_default)
+        tuned = ft.finetune(model, new_model, record.layers, train, held, options.finetune,
+                            batch_size=options.calibration_or_default.batch_size,
+                            progress=ft.stage_progress(progress))
+        new_model, record.finetune = tuned.model, tuned.summary
+        if search is not None:
+            record.finetune = ft.with_search_note(tuned.summary, ft.describe_search(False))
+        if not tuned.summary.kept:
+            warnings.append(f"--finetune: {tuned.summary.decision}")
+    # --- end --finetune ---
 
     totals = record.totals
     totals.params_after = model_params(new_model)

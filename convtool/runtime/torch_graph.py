@@ -64,7 +64,7 @@ def _to_torch(array: np.ndarray) -> torch.Tensor:
         a = a.astype(np.float32)
     elif a.dtype == np.uint64 or a.dtype == np.uint32:
         a = a.astype(np.int64)
-    return torch.from_numpy(np.ascontiguousarray(a).copy())
+    return torch.from_numpy(np.array(a, order="C", copy=True))  # (ascontiguousarray makes scalars 1-D)
 
 
 def _ints(t: torch.Tensor | None) -> list[int]:
@@ -318,7 +318,7 @@ def _gather(x, idx, *, at):
     flat = idx.reshape(-1).long()
     flat = torch.where(flat < 0, flat + x.shape[axis], flat)
     y = torch.index_select(x, axis, flat)
-    return y.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1:])
+    return y.reshape([*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]])
 
 
 def _transpose(x, *, at):

@@ -1,0 +1,458 @@
+"""The fine-tune driver (``--finetune``): distil the original model into the converted one.
+
+Why
+---
+The calibration refit is linear and local: each layer's pointwise weights are solved by least
+squares against the original layer output, blind to the nonlinearities after it and unable to
+let later layers adapt to earlier ones.  A short knowledge distillation - teacher = the
+original model, student = the converted one, no labels - trains all converted layers together
+through the whole network.
+
+What is trained, on what
+------------------------
+* **Parameters**: exactly the new factor weights and biases of the converted layers - the
+  initializers that feed the ``Conv`` nodes named in each converted ``LayerChange.new_nodes``.
+  Everything else (every other weight, the graph, names, opset, metadata) stays as it was.
+* **Data**: the calibration samples, split with ``Dataset.split(holdout, seed)`` - the same
+  split as the refit (with ``--max-drift``: the search's fit and held-out parts, so the held-out
+  drift stays a number about unseen data).  Training sees only the fit part.
+* **Augmentation** (both teacher and student see the same augmented batch, so any
+  augmentation is label-safe; it only widens the input distribution): for float inputs with
+  spatial axes (``[N, C, *spatial]``), a random integer shift per sample of up to
+  ``shift`` x each spatial size (edge pixels replicated), optionally a random ``crop``, then
+  Gaussian noise of ``noise`` x each channel's std; other float inputs get the noise only;
+  integer inputs are left alone.
+* **Loss** (``L`` per batch), with ``t`` the teacher and ``s`` the student:
+
+      L = sum_o d(s_o, t_o)^2 + feature_weight * mean_l d(s_l, t_l)^2 + [T^2 KL(softmax(t/T) || softmax(s/T))]
+
+  where ``o`` runs over the model outputs, ``l`` over the converted layers' outputs (same
+  tensor names in both models) and ``d`` is the drift of :mod:`convtool.analysis.drift`
+  (relative L2, normalised per channel for tensors with a channel axis) - so the output term is
+  the square of the number ``--max-drift`` budgets.  The KL term (temperature ``T``) is added
+  for outputs shaped like class scores ``[N, C]``.
+* **Optimiser**: Adam with a per-tensor step size ``lr x scale`` (scale = the weight's RMS; for
+  a bias, the RMS of its conv's output on the first batch).  Folded BatchNorm makes weights and
+  biases differ in scale by up to 1e5, and one global step size made plain Adam diverge in two
+  steps on a real detector.  The step size follows a cosine from ``lr`` to ``lr/10`` over the
+  training's progress (the larger of steps done / steps and seconds used / seconds), after a
+  5 % linear warm-up.
+
+Write-back and the decision
+---------------------------
+The trained tensors are written into their initializers (cast to the stored dtype) of a copy of
+the converted model; nothing else changes.  onnxruntime then runs the written-back model on the
+held-out samples and its outputs must equal the trained torch student's (relative L2 below
+``ORT_TOLERANCE``), which checks the interpreter and the write-back together.  The fine-tuned
+weights are kept only if the held-out drift dropped; otherwise the calibrated model is handed
+back unchanged.  The summary records drifts before and after, steps, time and the decision.
+
+With ``--max-drift``: the searched configuration is fine-tuned (always).  With
+``FinetuneOptions.search_finetuned`` the acceptance then uses fine-tuned drift in one more
+greedy pass (:func:`deepen`): each layer the search left unconverted (or above its cheapest
+rank) is tried at a cheaper rank - conversion, refit, a short fine-tune of ``trial_steps`` - and
+kept when the fine-tuned held-out drift stays within the budget.
+
+torch is imported lazily, inside functions (``import convtool.search.finetune`` costs nothing);
+a missing torch is one :class:`~convtool.errors.OptionError` saying how to install it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+
+from convtool.analysis.drift import Drift, compare_outputs, looks_like_class_scores
+from convtool.errors import OptionError
+from convtool.graph import weights
+from convtool.graph.export import copy_model
+from convtool.options import CalibrationOptions, FinetuneOptions
+from convtool.records import FinetuneSummary, LayerChange
+from convtool.runtime.inputs import Dataset, fixed_batch, model_inputs
+from convtool.runtime.run import run_outputs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["INSTALL_HINT", "FinetuneResult", "check_ready", "describe_search", "finetune", "require_torch", "split",
+           "stage_progress", "trainable_tensors", "with_search_note"]
+
+INSTALL_HINT = ('--finetune needs torch: pip install "onnx-dwsconv[finetune]" '
+                "(or pip install torch==2.13.0 for the CPU build)")
+#: onnxruntime's outputs of the written-back model vs the trained student's (relative L2).
+ORT_TOLERANCE = 1e-3
+#: ``progress(done, total, loss)`` after each step.
+StepProgress = Callable[[int, int, float], None]
+
+
+def require_torch():
+    """The torch module, or :class:`OptionError` with the install line."""
+    try:
+        import torch
+    except ImportError:
+        raise OptionError(INSTALL_HINT) from None
+    return torch
+
+
+def check_ready(data: Dataset | None) -> None:
+    """Fail before any work: ``--finetune`` needs calibration data and torch."""
+    if data is None:
+        raise OptionError("--finetune needs calibration data: pass --calibration DATA")
+    require_torch()
+
+
+#: The stage label's detail follows this separator (``"fine-tuning | loss 0.012"``): a progress
+#: display keys its bar on the part before it and shows the whole label.
+DETAIL = " | "
+
+
+def stage_progress(progress: Callable[[str, int, int], None] | None) -> StepProgress | None:
+    """Adapt the pipeline's ``progress(stage, done, total)`` to the training loop's
+    ``(done, total, loss)``: the stage is ``"fine-tuning | loss <recent mean>"``."""
+    if progress is None:
+        return None
+    return lambda done, total, loss: progress(f"fine-tuning{DETAIL}loss {loss:.4g}", done, total)
+
+
+def split(data: Dataset, fit_data: Dataset | None, calibration: CalibrationOptions) -> tuple[Dataset, Dataset | None]:
+    """(train, held-out): the refit's split of ``data``; when a search chose ``fit_data`` (a
+    part of ``data``), that part and the search's held-out part
+    (:func:`convtool.search.budget.search` splits with ``seed + 1``)."""
+    if fit_data is None or fit_data is data:
+        return data.split(calibration.holdout, calibration.seed)
+    fit, held = data.split(calibration.holdout, calibration.seed + 1)
+    if fit.count != fit_data.count:  # not the search's split: fall back to splitting its fit part
+        return fit_data.split(calibration.holdout, calibration.seed)
+    return fit_data, held
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """The tensors fine-tuning trains, and the layer outputs its loss compares."""
+
+    tensors: tuple[str, ...]  # initializer names
+    bias_of: dict[str, str]  # bias initializer -> the output tensor of its conv
+    features: tuple[str, ...]  # converted layers' output tensors (same names in both models)
+    layers: int
+
+
+def trainable_tensors(original: onnx.ModelProto, converted: onnx.ModelProto,
+                      layers: Sequence[LayerChange]) -> Trainable:
+    """The initializers feeding the Conv nodes of each converted layer's ``new_nodes``."""
+    inits = weights.initializers(converted)
+    nodes = {n.name: n for n in converted.graph.node}
+    originals = {o for n in original.graph.node for o in n.output}
+    tensors: list[str] = []
+    bias_of: dict[str, str] = {}
+    features: list[str] = []
+    count = 0
+    for layer in layers:
+        if not layer.converted or not layer.new_nodes:
+            continue
+        count += 1
+        for name in layer.new_nodes:
+            node = nodes.get(name)
+            if node is None or node.op_type != "Conv":
+                continue
+            for k, inp in enumerate(node.input[1:3], start=1):
+                if inp and inp in inits and inp not in tensors:
+                    tensors.append(inp)
+                    if k == 2:
+                        bias_of[inp] = node.output[0]
+        last = nodes.get(layer.new_nodes[-1])
+        if last is not None and last.output[0] in originals:
+            features.append(last.output[0])
+    return Trainable(tuple(tensors), bias_of, tuple(features), count)
+
+
+@dataclass
+class FinetuneResult:
+    model: onnx.ModelProto
+    summary: FinetuneSummary
+
+
+def _drift(reference: dict[str, np.ndarray], model: onnx.ModelProto, data: Dataset, batch: int) -> Drift:
+    return compare_outputs(reference, run_outputs(model, data, batch))
+
+
+def _augmentation_text(options: FinetuneOptions, spatial: bool) -> str:
+    parts = []
+    if spatial and options.shift > 0:
+        parts.append(f"random shifts up to {options.shift:.1%} of each spatial size (edges replicated)")
+    if spatial and options.crop:
+        parts.append(f"random {options.crop}-pixel crops")
+    if options.noise > 0:
+        parts.append(f"Gaussian noise {options.noise:g} x channel std")
+    return ", ".join(parts) or "none"
+
+
+def _not_run(reason: str, started: float, fit: Dataset | None = None, held: Dataset | None = None) -> FinetuneSummary:
+    return FinetuneSummary(kept=False, decision=f"not run: {reason}", held_out_drift_before=None,
+                           held_out_drift_after=None, stopped_by="not run",
+                           seconds=round(time.perf_counter() - started, 3),
+                           fit_samples=fit.count if fit is not None else 0,
+                           held_out_samples=held.count if held is not None else 0)
+
+
+def finetune(original: onnx.ModelProto, converted: onnx.ModelProto, layers: Sequence[LayerChange],
+             fit: Dataset, held: Dataset | None, options: FinetuneOptions, *, batch_size: int = 32,
+             steps: int | None = None, progress: StepProgress | None = None) -> FinetuneResult:
+    """Distil ``original`` into ``converted`` (see the module docstring); returns the model to
+    hand out (fine-tuned, or ``converted`` itself when not kept) and the summary.
+
+    ``steps`` overrides ``options.steps`` (the ``--max-drift`` trials use short runs).
+    """
+    torch = require_torch()
+    started = time.perf_counter()
+    from convtool.runtime import torch_graph
+
+    train = trainable_tensors(original, converted, layers)
+    if not train.tensors:
+        return FinetuneResult(converted, _not_run("no converted layer has factor weights to train", started, fit, held))
+    gaps = torch_graph.unsupported(original) + torch_graph.unsupported(converted)
+    if gaps:
+        more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+        return FinetuneResult(converted, _not_run(
+            f"the torch interpreter does not run {', '.join(dict.fromkeys(gaps[:3]))}{more}", started, fit, held))
+    check = held if held is not None else fit
+    torch.manual_seed(options.seed)
+    teacher = torch_graph.TorchGraph(original)
+    student = torch_graph.TorchGraph(converted, train.tensors)
+
+    # the interpreter must reproduce onnxruntime before we train anything with it
+    sample = check.take(np.arange(min(check.count, batch_size)))
+    ort_start = run_outputs(converted, sample, batch_size)
+    try:
+        with torch.no_grad():
+            torch_start = student.run(sample.arrays)
+    except (NotImplementedError, RuntimeError, ValueError, KeyError, IndexError) as exc:
+        return FinetuneResult(converted, _not_run(f"the torch interpreter failed: {exc}", started, fit, held))
+    gap = _max_rel(ort_start, {k: v.numpy() for k, v in torch_start.items()})
+    if not gap <= ORT_TOLERANCE:
+        return FinetuneResult(converted, _not_run(
+            f"the torch interpreter differs from onnxruntime on this model (relative L2 {gap:.2g})", started, fit, held))
+
+    reference_held = run_outputs(original, held, batch_size) if held is not None else None
+    reference_fit = run_outputs(original, fit, batch_size)
+    before_held = _drift(reference_held, converted, held, batch_size) if held is not None else None
+    before_fit = _drift(reference_fit, converted, fit, batch_size)
+
+    total_steps = steps or options.steps
+    threads = torch.get_num_threads()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    try:
+        losses, done, stopped_by = _train(torch, teacher, student, train, fit, original, options, total_steps,
+                                          batch_size, progress)
+    finally:
+        torch.set_num_threads(threads)
+    tuned = copy_model(converted)
+    for name, param in student.parameters.items():
+        dtype = weights.read(tuned, name).dtype
+        weights.set_initializer(tuned, name, param.detach().numpy().astype(dtype))
+
+    # onnxruntime must give what the trained student gives
+    with torch.no_grad():
+        torch_out = student.run(check.arrays)
+    ort_out = run_outputs(tuned, check, batch_size)
+    ort_error = _max_rel(ort_out, {k: v.numpy() for k, v in torch_out.items()})
+    after_held = _drift(reference_held, tuned, held, batch_size) if held is not None else None
+    after_fit = _drift(reference_fit, tuned, fit, batch_size)
+
+    decide_before = before_held if before_held is not None else before_fit
+    decide_after = after_held if after_held is not None else after_fit
+    where = "held-out" if held is not None else "fitted (no held-out samples)"
+    if not ort_error <= ORT_TOLERANCE:
+        kept = False
+        decision = (f"discarded: onnxruntime's outputs differ from the trained student's "
+                    f"(relative L2 {ort_error:.2g}); calibrated weights kept")
+    elif decide_after.drift < decide_before.drift:
+        kept = True
+        decision = f"kept: {where} drift {decide_before.drift:.4g} -> {decide_after.drift:.4g}"
+    else:
+        kept = False
+        decision = (f"discarded: {where} drift did not drop ({decide_before.drift:.4g} -> "
+                    f"{decide_after.drift:.4g}); calibrated weights kept")
+    log.info("fine-tune: %s (%d steps, %.1f s)", decision, done, time.perf_counter() - started)
+    spatial = any(s.dims is not None and len(s.dims) >= 3 and s.dtype.kind == "f" for s in model_inputs(original))
+    loss_text = "drift^2 of the outputs"
+    if options.feature_weight > 0 and train.features:
+        loss_text += f" + {options.feature_weight:g} x mean drift^2 of {len(train.features)} converted layers' outputs"
+    if options.temperature > 0 and any(looks_like_class_scores(v) for v in reference_fit.values()):
+        loss_text += f" + KL of class scores (T = {options.temperature:g})"
+    summary = FinetuneSummary(
+        kept=kept, decision=decision,
+        held_out_drift_before=before_held.drift if before_held is not None else None,
+        held_out_drift_after=after_held.drift if after_held is not None else None,
+        fit_drift_before=before_fit.drift, fit_drift_after=after_fit.drift,
+        top1_agreement_before=decide_before.top1_agreement, top1_agreement_after=decide_after.top1_agreement,
+        steps=done, stopped_by=stopped_by, seconds=round(time.perf_counter() - started, 3),
+        fit_samples=fit.count, held_out_samples=held.count if held is not None else 0,
+        layers=train.layers, tensors=len(train.tensors),
+        parameters=int(sum(p.numel() for p in student.parameters.values())),
+        loss_first=losses[0] if losses else None, loss_last=float(np.mean(losses[-10:])) if losses else None,
+        augmentation=_augmentation_text(options, spatial), loss=loss_text, ort_error=ort_error,
+        torch_version=str(torch.__version__),
+    )
+    return FinetuneResult(tuned if kept else converted, summary)
+
+
+def _max_rel(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
+    """The largest relative L2 difference over the outputs of ``reference``."""
+    worst = 0.0
+    for name, a in reference.items():
+        a64 = np.asarray(a, np.float64)
+        b64 = np.asarray(candidate[name], np.float64)
+        if a64.shape != b64.shape:
+            return math.inf
+        norm = float(np.linalg.norm(a64))
+        diff = float(np.linalg.norm(b64 - a64))
+        worst = max(worst, diff / norm if norm > 0 else diff)
+    return worst
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def _channel_drift2(torch, s, t):
+    """Squared drift (``convtool.analysis.drift.channel_rel_l2``) of one batch, differentiable."""
+    if s.dim() < 3:
+        return ((s - t) ** 2).sum() / (t ** 2).sum().clamp_min(1e-12)
+    axes = (0, *range(2, t.dim()))
+    norms = (t ** 2).sum(dim=axes)
+    diffs = ((s - t) ** 2).sum(dim=axes)
+    floor = (1e-3 ** 2) * norms.mean()
+    return (diffs / torch.maximum(norms, floor).clamp_min(1e-12)).mean()
+
+
+def _augment(torch, feeds: dict, specs, options: FinetuneOptions, rng: np.random.Generator) -> dict:
+    out = {}
+    for name, x in feeds.items():
+        spec = specs.get(name)
+        if not x.is_floating_point():
+            out[name] = x
+            continue
+        if x.dim() >= 3:
+            sizes = list(x.shape[2:])
+            if options.crop and spec is not None and spec.dims is not None and any(d is None for d in spec.dims[2:]):
+                starts = [int(rng.integers(0, max(s - options.crop, 0) + 1)) for s in sizes]
+                index = (slice(None), slice(None), *(slice(a, a + options.crop) for a in starts))
+                x = x[index]
+                sizes = list(x.shape[2:])
+            if options.shift > 0:
+                x = _shift(torch, x, [max(1, int(round(options.shift * s))) for s in sizes], rng)
+        if options.noise > 0:
+            axes = (0, *range(2, x.dim())) if x.dim() >= 3 else (0,)
+            std = x.std(dim=axes, keepdim=True) if x.shape[0] > 1 else x.std().reshape([1] * x.dim())
+            x = x + options.noise * std * torch.randn_like(x)
+        out[name] = x
+    return out
+
+
+def _shift(torch, x, limits: list[int], rng: np.random.Generator):
+    """Each sample moved by a random integer offset per spatial axis, edges replicated."""
+    n_sp = x.dim() - 2
+    pads: list[int] = []
+    for m in reversed(limits):
+        pads += [m, m]
+    if n_sp > 3:
+        return x
+    padded = torch.nn.functional.pad(x, pads, mode="replicate")
+    parts = []
+    for i in range(x.shape[0]):
+        offsets = [int(rng.integers(0, 2 * m + 1)) for m in limits]
+        index = (i, slice(None), *(slice(o, o + s) for o, s in zip(offsets, x.shape[2:])))
+        parts.append(padded[index])
+    return torch.stack(parts)
+
+
+def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.ModelProto,
+           options: FinetuneOptions, total_steps: int, batch_size: int,
+           progress: StepProgress | None) -> tuple[list[float], int, str]:
+    specs = {s.name: s for s in model_inputs(model)}
+    rng = np.random.default_rng(options.seed)
+    arrays = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32) if v.dtype.kind == "f" else v)
+              for k, v in fit.arrays.items()}
+    n = fit.count
+    size = fixed_batch(model) or min(batch_size, n)
+    features = list(train.features) if options.feature_weight > 0 else []
+    outputs = list(teacher.output_names)
+
+    # per-tensor step sizes: a weight's RMS; a bias: the RMS of its conv's output
+    first = {k: v[: size] for k, v in arrays.items()}
+    with torch.no_grad():
+        conv_out = student.run(first, sorted(set(train.bias_of.values()))) if train.bias_of else {}
+    groups = []
+    for name, param in student.parameters.items():
+        if name in train.bias_of:
+            scale = float(conv_out[train.bias_of[name]].pow(2).mean().sqrt())
+        else:
+            scale = float(param.detach().pow(2).mean().sqrt())
+        scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        groups.append({"params": [param], "lr": options.lr * scale, "base": options.lr * scale})
+    optimiser = torch.optim.Adam(groups, betas=(0.9, 0.999))
+
+    losses: list[float] = []
+    order = rng.permutation(n)
+    cursor = 0
+    train_start = time.perf_counter()
+    stopped_by = "steps"
+    done = 0
+    for step in range(total_steps):
+        elapsed = time.perf_counter() - train_start
+        if options.seconds is not None and elapsed >= options.seconds:
+            stopped_by = "time"
+            break
+        frac = max(step / total_steps, elapsed / options.seconds if options.seconds else 0.0)
+        warm = min(1.0, (step + 1) / max(1, int(0.05 * total_steps)))
+        factor = warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        for g in optimiser.param_groups:
+            g["lr"] = g["base"] * factor
+        if cursor + size > n:
+            order, cursor = rng.permutation(n), 0
+        index = torch.from_numpy(np.sort(order[cursor:cursor + size]))
+        cursor += size
+        feeds = _augment(torch, {k: v[index] for k, v in arrays.items()}, specs, options, rng)
+        with torch.no_grad():
+            t = teacher.run(feeds, outputs + features)
+        s = student.run(feeds, outputs + features)
+        loss = sum(_channel_drift2(torch, s[o], t[o]) for o in outputs if s[o].is_floating_point())
+        if options.temperature > 0:
+            temp = options.temperature
+            for o in outputs:
+                if t[o].dim() == 2 and t[o].shape[1] > 1 and t[o].is_floating_point():
+                    loss = loss + temp * temp * torch.nn.functional.kl_div(
+                        torch.log_softmax(s[o] / temp, dim=1), torch.log_softmax(t[o] / temp, dim=1),
+                        reduction="batchmean", log_target=True)
+        if features:
+            loss = loss + options.feature_weight * sum(_channel_drift2(torch, s[f], t[f]) for f in features) / len(features)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            stopped_by = "diverged"
+            break
+        optimiser.step()
+        losses.append(value)
+        done = step + 1
+        if progress is not None:
+            progress(done, total_steps, float(np.mean(losses[-10:])))
+    return losses, done, stopped_by
+
+
+# --- --max-drift: acceptance by fine-tuned drift -----------------------------------------------
+
+def describe_search(search_finetuned: bool, tried: int = 0, accepted: int = 0) -> str:
+    if not search_finetuned:
+        return ("fine-tuned the configuration the --max-drift search chose "
+                "(the search accepted layers by their refitted drift)")
+    return (f"fine-tuned the searched configuration, then a greedy pass accepted {accepted} of {tried} "
+            "cheaper layer choices by their fine-tuned held-out drift")
+
+
+def with_search_note(summary: FinetuneSummary, note: str) -> FinetuneSummary:
+    return replace(summary, search=note)
