@@ -19,7 +19,6 @@ from convtool.cli import report as report_command
 from convtool.errors import ConvToolError
 
 
-
 class _Group(TyperGroup):
     """Turns click's multi-line usage errors into the one-line ``error: ...`` contract."""
 
@@ -50,8 +49,7 @@ app = typer.Typer(
     name="convtool",
     help="Turn standard ONNX convolutions into depthwise-separable ones, and measure what it buys.",
     context_settings={"help_option_names": ["-h", "--help"]},
-    no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -63,14 +61,18 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Turn standard ONNX convolutions into depthwise-separable ones, and measure what it buys."""
+    if ctx.invoked_subcommand is None:  # bare `convtool`: the help, and success
+        typer.echo(ctx.get_help(), nl=False)
+        raise typer.Exit(0)
 
 
 app.command("convert")(convert_command.convert)

@@ -1,28 +1,32 @@
-"""Conversion records -> rich tables and Markdown (pure functions, no terminal needed)."""
+"""Conversion records -> rich tables and lines (pure functions, no terminal needed).
+
+* :func:`layer_table`: one row per Conv, what it became or why it was skipped, fitted to the
+  console width (:mod:`convtool.render.table`: numbers never split, names shortened from the
+  middle, the result moves under the name and before/after pairs stack on narrow consoles);
+* :func:`totals_line`: the whole model before and after;
+* :func:`summary_lines`: what the calibration refit and the ``--max-drift`` search did, in
+  words, with the true time each took (a refit that reused the search's solutions says so
+  instead of claiming it took 0.0 s);
+* :func:`legend`: the abbreviations the table used.
+
+Numbers use :mod:`convtool.render.fmt`, the vocabulary ``report`` uses too.
+"""
 
 from __future__ import annotations
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from convtool.records import ConversionRecord, LayerChange
+from convtool.render import fmt
+from convtool.render.table import Column, build, fit
 
+__all__ = ["layer_table", "totals_line", "summary_lines", "legend", "human"]
 
-def human(n: int | None) -> str:
-    """``1234567 -> '1.23M'``; ``None -> '?'``."""
-    if n is None:
-        return "?"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}"
-    return str(n)
+#: kept for callers of the old name (benchmarks): the one count format
+human = fmt.count
 
-
-def ratio(before: int | None, after: int | None) -> str:
-    if not before or after is None:
-        return ""
-    return f"{after / before:.2f}x"
+_GOOD, _SKIP = "green", "yellow"
 
 
 def _kernel(layer: LayerChange) -> str:
@@ -30,86 +34,145 @@ def _kernel(layer: LayerChange) -> str:
 
 
 def _channels(layer: LayerChange) -> str:
-    text = f"{layer.in_channels}->{layer.out_channels}"
+    text = f"{layer.in_channels}{fmt.ARROW}{layer.out_channels}"
     return text + (f" /g{layer.group}" if layer.group > 1 else "")
 
 
-def _arrow(before: int | None, after: int | None) -> str:
-    return f"{human(before)}\u2192{human(after)}"
+def _pair(before: str, after: str, stacked: bool) -> str:
+    if before == after == fmt.UNKNOWN:
+        return fmt.UNKNOWN
+    return f"{before}\n{fmt.ARROW}{after}" if stacked else fmt.arrow(before, after)
 
 
-def console_width(is_terminal: bool, width: int) -> int:
-    """Logs and pipes are not terminals: give tables room (120 columns) instead of rich's 80."""
-    return width if is_terminal else max(width, 120)
+def _result(layer: LayerChange) -> Text:
+    if not layer.converted:
+        return Text(f"skip: {layer.reason}", style=_SKIP)
+    text = layer.layout or "converted"
+    if layer.folded_batchnorm:
+        text += " +BN"
+    if layer.note:
+        text += f"; {layer.note}"
+    return Text(text, style=_GOOD)
 
 
-def layer_table(record: ConversionRecord, title: str | None = None) -> Table:
-    """One row per Conv: what it became, or why it was skipped."""
-    show_cal = any(layer.output_error_after is not None for layer in record.layers)
-    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("layer", overflow="fold")
-    for col in ("k", "channels", "rank", "params", "MACs", "MACs x", "w.err"):
-        table.add_column(col, justify="right", overflow="fold")
-    if show_cal:
-        table.add_column("out err (refit)", justify="right", no_wrap=True)
-    table.add_column("result", overflow="fold", min_width=12)
-    for layer in record.layers:
-        if layer.converted:
-            cells = [
-                layer.name, _kernel(layer), _channels(layer), str(layer.rank),
-                _arrow(layer.params_before, layer.params_after), _arrow(layer.macs_before, layer.macs_after),
-                ratio(layer.macs_before, layer.macs_after).rstrip("x"),
-                f"{layer.weight_error:.3f}" if layer.weight_error is not None else "",
-            ]
-            if show_cal:
-                cells.append(_refit_cell(layer))
-            status = layer.layout or "converted"
-            if layer.folded_batchnorm:
-                status += " +BN"
-            table.add_row(*cells, Text(status, style="green"))
-        else:
-            cells = [layer.name, _kernel(layer), _channels(layer), "-", human(layer.params_before),
-                     human(layer.macs_before), "", ""]
-            if show_cal:
-                cells.append("")
-            table.add_row(*cells, Text(f"skip: {layer.reason}", style="yellow"))
-    return table
-
-
-def _refit_cell(layer: LayerChange) -> str:
+def _refit(layer: LayerChange, stacked: bool) -> str:
     if layer.output_error_after is None:
         return ""
-    before = f"{layer.output_error_before:.3f}" if layer.output_error_before is not None else "?"
-    return f"{before} -> {layer.output_error_after:.3f}"
+    return _pair(fmt.num(layer.output_error_before) if layer.output_error_before is not None else fmt.UNKNOWN,
+                 fmt.num(layer.output_error_after), stacked)
+
+
+def _columns(record: ConversionRecord, result_below: bool, stacked: bool) -> list[Column]:
+    layers = record.layers
+    show_cal = any(layer.output_error_after is not None for layer in layers)
+    names = Column("layer / result" if result_below else "layer", [layer.name for layer in layers],
+                   justify="left", names=True)
+    cols = [
+        names,
+        Column("k", [_kernel(layer) for layer in layers]),
+        Column("channels", [_channels(layer) for layer in layers]),
+        Column("rank", [str(layer.rank) if layer.converted and layer.rank is not None else "-" for layer in layers]),
+        Column("params", [_pair(fmt.count(layer.params_before), fmt.count(layer.params_after), stacked)
+                          if layer.converted else fmt.count(layer.params_before) for layer in layers]),
+        Column("MACs", [_pair(fmt.count(layer.macs_before), fmt.count(layer.macs_after), stacked)
+                        if layer.converted else fmt.count(layer.macs_before) for layer in layers]),
+        Column("MACs x", [fmt.ratio(layer.macs_before, layer.macs_after) if layer.converted else ""
+                          for layer in layers]),
+        Column("w.err", [fmt.num(layer.weight_error) if layer.converted and layer.weight_error is not None else ""
+                         for layer in layers]),
+    ]
+    if show_cal:
+        cols.append(Column("out err" if stacked else "out err (refit)", [_refit(layer, stacked) for layer in layers]))
+    results = [_result(layer) for layer in layers]
+    if result_below:
+        names.below = list(results)
+    else:
+        cols.append(Column("result", list(results), justify="left", wrap=True))
+    return cols
+
+
+def layer_table(record: ConversionRecord, title: str | None = None, width: int = 120) -> Table:
+    """One row per Conv: what it became, or why it was skipped, for a console ``width`` wide."""
+    cols = fit([lambda: _columns(record, result_below=False, stacked=False),
+                lambda: _columns(record, result_below=True, stacked=False),
+                lambda: _columns(record, result_below=True, stacked=True)], width)
+    return build(cols, width, title=title)
+
+
+def legend(record: ConversionRecord) -> Text | None:
+    """The abbreviations :func:`layer_table` used, in one dim line."""
+    if not record.layers:
+        return None
+    parts = []
+    if any(layer.converted for layer in record.layers):
+        parts += ["params, MACs: before→after", "MACs x: MACs after / before",
+                  "w.err: relative weight error of the factorisation"]
+    if any(layer.output_error_after is not None for layer in record.layers):
+        parts.append("out err: the layer's relative output error, data-free→refitted (held-out samples)")
+    if any(layer.folded_batchnorm for layer in record.layers if layer.converted):
+        parts.append("+BN: the following BatchNormalization folded in")
+    if not parts:
+        return None
+    return Text("; ".join(parts), style="dim")
 
 
 def totals_line(record: ConversionRecord) -> Text:
+    """``5 of 6 Conv nodes converted (rank 1): params 1.15M→138k (-88.0%), MACs ...``"""
     t = record.totals
     text = Text()
-    text.append(f"{t.converted} of {t.conv_nodes} Conv nodes converted ({record.rank_policy}); ", style="bold")
-    text.append(f"params {human(t.params_before)} -> {human(t.params_after)} ({ratio(t.params_before, t.params_after)}), ")
-    text.append(f"MACs {human(t.macs_before)} -> {human(t.macs_after)} ({ratio(t.macs_before, t.macs_after)})")
+    text.append(f"{t.converted} of {t.conv_nodes} Conv nodes converted", style="bold")
+    text.append(f" ({record.rank_policy}): " if record.rank_policy else ": ")
+    text.append(f"params {fmt.counts(t.params_before, t.params_after)} "
+                f"({fmt.signed_pct(fmt.change(t.params_before, t.params_after))}), ")
+    if t.macs_before is None or t.macs_after is None:
+        reason = getattr(t, "macs_unknown_reason", None)
+        text.append(f"MACs {fmt.UNKNOWN}" + (f" ({reason})" if reason else ""))
+    else:
+        text.append(f"MACs {fmt.counts(t.macs_before, t.macs_after)} "
+                    f"({fmt.signed_pct(fmt.change(t.macs_before, t.macs_after))})")
     return text
 
 
 def summary_lines(record: ConversionRecord) -> list[str]:
-    """Human-readable lines about the refit and the ``--max-drift`` search, if any ran."""
+    """What the refit and the ``--max-drift`` search did, and how long each really took."""
     lines = []
+    search = record.search
+    if search is not None:
+        lines.append(_search_line(search))
     cal = record.calibration
     if cal is not None:
         total = cal.layers_refitted + cal.layers_kept_data_free
-        lines.append(
-            f"calibration: {cal.samples} samples ({cal.held_out_samples} held out) from {cal.source}; "
-            f"{cal.layers_refitted} of {total} layers refitted, in {cal.seconds:.1f} s"
-        )
-    search = record.search
-    if search is not None:
-        agree = search.top1_agreement
-        fitted = f"; fitted {search.fitted_drift:.4g}" if search.fitted_drift is not None else ""
-        lines.append(
-            f"max-drift search ({search.metric}): held-out drift {search.drift:.4g} (budget {search.max_drift:g}"
-            f"{fitted}; rel L2 {search.rel_l2:.4g}" + (f", top-1 agreement {agree:.1%}" if agree is not None else "")
-            + f") on {search.held_out_samples or search.samples} samples ({search.data}), "
-            f"{search.evaluations} evaluations, {search.seconds:.1f} s"
-        )
+        kept = f", {cal.layers_kept_data_free} kept data-free (a refit must lower the held-out error)" \
+            if cal.layers_kept_data_free else ""
+        if total and cal.layers_reused >= total:
+            how = "all reused from the search (same layers, ranks and samples: nothing solved again)"
+        elif cal.layers_reused:
+            how = f"{cal.layers_reused} reused from the search, the others solved in {fmt.duration(cal.seconds)}"
+        else:
+            how = f"in {fmt.duration(cal.seconds)}"
+        lines.append(f"calibration: {cal.samples} samples ({cal.held_out_samples} held out) of {cal.source}; "
+                     f"{cal.layers_refitted} of {total} layers refitted{kept}, {how}")
     return lines
+
+
+def _search_line(search) -> str:
+    random = not search.refit and "random" in str(search.data)
+    if search.metric == "top1":
+        measured = f"1 - top-1 agreement {fmt.num(search.drift)}"
+        also = f"; per-channel drift {fmt.num(search.rel_l2)}"
+    else:
+        measured = f"drift {fmt.num(search.drift)} (per-channel rel. L2)"
+        also = ""
+    also += f"; whole-tensor rel. L2 {fmt.num(search.plain_rel_l2)}"
+    if search.fitted_drift is not None:
+        also += f"; {fmt.num(search.fitted_drift)} on the samples the refits used"
+    if search.top1_agreement is not None and not random:
+        also += f"; top-1 agreement {fmt.pct(search.top1_agreement)}"
+    if random:
+        where = f"on {search.data}, which say little about accuracy (pass --calibration)"
+    elif search.held_out_samples:
+        where = f"on {search.held_out_samples} held-out samples of {search.data}"
+    else:
+        where = f"on {search.samples} samples of {search.data}"
+    return (f"max-drift search: {measured} {where}, budget {search.max_drift:g}{also}; "
+            f"{search.evaluations} model evaluations in {fmt.duration(search.seconds)}")

@@ -1,4 +1,9 @@
-"""``--latency-aware`` results -> rich tables and lines (pure functions, no terminal needed)."""
+"""``--latency-aware`` results -> rich tables and lines (pure functions, no terminal needed).
+
+Times are onnxruntime medians in milliseconds, speedups ``original / replacement``; numbers
+use :mod:`convtool.render.fmt` and the table fits the console like every other
+(:mod:`convtool.render.table`).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,49 @@ from rich.table import Table
 from rich.text import Text
 
 from convtool.records import ConversionRecord
+from convtool.render import fmt
+from convtool.render.table import Column, build, fit
+
+__all__ = ["latency_table", "latency_line"]
 
 
-def _ms(v: float | None) -> str:
-    return "?" if v is None else f"{v:.3g}"
+def _label(candidate: dict) -> str:
+    """``branches`` or, when candidates differ in rank too, ``branches r2``."""
+    rank = candidate.get("rank")
+    return f"{candidate.get('layout', '-')}" + (f" r{rank}" if rank is not None else "")
 
 
-def latency_table(record: ConversionRecord, title: str | None = "measured per layer (--latency-aware)") -> Table | None:
-    """One row per measured layer: original and replacement medians, speedup, decision."""
+def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
     rows = [layer for layer in record.layers if layer.latency_decision is not None]
-    if not rows:
-        return None
-    table = Table(title=title, header_style="bold")
-    for col, just in (("layer", "left"), ("layout", "left"), ("original ms", "right"), ("replacement ms", "right"),
-                      ("speedup", "right"), ("decision", "left")):
-        table.add_column(col, justify=just)
+    layouts, times, speedups, decisions = [], [], [], []
     for layer in rows:
-        best = next((c for c in layer.latency_candidates if layer.converted and c["layout"] == layer.layout), None)
-        best = best or max(layer.latency_candidates, key=lambda c: c["speedup"], default=None)
-        speed = f"{layer.latency_speedup:.2f}x" if layer.latency_speedup is not None else ""
-        style = "green" if layer.converted else "yellow"
-        others = [f"{c['layout']} {c['speedup']:.2f}x" for c in layer.latency_candidates if c is not best]
+        candidates = list(layer.latency_candidates or [])
+        best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout), None)
+        best = best or max(candidates, key=lambda c: c.get("speedup") or 0.0, default=None)
+        others = [f"{_label(c)} {fmt.times(c.get('speedup'))}" for c in candidates if c is not best]
         decision = ("converted" if layer.converted else "kept") + (f"; also timed: {', '.join(others)}" if others else "")
-        table.add_row(layer.name, best["layout"] if best else "-", _ms(layer.latency_original_ms),
-                      _ms(layer.latency_replacement_ms), speed, Text(decision, style=style))
-    return table
+        layouts.append(_label(best) if best else "-")
+        times.append(fmt.ms_pair(layer.latency_original_ms, layer.latency_replacement_ms))
+        speedups.append(fmt.times(layer.latency_speedup))
+        decisions.append(Text(decision, style="green" if layer.converted else "yellow"))
+    names = Column("layer / decision" if decision_below else "layer", [layer.name for layer in rows],
+                   justify="left", names=True)
+    cols = [names, Column("layout", layouts, justify="left"), Column("ms", times), Column("speedup", speedups)]
+    if decision_below:
+        names.below = list(decisions)
+    else:
+        cols.append(Column("decision", list(decisions), justify="left", wrap=True))
+    return cols
+
+
+def latency_table(record: ConversionRecord, title: str | None = "measured per layer (onnxruntime)",
+                  width: int = 120) -> Table | None:
+    """One row per measured layer: original→replacement medians, speedup, decision."""
+    if not any(layer.latency_decision is not None for layer in record.layers):
+        return None
+    cols = fit([lambda: _columns(record, decision_below=False), lambda: _columns(record, decision_below=True)],
+               width)
+    return build(cols, width, title=title)
 
 
 def latency_line(record: ConversionRecord) -> Text | None:
@@ -42,12 +65,13 @@ def latency_line(record: ConversionRecord) -> Text | None:
     e2e = lat.end_to_end
     if e2e:
         style = "red" if lat.reverted else ("green" if e2e.speedup > 1 else "yellow")
-        text.append(f"end to end: {e2e.original_ms:.3g} -> {e2e.converted_ms:.3g} ms, ", style="bold")
-        text.append(f"speedup {e2e.speedup:.2f}x (95% CI {e2e.ci_low:.2f}-{e2e.ci_high:.2f}x, "
+        text.append(f"end to end: {fmt.ms_pair(e2e.original_ms, e2e.converted_ms)} ms, ", style="bold")
+        text.append(f"{fmt.faster(e2e.speedup)} (95% CI {fmt.times(e2e.ci_low)}-{fmt.times(e2e.ci_high)}, "
                     f"{e2e.runs} interleaved runs)", style=style)
         if lat.reverted:
             text.append("; slower, so the original model was kept", style="red")
         text.append("; ")
-    text.append(f"onnxruntime {lat.onnxruntime}, {lat.threads} thread(s), opt level {lat.opt_level}, "
-                f"spinning off; {lat.layers_measured} pairs timed, {lat.cache_hits} from cache")
+    text.append(f"onnxruntime {lat.onnxruntime}, {lat.threads} thread{'s' if lat.threads != 1 else ''}, "
+                f"opt level {lat.opt_level}, spinning {'on' if lat.allow_spinning else 'off'}; "
+                f"{lat.layers_measured} pairs timed, {lat.cache_hits} from cache")
     return text

@@ -1,87 +1,132 @@
 """A :class:`~convtool.report.Report` as rich tables and as GitHub-flavoured Markdown.
 
 Pure functions: they take the report and return renderables or text; nothing here prints,
-times or reads files. The terminal and the Markdown show the same tables:
+times or reads files. The terminal and the Markdown show the same content:
 
-1. a summary (one model) or before/after table (a pair): parameters, MACs, FLOPs (2 x MACs),
-   latency median with p10-p90, speedup, output drift, accuracy; changes coloured green when
-   they help and red when they hurt;
-2. per-layer: for a pair, every converted layer with its replacement nodes, parameters, MACs
-   and (with ``--profile``) time before and after, slower layers flagged; for one model, the
-   nodes with the most MACs;
-3. the gates with threshold, value and PASS/FAIL;
-4. the measurement environment and notes.
+1. the verdict in one line (:func:`verdict`): for a pair, e.g. ``1.24x faster, 68.0% fewer
+   MACs, drift 0.0120 on 497 samples of eval.npz, top-1 agreement 99.8%``; on seeded random
+   inputs it says that drift then says little about accuracy, and top-1 agreement (the arg-max
+   of random inputs' scores) is not shown at all;
+2. a summary (one model) or before/after table (a pair): parameters, MACs, FLOPs (2 x MACs),
+   latency median with p10-p90, speedup, the drift ``--max-drift`` budgets (per-channel
+   relative L2, the same number as ``convert --max-drift``) beside the plain whole-tensor
+   relative L2, cosine, max abs error, top-1 agreement and accuracy; changes coloured green
+   when they help and red when they hurt;
+3. per-layer: for a pair, every converted layer with its replacement nodes (``.dw + .pw``),
+   parameters, MACs and (with ``--profile``) time before and after, slower layers flagged; for
+   one model, the nodes with the most MACs;
+4. the gates with threshold, value and PASS/FAIL;
+5. the measurement environment, notes and a legend of the abbreviations.
+
+Numbers use :mod:`convtool.render.fmt`, the vocabulary ``convert`` uses too; tables fit the
+console (:mod:`convtool.render.table`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from convtool.render import fmt
+from convtool.render.table import Column, build, fit
 from convtool.report import GateResult, LayerRecord, Report
 
 __all__ = [
     "report_renderable",
+    "verdict",
     "summary_table",
     "layers_table",
     "gates_table",
     "environment_text",
     "gate_failure_lines",
     "render_markdown",
+    "random_inputs",
     "fmt_count",
 ]
 
 #: Single-model per-node tables show this many nodes (most MACs first).
 TOP_NODES = 15
 
+#: kept for callers of the old name: the one count format
+fmt_count = fmt.count
+
 _GOOD, _BAD, _DIM = "green", "red", "dim"
+_RANDOM = re.compile(r"^random \(seed -?\d+\)$")
+RANDOM_NOTE = ("drift was measured on seeded random inputs: relative L2 and cosine show how far the outputs "
+               "moved, not whether predictions changed, and top-1 agreement on random inputs says nothing "
+               "about accuracy (not shown); pass --inputs with real samples")
 
 
-# ----------------------------------------------------------------------------- formatting
+def random_inputs(report: Report) -> bool:
+    """True when the drift was measured on seeded random inputs (no ``--inputs``)."""
+    flag = getattr(report, "inputs_random", None)
+    return bool(flag) if flag is not None else bool(_RANDOM.match(report.inputs or ""))
 
 
-def fmt_count(n: int | None) -> str:
-    """Compact count: 950, 12.3K, 4.56M, 1.23G."""
-    if n is None:
-        return "?"
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}"
-    return str(n)
+def _inputs_phrase(report: Report, samples: int | None) -> str:
+    if random_inputs(report):
+        return f"{samples} seeded random inputs" if samples else "seeded random inputs"
+    return f"{samples} samples of {report.inputs}" if samples else str(report.inputs)
 
 
-def _ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:.1f}"
+# ----------------------------------------------------------------------------- verdict
 
 
-def _pct(v: float | None, signed: bool = True) -> str:
-    if v is None:
-        return "-"
-    return f"{v * 100:+.1f}%" if signed else f"{v * 100:.1f}%"
+def verdict(report: Report) -> str:
+    """The report in one line (see the module docstring)."""
+    if not report.is_pair:
+        m = report.models[0]
+        parts = [f"{fmt.count(m.params)} params", f"{fmt.count(m.macs)} MACs"]
+        if m.latency is not None:
+            parts.append(f"{fmt.ms(m.latency.median)} ms median ({m.latency.runs} runs)")
+        if m.accuracy is not None:
+            parts.append(f"top-1 accuracy {fmt.pct(m.accuracy)} on {report.inputs}")
+        return ", ".join(parts)
+    a, b = report.models
+    comp = report.comparison
+    assert comp is not None
+    parts = []
+    if comp.speedup is not None:
+        parts.append(fmt.faster(comp.speedup))
+    parts.append(fmt.fewer(comp.mac_reduction, "MACs"))
+    parts.append(fmt.fewer(comp.param_reduction, "params"))
+    d = comp.drift
+    if d is not None:
+        samples = getattr(d, "samples", 0) or None
+        parts.append(f"drift {fmt.num(d.drift)} on {_inputs_phrase(report, samples)}")
+        if random_inputs(report):
+            parts[-1] += " (says little about accuracy)"
+        elif d.top1_agreement is not None:
+            parts.append(f"top-1 agreement {fmt.pct(d.top1_agreement)}")
+    if a.accuracy is not None and b.accuracy is not None:
+        parts.append(f"top-1 accuracy {fmt.arrow(fmt.pct(a.accuracy), fmt.pct(b.accuracy))}")
+    if report.gates:
+        failed = len(report.failed_gates)
+        n = len(report.gates)
+        parts.append(("gate passed" if n == 1 else f"all {n} gates passed") if not failed
+                     else f"{failed} of {n} gate{'s' if n != 1 else ''} failed")
+    return ", ".join(parts)
 
 
-def _num(v: float | None, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.{digits}g}"
+# ----------------------------------------------------------------------------- rows
 
 
 # A change cell: text plus whether it helps (True), hurts (False) or is neutral (None).
-_Cell = tuple[str, bool | None]
+_Cell = tuple[str, "bool | None"]
 
 
 def _rel_change(before: float | None, after: float | None, lower_is_better: bool = True) -> _Cell:
-    if before is None or after is None or before == 0:
+    change = fmt.change(before, after)
+    if change is None:
         return ("-", None)
-    change = after / before - 1.0
-    if abs(change) < 5e-4:
-        return ("0.0%", None)
-    return (_pct(change), (change < 0) == lower_is_better)
+    text = fmt.signed_pct(change)
+    if text.startswith("0.0"):
+        return (text, None)
+    return (text, (change < 0) == lower_is_better)
 
 
 def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool | None]]:
@@ -90,17 +135,17 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
     if not report.is_pair:
         m = models[0]
         rows = [
-            ["params", fmt_count(m.params)],
-            ["MACs", fmt_count(m.macs)],
-            ["FLOPs (2 x MACs)", fmt_count(m.flops)],
+            ["params", fmt.count(m.params)],
+            ["MACs", fmt.count(m.macs)],
+            ["FLOPs (2 x MACs)", fmt.count(m.flops)],
         ]
         if m.latency is not None:
-            rows.append(["latency median (ms)", _ms(m.latency.median)])
-            rows.append(["latency p10-p90 (ms)", f"{_ms(m.latency.p10)}-{_ms(m.latency.p90)}"])
+            rows.append(["latency median (ms)", fmt.ms(m.latency.median)])
+            rows.append(["latency p10-p90 (ms)", f"{fmt.ms(m.latency.p10)}-{fmt.ms(m.latency.p90)}"])
         if report.aa_check is not None:
-            rows.append(["A/A ratio (noise floor)", f"{report.aa_check.ratio:.3f}x"])
+            rows.append(["A/A ratio (noise floor)", fmt.times(report.aa_check.ratio, 3)])
         if m.accuracy is not None:
-            rows.append(["top-1 accuracy", _pct(m.accuracy, signed=False)])
+            rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
         return ["metric", "value"], rows, [None] * len(rows)
 
     a, b = models
@@ -114,45 +159,39 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
         rows.append([label, before, after, cell[0]])
         flags.append(cell[1])
 
-    add("params", fmt_count(a.params), fmt_count(b.params), _rel_change(a.params, b.params))
-    add("MACs", fmt_count(a.macs), fmt_count(b.macs), _rel_change(a.macs, b.macs))
-    add("FLOPs (2 x MACs)", fmt_count(a.flops), fmt_count(b.flops), _rel_change(a.flops, b.flops))
+    add("params", fmt.count(a.params), fmt.count(b.params), _rel_change(a.params, b.params))
+    add("MACs", fmt.count(a.macs), fmt.count(b.macs), _rel_change(a.macs, b.macs))
+    add("FLOPs (2 x MACs)", fmt.count(a.flops), fmt.count(b.flops), _rel_change(a.flops, b.flops))
     if a.latency is not None and b.latency is not None:
-        add(
-            "latency median (ms)",
-            _ms(a.latency.median),
-            _ms(b.latency.median),
-            _rel_change(a.latency.median, b.latency.median),
-        )
-        add(
-            "latency p10-p90 (ms)",
-            f"{_ms(a.latency.p10)}-{_ms(a.latency.p90)}",
-            f"{_ms(b.latency.p10)}-{_ms(b.latency.p90)}",
-            ("", None),
-        )
+        add("latency median (ms)", fmt.ms(a.latency.median), fmt.ms(b.latency.median),
+            _rel_change(a.latency.median, b.latency.median))
+        add("latency p10-p90 (ms)", f"{fmt.ms(a.latency.p10)}-{fmt.ms(a.latency.p90)}",
+            f"{fmt.ms(b.latency.p10)}-{fmt.ms(b.latency.p90)}", ("", None))
     if comp.speedup is not None:
-        noise = f" (A/A {report.aa_check.ratio:.3f}x)" if report.aa_check is not None else ""
-        add("speedup (ratio of medians)", "", "", (f"{comp.speedup:.3f}x{noise}", comp.speedup > 1.0))
+        noise = f" (A/A {fmt.times(report.aa_check.ratio, 3)})" if report.aa_check is not None else ""
+        add("speedup (ratio of medians)", "", "", (f"{fmt.times(comp.speedup)}{noise}", comp.speedup > 1.0))
     if comp.drift is not None:
         d = comp.drift
-        add("drift: rel L2", "", _num(d.rel_l2), ("", None))
-        add("drift: cosine", "", _num(d.cosine, 6), ("", None))
-        add("drift: max abs", "", _num(d.max_abs), ("", None))
-        if d.top1_agreement is not None:
-            add("top-1 agreement", "", _pct(d.top1_agreement, signed=False), ("", None))
+        add("drift: per-channel rel. L2 (--max-drift)", "", fmt.num(d.drift), ("", None))
+        add("rel. L2, whole tensor", "", fmt.num(d.rel_l2), ("", None))
+        add("cosine similarity", "", fmt.num(d.cosine, 6), ("", None))
+        add("max abs error", "", fmt.num(d.max_abs), ("", None))
+        if d.top1_agreement is not None and not random_inputs(report):
+            add("top-1 agreement", "", fmt.pct(d.top1_agreement), ("", None))
     if a.accuracy is not None and b.accuracy is not None:
         delta = b.accuracy - a.accuracy
-        add(
-            "top-1 accuracy",
-            _pct(a.accuracy, signed=False),
-            _pct(b.accuracy, signed=False),
-            (f"{delta * 100:+.1f} pp", None if abs(delta) < 1e-12 else delta > 0),
-        )
+        add("top-1 accuracy", fmt.pct(a.accuracy), fmt.pct(b.accuracy),
+            (f"{delta * 100:+.1f} pp", None if abs(delta) < 1e-12 else delta > 0))
     return header, rows, flags
 
 
+def _short(layer: str, node: str) -> str:
+    """``conv.dw`` under layer ``conv`` is shown as ``.dw``."""
+    return node[len(layer):] if node.startswith(layer + ".") else node
+
+
 def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[bool]]:
-    """Title, header, rows and each row's 'slower' flag."""
+    """Title, header, rows (plain text; before/after pairs with the one arrow) and 'slower' flags."""
     if report.is_pair:
         timed = any(x.latency_ms is not None or x.latency_ms_before is not None for x in report.layers)
         header = ["layer", "replaced by", "params", "MACs"] + (["time (ms)", "flag"] if timed else [])
@@ -161,31 +200,25 @@ def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[b
             row = [
                 layer.name,
                 " + ".join(_short(layer.name, n) for n in layer.replaced_by),
-                f"{fmt_count(layer.params_before)} -> {fmt_count(layer.params)}",
-                f"{fmt_count(layer.macs_before)} -> {fmt_count(layer.macs)}",
+                fmt.counts(layer.params_before, layer.params),
+                fmt.counts(layer.macs_before, layer.macs),
             ]
             if timed:
-                row += [f"{_ms(layer.latency_ms_before)} -> {_ms(layer.latency_ms)}", "slower" if layer.slower else ""]
+                row += [fmt.ms_pair(layer.latency_ms_before, layer.latency_ms), "slower" if layer.slower else ""]
             rows.append(row)
             flags.append(bool(layer.slower))
         return f"Converted layers ({len(rows)})", header, rows, flags
     nodes = sorted(report.layers, key=lambda n: (n.macs or 0, n.params), reverse=True)
     shown: Sequence[LayerRecord] = [n for n in nodes if (n.macs or n.params or n.latency_ms)][:TOP_NODES]
     header = ["node", "op", "params", "MACs", "time (ms)"]
-    rows = [[n.name, n.op_type, fmt_count(n.params), fmt_count(n.macs), _ms(n.latency_ms)] for n in shown]
+    rows = [[n.name, n.op_type, fmt.count(n.params), fmt.count(n.macs), fmt.ms(n.latency_ms)] for n in shown]
     title = f"Top {len(rows)} of {len(report.layers)} nodes by MACs"
     return title, header, rows, [False] * len(rows)
 
 
-def _short(layer: str, node: str) -> str:
-    """``conv.dw`` under layer ``conv`` is shown as ``.dw``."""
-    return node[len(layer) :] if node.startswith(layer + ".") else node
-
-
 def _gate_rows(gates: Sequence[GateResult]) -> list[list[str]]:
-    return [
-        [g.flag, f"{g.direction} {_num(g.threshold)}", _num(g.value), "PASS" if g.passed else "FAIL"] for g in gates
-    ]
+    return [[g.flag, f"{g.direction} {fmt.num(g.threshold)}", fmt.num(g.value), "PASS" if g.passed else "FAIL"]
+            for g in gates]
 
 
 def environment_text(report: Report) -> str:
@@ -207,66 +240,92 @@ def environment_text(report: Report) -> str:
     return " · ".join(parts)
 
 
+def legend_text(report: Report) -> str | None:
+    """The abbreviations the tables use."""
+    parts = []
+    if report.is_pair:
+        parts.append("before→after: original→converted")
+        if report.layers:
+            parts.append(".dw + .pw: the depthwise and pointwise convs that replaced the layer (named after it)")
+        parts.append("change: converted / original - 1")
+    return "; ".join(parts) or None
+
+
+def notes(report: Report) -> list[str]:
+    """The report's notes, plus the random-inputs caveat when it applies."""
+    out = list(report.notes)
+    if report.is_pair and random_inputs(report) and report.comparison is not None \
+            and report.comparison.drift is not None:
+        out.append(RANDOM_NOTE)
+    return out
+
+
 def gate_failure_lines(report: Report) -> list[str]:
-    """``gate failed: --max-drift 0.12 > 0.05`` lines, one per failed gate."""
-    return [
-        f"gate failed: {g.flag} {_num(g.value)} (needs {g.direction} {_num(g.threshold)})" for g in report.failed_gates
-    ]
+    """``gate failed: --max-drift 0.120 (needs <= 0.0500)`` lines, one per failed gate."""
+    return [f"gate failed: {g.flag} {fmt.num(g.value)} (needs {g.direction} {fmt.num(g.threshold)})"
+            for g in report.failed_gates]
 
 
 # ----------------------------------------------------------------------------- rich
 
 
-def summary_table(report: Report) -> Table:
+def summary_table(report: Report, width: int = 120) -> Table:
     header, rows, flags = _summary_rows(report)
-    title = "Before / after" if report.is_pair else "Model"
-    table = Table(title=title, title_justify="left")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row, flag in zip(rows, flags):
-        cells: list[RenderableType] = list(row)
-        if report.is_pair:
-            style = _GOOD if flag is True else _BAD if flag is False else ""
-            cells[-1] = Text(row[-1], style=style)
-        table.add_row(*cells)
+    cols = [Column(header[0], [r[0] for r in rows], justify="left", wrap=True)]
+    for i, h in enumerate(header[1:], start=1):
+        cells: list[str | Text] = [r[i] for r in rows]
+        if report.is_pair and i == len(header) - 1:
+            cells = [Text(r[i], style=_GOOD if f is True else _BAD if f is False else "") for r, f in zip(rows, flags)]
+        cols.append(Column(h, cells))
+    table = build(cols, width, title="Before / after" if report.is_pair else "Model")
     if report.is_pair:
         table.caption = f"original: {report.models[0].path}  converted: {report.models[1].path}"
     else:
         table.caption = report.models[0].path
+    table.caption_justify = "left"
     return table
 
 
-def layers_table(report: Report) -> Table | None:
+def _layer_columns(report: Report, rows: list[list[str]], header: list[str], flags: list[bool]) -> list[Column]:
+    style = [_BAD if s else "" for s in flags]
+    cols = [Column(header[0], [r[0] for r in rows], justify="left", names=True)]
+    for i, h in enumerate(header[1:], start=1):
+        text_col = h in ("replaced by", "op", "flag")
+        cells = [Text(r[i], style=s) for r, s in zip(rows, style)]
+        cols.append(Column(h, cells, justify="left" if text_col else "right", wrap=h == "replaced by"))
+    return cols
+
+
+def layers_table(report: Report, width: int = 120) -> Table | None:
     if not report.layers:
         return None
     title, header, rows, flags = _layer_rows(report)
-    table = Table(title=title, title_justify="left")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
-    for row, slower in zip(rows, flags):
-        table.add_row(*row, style=_BAD if slower else None)
-    return table
+    cols = fit([lambda: _layer_columns(report, rows, header, flags)], width)
+    return build(cols, width, title=title)
 
 
-def gates_table(report: Report) -> Table | None:
+def gates_table(report: Report, width: int = 120) -> Table | None:
     if not report.gates:
         return None
-    table = Table(title="Gates", title_justify="left")
-    for i, h in enumerate(["gate", "threshold", "value", "result"]):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row, gate in zip(_gate_rows(report.gates), report.gates):
-        table.add_row(*row[:3], Text(row[3], style=f"bold {_GOOD if gate.passed else _BAD}"))
-    return table
+    rows = _gate_rows(report.gates)
+    cols = [Column("gate", [r[0] for r in rows], justify="left"), Column("threshold", [r[1] for r in rows]),
+            Column("value", [r[2] for r in rows]),
+            Column("result", [Text(r[3], style=f"bold {_GOOD if g.passed else _BAD}")
+                              for r, g in zip(rows, report.gates)])]
+    return build(cols, width, title="Gates")
 
 
-def report_renderable(report: Report) -> RenderableType:
-    """Every table of the report, then the environment line and notes."""
-    parts: list[RenderableType] = [summary_table(report)]
-    for extra in (layers_table(report), gates_table(report)):
+def report_renderable(report: Report, width: int = 120) -> RenderableType:
+    """The verdict, every table, then the environment line, notes and legend."""
+    parts: list[RenderableType] = [Text(verdict(report), style="bold"), summary_table(report, width)]
+    for extra in (layers_table(report, width), gates_table(report, width)):
         if extra is not None:
             parts.append(extra)
     parts.append(Text(environment_text(report), style=_DIM))
-    for note in report.notes:
+    legend = legend_text(report)
+    if legend:
+        parts.append(Text(legend, style=_DIM))
+    for note in notes(report):
         parts.append(Text(f"note: {note}", style="yellow"))
     return Group(*parts)
 
@@ -293,6 +352,7 @@ def render_markdown(report: Report) -> str:
         out += [f"Original `{report.models[0].path}` vs converted `{report.models[1].path}`.", ""]
     else:
         out += [f"Model `{report.models[0].path}`.", ""]
+    out += [f"**{verdict(report)}**", ""]
     header, rows, flags = _summary_rows(report)
     if report.is_pair:
         marks = {True: " ✅", False: " ⚠️", None: ""}
@@ -304,10 +364,13 @@ def render_markdown(report: Report) -> str:
             lrows = [[*r[:-1], "⚠️ slower" if s else ""] for r, s in zip(lrows, slower)]
         out += [f"### {title}", "", _md_table(lheader, lrows, align_right_from=2), ""]
     if report.gates:
-        verdict = "all passed" if report.passed else f"{len(report.failed_gates)} failed"
+        verdict_text = "all passed" if report.passed else f"{len(report.failed_gates)} failed"
         grows = [[*r[:3], ("✅ " if g.passed else "❌ ") + r[3]] for r, g in zip(_gate_rows(report.gates), report.gates)]
-        out += [f"### Gates ({verdict})", "", _md_table(["gate", "threshold", "value", "result"], grows), ""]
+        out += [f"### Gates ({verdict_text})", "", _md_table(["gate", "threshold", "value", "result"], grows), ""]
     out += [f"_{environment_text(report)}_", ""]
-    for note in report.notes:
+    legend = legend_text(report)
+    if legend:
+        out += [f"_{legend}_", ""]
+    for note in notes(report):
         out += [f"> note: {note}", ""]
     return "\n".join(out).rstrip() + "\n"
