@@ -140,7 +140,8 @@ def plan_layer(layer: ConvLayer, policy: RankPolicy, layout: str, override: Over
     cout_g, cin_g = geo.out_channels // geo.group, geo.in_channels // geo.group
     ratio = mac_ratio(cout_g, cin_g, geo.kernel_size, rank, orientation)
     if ratio >= 1.0 and policy.kind != "full":
-        return f"rank {rank} would not reduce MACs (x{ratio:.2f})"
+        cap = _cap_note(asked, dec)  # a capped rank is always full: say why it is not the one asked
+        return f"rank {rank} would not reduce MACs (x{ratio:.2f})" + (f"; {cap}" if cap else "")
     f = factors(dec, rank)
     return Decision(layer, weight, bias, f, relative_error(dec, rank), _emitted(layout, orientation, f.rank),
                     _cap_note(asked, dec))
