@@ -34,7 +34,7 @@ __all__ = [
     # parsers, re-exported for callers of the old location
     "parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes",
     "Applies", "check_rules", "given", "flag_name",
-    "session_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
+    "session_options", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
     "report_options", "CONVERT_RULES", "REPORT_RULES",
 ]
 
@@ -288,8 +288,10 @@ CONVERT_RULES: tuple[Applies, ...] = (
     Applies(("output",), lambda p: not p["dry_run"], message="{flag} has no effect with --dry-run (nothing is written)"),
     Applies(("report_runs", "report_json", "report_markdown"), lambda p: p["report"], "--report"),
     Applies(("metric", "search_ranks"), lambda p: p["max_drift"] is not None, "--max-drift"),
-    Applies(("threads", "opt_level"), lambda p: p["latency_aware"] or p["report"], "--latency-aware or --report"),
-    Applies(("cache_dir", "no_cache"), lambda p: p["latency_aware"], "--latency-aware"),
+    Applies(("threads", "opt_level"), lambda p: p["latency_aware"] or p["report"] or p["max_drift"] is not None,
+            "--latency-aware, --max-drift or --report (nothing is timed)"),
+    Applies(("cache_dir", "no_cache"), lambda p: p["latency_aware"] or p["max_drift"] is not None,
+            "--latency-aware or --max-drift (no layer is timed)"),
     Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
     Applies(("calibration_samples", "holdout"), lambda p: p["calibration"] is not None, "--calibration"),
     Applies(("image_size", "image_mean", "image_std", "image_layout", "channel_order"),
@@ -322,16 +324,21 @@ def session_options(p: Values):
     return SessionOptions(threads=p["threads"], opt_level=p["opt_level"])
 
 
-def latency_options(p: Values):
-    """``--latency-aware`` and its flags -> :class:`LatencyOptions`, or ``None`` when off."""
+def timing_options(p: Values):
+    """The session and cache flags -> :class:`LatencyOptions`: how layers and models are timed
+    (by ``--latency-aware``, and by the ``--max-drift`` search and its end-to-end check)."""
     from convtool.options import LatencyOptions
 
     session = session_options(p)
-    if not p["latency_aware"]:
-        return None
     return LatencyOptions(threads=session.threads or 1, opt_level=session.opt_level,
                           cache_dir=str(p["cache_dir"]) if p["cache_dir"] is not None else None,
                           use_cache=not p["no_cache"])
+
+
+def latency_options(p: Values):
+    """``--latency-aware`` and its flags -> :class:`LatencyOptions`, or ``None`` when off."""
+    timing = timing_options(p)
+    return timing if p["latency_aware"] else None
 
 
 def image_preprocess(p: Values):
@@ -373,6 +380,7 @@ def convert_options(p: Values):
         layout=p["layout"],
         input_shapes=input_shapes(p["input_shape"]),
         latency_aware=latency_options(p),
+        timing=timing_options(p) if p["max_drift"] is not None else None,
         calibration=calibration_options(p),
         max_drift=p["max_drift"],
         metric=p["metric"],

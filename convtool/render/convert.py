@@ -83,6 +83,7 @@ def _columns(record: ConversionRecord, result_below: bool, stacked: bool) -> lis
     ]
     if show_cal:
         cols.append(Column("out err" if stacked else "out err (refit)", [_refit(layer, stacked) for layer in layers]))
+    cols = [c for c in cols if c.names or any(str(cell) for cell in c.cells)]  # nothing converted: no ratio, no w.err
     results = [_result(layer) for layer in layers]
     if result_below:
         names.below = list(results)
