@@ -8,12 +8,10 @@ replaced for every test of this file); no test asserts that anything is faster.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
-from test_calibrate_pipeline import _data, _model
+from builders import SAMPLES, smooth_inputs, three_conv_model
 
 from convtool.api import convert_model
 from convtool.analysis.drift import compare_outputs
@@ -25,8 +23,7 @@ from convtool.options import ConvertOptions, LatencyOptions
 from convtool.core.decide import verdict
 from convtool.search import latency as latency_mod
 
-MODELS = Path(__file__).resolve().parent.parent / "sample_models"
-DIGITS = MODELS / "digits_cnn.onnx"
+DIGITS = SAMPLES / "digits_cnn.onnx"
 
 
 def noisy(median: float, n: int = 30, spread: float = 0.02, seed: int = 0) -> list[float]:
@@ -97,14 +94,14 @@ def test_drift_value_normalises_each_output_and_takes_the_worst():
 
 
 def test_top1_budget_without_class_scores_is_an_option_error():
-    model = _model()
+    model = three_conv_model()
     with pytest.raises(OptionError, match="class scores"):
         convert_model(model, ConvertOptions(max_drift=0.1, metric="top1", search_ranks=(1,), objective="macs"))
 
 
 @pytest.mark.parametrize("budget", [0.0, 0.3, 10.0])
 def test_budget_respected_without_calibration_data(budget):
-    model = _model()
+    model = three_conv_model()
     res = convert_model(model, ConvertOptions(max_drift=budget, search_ranks=(1, 2), objective="macs"))
     search = res.record.search
     assert search.refit is False and search.drift <= budget
@@ -120,8 +117,8 @@ def test_budget_respected_without_calibration_data(budget):
 
 
 def test_budget_respected_with_calibration_data():
-    model = _model()
-    data = _data(n=16)
+    model = three_conv_model()
+    data = smooth_inputs(n=16)
     budget = 0.45
     res = convert_model(model, ConvertOptions(max_drift=budget, search_ranks=(1, 2), calibration=CalibrationOptions(),
                                               objective="macs"), calibration_data=data)
@@ -139,10 +136,19 @@ def test_budget_respected_with_calibration_data():
     assert len(search.sensitivity) == 3 * 2
 
 
-@pytest.mark.skipif(not DIGITS.exists(), reason="digits sample model not built yet")
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "BUG: a fixed-batch model (B=4) whose held-out split (2 of 10 samples) is smaller than the batch: "
+    "BudgetSearch runs no held-out batch and crashes in run_outputs with a bare numpy ValueError"))
+def test_budget_with_calibration_data_on_a_fixed_batch_model():
+    res = convert_model(three_conv_model(batch=4), ConvertOptions(
+        max_drift=0.5, search_ranks=(1, 2), calibration=CalibrationOptions(), objective="macs"),
+        calibration_data=smooth_inputs(n=10))
+    assert res.record.search.drift <= 0.5
+
+
 def test_digits_top1_budget_respected():
     model = onnx.load(str(DIGITS))
-    with np.load(MODELS / "digits_calib.npz") as f:
+    with np.load(SAMPLES / "digits_calib.npz") as f:
         calib = {"input": f["input"][:96]}
     budget = 0.02
     res = convert_model(model, ConvertOptions(max_drift=budget, metric="top1", search_ranks=(1, 2),
@@ -177,28 +183,6 @@ def test_channel_normalised_drift_sees_small_channels():
     assert np.isfinite(channel_rel_l2(silent, silent + 0.01))
 
 
-def test_search_reuses_prefix_refits_without_changing_the_result():
-    from convtool.options import RankPolicy
-    from convtool.search.calibrate import RefitCache, refit_layers
-
-    model = _model()
-    data = Dataset(_data(n=16))
-    # multiplier: every layer is refitted (auto would emit conv3, 16->8, pointwise_first, which is not)
-    converted = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", 1), layout="multiplier"))
-    layers = converted.record.layers
-    cache = RefitCache()
-    fresh = refit_layers(model, converted.model, layers, data, CalibrationOptions())
-    first = refit_layers(model, converted.model, layers, data, CalibrationOptions(), cache)
-    again = refit_layers(model, converted.model, layers, data, CalibrationOptions(), cache)
-    n = sum(layer.converted for layer in layers)
-    assert first[1].layers_reused == 0 and again[1].layers_reused == n
-    assert again[1].sessions == 0
-    for a, b in ((fresh, first), (fresh, again)):
-        wa = {t.name: onnx.numpy_helper.to_array(t) for t in a[0].graph.initializer}
-        wb = {t.name: onnx.numpy_helper.to_array(t) for t in b[0].graph.initializer}
-        assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
-
-
 # --- the latency objective, with injected timings ----------------------------------------------
 
 def _by_name(result):
@@ -209,7 +193,8 @@ def test_latency_objective_converts_only_layers_measured_faster(tmp_path, timing
     # conv3 (16 -> 8) is slower in every form; conv1 and conv2 are twice as fast
     timings.layer = lambda shape, layout, rank: (1.0, 1.5 if shape.out_channels == 8 else 0.5)
     timings.e2e = [1.6]
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), timing=_timing(tmp_path)))
+    res = convert_model(three_conv_model(),
+                        ConvertOptions(max_drift=10.0, search_ranks=(1, 2), timing=_timing(tmp_path)))
     layers = _by_name(res)
     assert layers["conv1"].converted and layers["conv2"].converted and not layers["conv3"].converted
     assert "no rank measurably faster" in layers["conv3"].reason and "slower" in layers["conv3"].reason
@@ -236,7 +221,8 @@ def test_latency_objective_takes_the_largest_time_saving_and_its_layout(tmp_path
         return 1.0, 0.8
     timings.layer = layer
     timings.e2e = [1.5]
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), timing=_timing(tmp_path)))
+    res = convert_model(three_conv_model(),
+                        ConvertOptions(max_drift=10.0, search_ranks=(1, 2), timing=_timing(tmp_path)))
     layers = _by_name(res)
     assert (layers["conv1"].rank, layers["conv1"].layout) == (2, "repeat")
     assert res.record.search.layouts["conv1"] == "repeat"
@@ -248,7 +234,7 @@ def test_latency_objective_takes_the_largest_time_saving_and_its_layout(tmp_path
 def test_explicit_layout_is_the_only_form_timed(tmp_path, timings):
     timings.layer = lambda shape, layout, rank: (1.0, 0.5)
     timings.e2e = [2.0]
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), layout="multiplier",
+    res = convert_model(three_conv_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), layout="multiplier",
                                                  timing=_timing(tmp_path)))
     assert {p[3] for p in timings.pairs} == {"multiplier"}
     assert all(layer.layout == "multiplier" for layer in res.record.layers if layer.converted)
@@ -259,8 +245,8 @@ def test_layers_are_ordered_by_time_saved_per_unit_of_drift(tmp_path, timings):
 
     saved = {16: 0.1, 8: 0.6}  # by input channels: conv1 (8 in) saves most, conv2/conv3 (16 in) little
     timings.layer = lambda shape, layout, rank: (1.0, 1.0 - saved[shape.in_channels])
-    s = BudgetSearch(_model(), ConvertOptions(max_drift=1.0, search_ranks=(1,), timing=_timing(tmp_path)),
-                     Dataset(_data(n=16))).analyse()
+    s = BudgetSearch(three_conv_model(), ConvertOptions(max_drift=1.0, search_ranks=(1,), timing=_timing(tmp_path)),
+                     Dataset(smooth_inputs(n=16))).analyse()
     for name, cands in s.candidates.items():
         assert all(c.gain("latency") == pytest.approx(c.original_ms - c.replacement_ms) for c in cands)
     best = {n: max(c.gain("latency") / max(s.alone[c.key][1].drift, 1e-9) for c in cs) for n, cs in s.candidates.items()}
@@ -273,7 +259,7 @@ def test_not_faster_end_to_end_drops_least_time_per_drift_first(tmp_path, timing
     timings.layer = lambda shape, layout, rank: (1.0, 0.5)
     timings.e2e = [0.8, 0.95, 1.4]  # slower, still not faster, then faster
     options = ConvertOptions(max_drift=10.0, search_ranks=(1,), layout="multiplier", timing=_timing(tmp_path))
-    s = BudgetSearch(_model(), options, None).analyse()
+    s = BudgetSearch(three_conv_model(), options, None).analyse()
     selection = s.select(10.0)
     assert len(selection.dropped) == 2 and timings.confirms == 3
     ratios = {n: s.ratio(c) for n, c in {**selection.chosen, **{d: next(iter(s.candidates[d])) for d in selection.dropped}}.items()}
@@ -283,7 +269,7 @@ def test_not_faster_end_to_end_drops_least_time_per_drift_first(tmp_path, timing
     assert any("dropped 2 chosen layer(s)" in w for w in selection.warnings)
 
     timings.confirms = 0
-    res = convert_model(_model(), options)
+    res = convert_model(three_conv_model(), options)
     search = res.record.search
     assert search.dropped == selection.dropped and res.record.totals.converted == 1
     for name in search.dropped:
@@ -294,7 +280,7 @@ def test_not_faster_end_to_end_drops_least_time_per_drift_first(tmp_path, timing
 def test_never_faster_keeps_the_original(tmp_path, timings):
     timings.layer = lambda shape, layout, rank: (1.0, 0.5)
     timings.e2e = [0.9]
-    model = _model()
+    model = three_conv_model()
     res = convert_model(model, ConvertOptions(max_drift=10.0, search_ranks=(1,), timing=_timing(tmp_path)))
     assert res.record.totals.converted == 0 and res.model.graph == model.graph
     assert any("made the whole model faster" in w for w in res.record.warnings)
@@ -303,7 +289,7 @@ def test_never_faster_keeps_the_original(tmp_path, timings):
 
 def test_macs_objective_keeps_a_slower_model_with_a_warning(tmp_path, timings):
     timings.e2e = [0.7]
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1,), objective="macs",
+    res = convert_model(three_conv_model(), ConvertOptions(max_drift=10.0, search_ranks=(1,), objective="macs",
                                                  timing=_timing(tmp_path)))
     assert res.record.totals.converted == 3 and timings.pairs == []  # no layer is timed for MACs
     assert res.record.search.slower is True and res.record.search.end_to_end.speedup == pytest.approx(0.7, rel=0.05)
@@ -312,7 +298,7 @@ def test_macs_objective_keeps_a_slower_model_with_a_warning(tmp_path, timings):
 
 
 def test_params_objective_gain_is_parameters(tmp_path, timings):
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), objective="params",
+    res = convert_model(three_conv_model(), ConvertOptions(max_drift=10.0, search_ranks=(1, 2), objective="params",
                                                  timing=_timing(tmp_path, confirm=False)))
     search = res.record.search
     assert timings.confirms == 0 and search.end_to_end is None
@@ -330,12 +316,14 @@ def test_latency_aware_with_max_drift_times_each_form_once(tmp_path, timings, mo
         raise AssertionError("the search timed the layers; --latency-aware must not time them again")
 
     monkeypatch.setattr(latency_mod, "tune", no_tune)
-    res = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1,), latency_aware=_timing(tmp_path)))
+    res = convert_model(three_conv_model(),
+                        ConvertOptions(max_drift=10.0, search_ranks=(1,), latency_aware=_timing(tmp_path)))
     assert res.record.totals.converted == 3 and timings.confirms == 1
     assert len(timings.pairs) == len(set(timings.pairs))
     # a second run takes every layer timing from the cache
     before = len(timings.pairs)
-    again = convert_model(_model(), ConvertOptions(max_drift=10.0, search_ranks=(1,), latency_aware=_timing(tmp_path)))
+    again = convert_model(three_conv_model(),
+                          ConvertOptions(max_drift=10.0, search_ranks=(1,), latency_aware=_timing(tmp_path)))
     assert len(timings.pairs) == before and again.record.latency.cache_hits >= before
 
 
