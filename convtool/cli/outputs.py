@@ -142,7 +142,9 @@ class Outputs:
         except BaseException:
             for path, backup in backups.items():
                 with contextlib.suppress(OSError):
-                    if backup is not None:
+                    if backup is not None and path.exists() and os.path.samefile(backup, path):
+                        backup.unlink()  # never replaced (rename() between two links of one file is a no-op)
+                    elif backup is not None:
                         os.replace(backup, path)
                     elif path.exists():
                         path.unlink()
