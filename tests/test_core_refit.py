@@ -1,4 +1,4 @@
-"""The least-squares refit (pure numpy): exactness, streaming, guarantees."""
+"""core/refit.py: the least-squares refit (pure numpy): exactness, streaming, guarantees."""
 
 from __future__ import annotations
 

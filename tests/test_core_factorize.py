@@ -1,4 +1,4 @@
-"""Properties of the pure-numpy factorisation (hypothesis draws the geometries)."""
+"""core/factorize.py: properties of the pure-numpy factorisation (hypothesis draws the geometries)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convtool.core.bnfold import fold_batchnorm
 from convtool.core.factorize import decompose, factors, mac_ratio, rank_for_energy, reconstruct, relative_error
 
 
@@ -95,14 +94,3 @@ def test_energy_rank_is_smallest_rank_reaching_energy():
 def test_mac_ratio_matches_brief_example():
     # 3x3, 64 -> 64 at rank 1: 1/64 + 1/9 of the MACs (36,864 -> 4,672 weights)
     assert mac_ratio(64, 64, 9, 1, "depthwise_first") == pytest.approx(4672 / 36864)
-
-
-def test_fold_batchnorm_matches_direct_formula():
-    rng = np.random.default_rng(3)
-    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    s, beta, m, v = rng.uniform(0.5, 2, 4), rng.standard_normal(4), rng.standard_normal(4), rng.uniform(0.1, 2, 4)
-    fw, fb = fold_batchnorm(w, b, s, beta, m, v, 1e-5)
-    x = rng.standard_normal((3, 3, 3))
-    conv = np.einsum("oijk,ijk->o", w, x) + b
-    bn = s * (conv - m) / np.sqrt(v + 1e-5) + beta
-    assert np.allclose(np.einsum("oijk,ijk->o", fw, x) + fb, bn)
