@@ -98,6 +98,36 @@ def fit(arrangements: Sequence[Callable[[], list[Column]]], width: int) -> list[
     return cols
 
 
+def _stripped(name: str) -> str:
+    text = name.strip("/")
+    if text.endswith("/Conv") and text.count("/") >= 1:
+        text = text[: -len("/Conv")]
+    return text
+
+
+def _candidates(name: str, width: int) -> list[str]:
+    """Every shortened form of ``name`` that fits ``width``, most informative first."""
+    out: list[str] = []
+    if cell_len(name) <= width:
+        out.append(name)
+    text = _stripped(name)
+    if cell_len(text) <= width:
+        out.append(text)
+    parts = text.split("/")
+    for kept in range(len(parts) - 1, 1, -1):  # more segments first, then the tail-heavy split
+        for tail in range(kept - 1, 0, -1):
+            form = "/".join(parts[: kept - tail] + [ELLIPSIS] + parts[len(parts) - tail:])
+            if cell_len(form) <= width:
+                out.append(form)
+    if cell_len(text) <= width:
+        out.append(text)
+    else:  # a cut in the middle of the characters, then cuts keeping more of the tail
+        out.append(_cut_middle(text, width))
+        keep = width - 1
+        out += [text[: keep - tail] + ELLIPSIS + text[len(text) - tail:] for tail in range((keep + 1) // 2 + 1, keep)]
+    return list(dict.fromkeys(out))
+
+
 def shorten(name: str, width: int) -> str:
     """``name`` in at most ``width`` cells, shortened from the middle, keeping its ends.
 
@@ -106,30 +136,7 @@ def shorten(name: str, width: int) -> str:
     (``model.22/cv3.2/…/conv``); a name with too few segments is cut in the middle of its
     characters (``backbone.la…4.conv2``).
     """
-    if cell_len(name) <= width:
-        return name
-    text = name.strip("/")
-    if text.endswith("/Conv") and text.count("/") >= 1:
-        text = text[: -len("/Conv")]
-    if cell_len(text) <= width:
-        return text
-    parts = text.split("/")
-    if len(parts) >= 3:
-        head, tail = 1, 1
-        best = None
-        while head + tail <= len(parts) - 1:
-            candidate = "/".join(parts[:head] + [ELLIPSIS] + parts[len(parts) - tail:])
-            if cell_len(candidate) > width:
-                break
-            best = candidate
-            # grow the side that keeps more: tail first (the distinguishing end), then head
-            if tail <= head:
-                tail += 1
-            else:
-                head += 1
-        if best is not None:
-            return best
-    return _cut_middle(text, width)
+    return _candidates(name, width)[0]
 
 
 def _cut_middle(text: str, width: int) -> str:
@@ -142,19 +149,22 @@ def _cut_middle(text: str, width: int) -> str:
 
 
 def shorten_all(names: Sequence[str], width: int) -> list[str]:
-    """:func:`shorten` for every name, keeping the shortened names unique (a clash falls back
-    to cutting characters in the middle, then to the full name)."""
-    short = [shorten(n, width) for n in names]
-    seen: dict[str, int] = {}
-    for s in short:
-        seen[s] = seen.get(s, 0) + 1
-    out = []
-    for name, s in zip(names, short):
-        if seen[s] > 1 and s != name:
-            alt = _cut_middle(name.strip("/"), width) if cell_len(name) > width else name
-            s = alt if short.count(alt) == 0 and alt not in out else name
-        out.append(s)
-    return out
+    """:func:`shorten` for every name, keeping the shortened names unique: names whose short
+    forms clash take their next candidate (more of the tail, then a cut in the middle of the
+    characters), and as a last resort their full name."""
+    options = [_candidates(n, width) for n in names]
+    pick = [0] * len(names)
+    for _ in range(max((len(o) for o in options), default=0) + 1):
+        chosen = [o[i] if i < len(o) else n for o, i, n in zip(options, pick, names)]
+        counts: dict[str, int] = {}
+        for c in chosen:
+            counts[c] = counts.get(c, 0) + 1
+        clashes = [k for k, c in enumerate(chosen) if counts[c] > 1 and chosen[k] != names[k]]
+        if not clashes:
+            return chosen
+        for k in clashes:
+            pick[k] += 1
+    return [o[i] if i < len(o) else n for o, i, n in zip(options, pick, names)]
 
 
 def widths(cols: Sequence[Column], width: int) -> list[int]:
