@@ -183,7 +183,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                             progress=ft.stage_progress(progress))
         new_model, record.finetune = tuned.model, tuned.summary
         if search is not None:
-            record.finetune = ft.with_search_note(tuned.summary, ft.describe_search(False))
+            record.finetune = ft.with_search_note(tuned.summary)
         if not tuned.summary.kept:
             warnings.append(f"--finetune: {tuned.summary.decision}")
     # --- end --finetune ---

@@ -244,24 +244,21 @@ class FinetuneOptions:
     outputs; ``temperature``: of the KL term on class-score outputs (0 turns it off).
     ``noise`` / ``shift``: augmentation (Gaussian noise as a fraction of each input channel's
     std; random shifts up to this fraction of each spatial size); ``crop``: train on random
-    ``crop``-sized spatial crops (models whose spatial dims are symbolic).
-    ``search_finetuned``: with ``--max-drift``, after fine-tuning the searched configuration,
-    let fine-tuned held-out drift accept further layers (each trial fine-tunes for
-    ``trial_steps``).  ``batch_size``: samples per step; ``threads``: torch intra-op threads
-    while training (``None``: torch's default, every core).
+    ``crop``-sized spatial crops (models whose spatial dims are symbolic).  ``batch_size``:
+    samples per step; ``threads``: torch intra-op threads while training (``None``: torch's
+    default, every core).  With ``--max-drift`` the configuration the search chose (by refitted
+    drift) is fine-tuned.
     """
 
     steps: int = 600
     seconds: float | None = 180.0
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-2
     feature_weight: float = 0.1
     temperature: float = 4.0
     noise: float = 0.05
     shift: float = 0.0625
     crop: int | None = None
-    search_finetuned: bool = False
-    trial_steps: int = 150
     threads: int | None = None
     seed: int = 0
 
@@ -270,8 +267,8 @@ class FinetuneOptions:
             raise OptionError(f"--finetune-steps must be >= 1, got {self.steps}")
         if self.seconds is not None and not self.seconds > 0:
             raise OptionError(f"--finetune-seconds must be > 0, got {self.seconds}")
-        if self.batch_size < 1 or self.trial_steps < 1:
-            raise OptionError("fine-tune batch size and trial steps must be >= 1")
+        if self.batch_size < 1:
+            raise OptionError(f"fine-tune batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0 or self.feature_weight < 0 or self.temperature < 0:
             raise OptionError("fine-tune lr must be > 0, feature weight and temperature >= 0")
         if self.noise < 0 or not 0 <= self.shift < 0.5:

@@ -47,11 +47,11 @@ held-out samples and its outputs must equal the trained torch student's (relativ
 weights are kept only if the held-out drift dropped; otherwise the calibrated model is handed
 back unchanged.  The summary records drifts before and after, steps, time and the decision.
 
-With ``--max-drift``: the searched configuration is fine-tuned (always).  With
-``FinetuneOptions.search_finetuned`` the acceptance then uses fine-tuned drift in one more
-greedy pass (:func:`deepen`): each layer the search left unconverted (or above its cheapest
-rank) is tried at a cheaper rank - conversion, refit, a short fine-tune of ``trial_steps`` - and
-kept when the fine-tuned held-out drift stays within the budget.
+With ``--max-drift`` the configuration the search chose is fine-tuned, on the search's own fit
+and held-out split; the search itself accepted layers by their refitted drift.  Letting the
+search's acceptance use fine-tuned drift would need a fine-tune (minutes) for each of its up to
+``2 L R`` trials, which is not affordable; the record says which was done
+(``FinetuneSummary.search``).
 
 torch is imported lazily, inside functions (``import convtool.search.finetune`` costs nothing);
 a missing torch is one :class:`~convtool.errors.OptionError` saying how to install it.
@@ -79,7 +79,7 @@ from convtool.runtime.run import run_outputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INSTALL_HINT", "FinetuneResult", "check_ready", "describe_search", "finetune", "require_torch", "split",
+__all__ = ["INSTALL_HINT", "FinetuneResult", "check_ready", "finetune", "require_torch", "split",
            "stage_progress", "trainable_tensors", "with_search_note"]
 
 INSTALL_HINT = ('--finetune needs torch: pip install "onnx-dwsconv[finetune]" '
@@ -444,15 +444,12 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
     return losses, done, stopped_by
 
 
-# --- --max-drift: acceptance by fine-tuned drift -----------------------------------------------
+# --- --max-drift ---------------------------------------------------------------------------------
 
-def describe_search(search_finetuned: bool, tried: int = 0, accepted: int = 0) -> str:
-    if not search_finetuned:
-        return ("fine-tuned the configuration the --max-drift search chose "
-                "(the search accepted layers by their refitted drift)")
-    return (f"fine-tuned the searched configuration, then a greedy pass accepted {accepted} of {tried} "
-            "cheaper layer choices by their fine-tuned held-out drift")
+SEARCH_NOTE = ("fine-tuned the configuration the --max-drift search chose, on the search's fit and held-out "
+               "split (the search accepted layers by their refitted drift, not by fine-tuned drift)")
 
 
-def with_search_note(summary: FinetuneSummary, note: str) -> FinetuneSummary:
-    return replace(summary, search=note)
+def with_search_note(summary: FinetuneSummary) -> FinetuneSummary:
+    """``summary`` saying how it composed with the ``--max-drift`` search."""
+    return replace(summary, search=SEARCH_NOTE)
