@@ -73,5 +73,6 @@ def latency_line(record: ConversionRecord) -> Text | None:
         text.append("; ")
     text.append(f"onnxruntime {lat.onnxruntime}, {lat.threads} thread{'s' if lat.threads != 1 else ''}, "
                 f"opt level {lat.opt_level}, spinning {'on' if lat.allow_spinning else 'off'}; "
-                f"{lat.layers_measured} pairs timed, {lat.cache_hits} from cache")
+                f"{lat.layers_measured} pair{'s' if lat.layers_measured != 1 else ''} timed, "
+                f"{lat.cache_hits} from cache")
     return text
