@@ -9,6 +9,7 @@ speed-up.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from convtool.cli.app import app
 from convtool.errors import OptionError
+from convtool.render import fmt
 from convtool.report import ReportOptions, build_report
 
 CIN, COUT, K = 3, 4, 3
@@ -378,3 +380,49 @@ def test_report_options_are_validated_in_the_library():
         ReportOptions(min_mac_reduction=2.0)
     with pytest.raises(OptionError, match="one model or two"):
         build_report([])
+
+
+# ----------------------------------------------------------------------------- verdict and drift wording (issue 8, item 7)
+
+
+def test_verdict_line_on_real_samples(pair, tmp_path):
+    original, _, rank1 = pair
+    x = np.random.default_rng(3).standard_normal((12, CIN, 8, 8)).astype(np.float32)
+    data = _npz(tmp_path / "eval.npz", input=x)
+    js = tmp_path / "r.json"
+    result = run(str(original), str(rank1), "--inputs", str(data), "--runs", "3", "--warmup", "1",
+                 "--json", str(js))
+    _assert_exit(result, 0)
+    drift = json.loads(js.read_text())["comparison"]["drift"]
+    verdict = result.stdout.splitlines()[0]
+    assert re.match(r"^\d+\.\d\dx (faster|slower), \d+\.\d% fewer MACs, ", verdict), verdict
+    assert f"drift {fmt.num(drift['drift'])} on 12 samples of {data}" in verdict
+    assert f"top-1 agreement {fmt.pct(drift['top1_agreement'])}" in verdict
+    text = " ".join(result.stdout.split())
+    assert f"drift: per-channel rel. L2 (--max-drift) {fmt.num(drift['drift'])}" in text
+    assert f"rel. L2, whole tensor {fmt.num(drift['rel_l2'])}" in text
+    assert "random" not in verdict
+
+
+def test_random_inputs_are_named_and_top1_agreement_is_not_shown(pair, tmp_path):
+    original, _, rank1 = pair
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    result = run(str(original), str(rank1), "--no-latency", "--input-shape", "input=1,3,8,8", "--json", str(js),
+                 "--markdown", str(md))
+    _assert_exit(result, 0)
+    verdict = result.stdout.splitlines()[0]
+    assert "seeded random inputs (says little about accuracy)" in verdict, verdict
+    for text in (result.stdout, md.read_text()):
+        assert "top-1 agreement" not in text.replace("top-1 agreement on random inputs says nothing", "")
+        assert "drift was measured on seeded random inputs" in " ".join(text.split())
+    assert json.loads(js.read_text())["comparison"]["drift"]["top1_agreement"] is not None  # the record keeps it
+
+
+def test_markdown_opens_with_the_verdict(pair, tmp_path):
+    original, _, rank1 = pair
+    md = tmp_path / "r.md"
+    _assert_exit(run(str(original), str(rank1), "--no-latency", "--min-mac-reduction", "0.1", "--markdown", str(md)), 0)
+    lines = md.read_text().splitlines()
+    bold = next(line for line in lines if line.startswith("**"))
+    assert "fewer MACs" in bold and "gate passed" in bold
+    assert "_before→after: original→converted; .dw + .pw:" in md.read_text()
