@@ -38,7 +38,7 @@ def test_progress_bar_on_a_terminal(pair):
     a, b = pair
     res = invoke("report", a, b, "--runs", "40", "--warmup", "1", terminal=True)
     assert res.exit_code == 0, res.output
-    assert "report: timing the models" in res.stderr and "elapsed" in res.stderr and "left" in res.stderr
+    assert "timing the models" in res.stderr and "elapsed" in res.stderr and "left" in res.stderr
 
 
 def test_no_progress_bar_when_quiet_or_not_a_terminal(pair):
@@ -57,12 +57,15 @@ def test_convert_passes_progress_to_the_library_only_on_a_terminal(tmp_path, mon
         seen.append(progress)
         if progress is not None:
             progress("refitting layers", 1, 2)
+            progress("fine-tuning | loss 0.5", 1, 3)
+            progress("fine-tuning | loss 0.25", 2, 3)
         return real(*args, progress=progress, **kwargs)
 
     monkeypatch.setattr(convtool.api, "convert_file", spy)
     res = invoke("convert", ROOT / "sample_models" / "vgg_style.onnx", "-o", tmp_path / "o.onnx", terminal=True)
     assert res.exit_code == 0, res.output
     assert callable(seen[-1]) and "calibration refit" in res.stderr
+    assert "fine-tuning (loss 0.25)" in res.stderr  # the detail after " | " is shown
     res = invoke("convert", ROOT / "sample_models" / "vgg_style.onnx", "-o", tmp_path / "o.onnx", terminal=False)
     assert res.exit_code == 0, res.output
     assert seen[-1] is None and "calibration refit" not in res.stderr

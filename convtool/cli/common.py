@@ -33,13 +33,16 @@ PIPE_WIDTH = 120
 STAGES = {
     "sensitivity": "max-drift search: each layer alone",
     "greedy": "max-drift search: adding layers",
-    "timing layers": "latency-aware: timing layers",
-    "timing models": "latency-aware: timing both models",
+    "timing layers": "timing layers",
+    "timing models": "timing both models",
     "refitting layers": "calibration refit",
-    "timing": "report: timing the models",
-    "profiling": "report: profiling",
-    "running inputs": "report: running the inputs",
+    "timing": "timing the models",
+    "profiling": "profiling",
+    "running inputs": "running the inputs",
 }
+#: A stage label may carry a detail after this separator (``"fine-tuning | loss 0.012"``): the
+#: bar is keyed on the part before it and shows the detail.
+DETAIL = " | "
 
 
 def fail(exc: ConvToolError) -> NoReturn:
@@ -121,8 +124,10 @@ def with_progress(work: Callable[[Any], T], console: Console) -> T:
         tasks: dict[str, Any] = {}
 
         def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+            key, _, detail = stage.partition(DETAIL)
+            description = STAGES.get(key, key) + (f" ({detail})" if detail else "")
+            if key not in tasks:
+                tasks[key] = bar.add_task(description, total=total)
+            bar.update(tasks[key], completed=done, total=total, description=description)
 
         return work(update)
