@@ -8,8 +8,15 @@ resolution (input 1x3x112x112, a stride-2 stem, then stages at 56, 28 and 14 pix
 * ``synthetic_resnet``: stem 3->64 s2, then 2 basic blocks per stage (64, 128, 256; the first block
   of stages 2-3 has stride 2 and a 1x1 stride-2 shortcut).
 
+``vgg19_sized`` (``--models vgg19_sized``, not in the default set: ~20 GMACs, seconds per run)
+is the VGG-19 geometry of ``benchmarks/convert_time.py`` (16 3x3 convs, 224x224, 143.7M params,
+random weights).
+
 Settings: rank 1 and rank 2, each with the plain ``multiplier`` layout and with ``auto`` (rank 2:
-the multiplier-1 ``branches`` form), and ``auto`` + ``--latency-aware``.  The original and every
+the multiplier-1 ``branches`` form), and ``--latency-aware`` with the default options (layout
+``auto``: every layer's fastest measured form).  ``--settings`` picks some by label prefix.
+The table's "of MAC speedup" column is speedup x MAC ratio: the fraction of the speedup the
+MAC count predicts that the model actually gets.  The original and every
 converted variant of a model are timed in ONE interleaved loop (onnxruntime CPU, spinning off,
 ABBA order), so they see the same machine state; the speedup is median(original) /
 median(variant) with the paired 95 % interval of :mod:`convtool.core.decide`.
@@ -32,26 +39,24 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from convtool.api import convert_model
+from convtool.core.factorize import mac_ratio
+from convtool.options import SessionOptions
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.session import make_session
+from convtool.runtime.timing import time_models
+from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
+from convtool.core.decide import verdict
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from convtool.api import convert_model  # noqa: E402
-from convtool.core.factorize import mac_ratio  # noqa: E402
-from convtool.options import SessionOptions  # noqa: E402
-from convtool.runtime.inputs import random_feeds  # noqa: E402
-from convtool.runtime.session import make_session  # noqa: E402
-from convtool.runtime.timing import time_models  # noqa: E402
-from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
-from convtool.core.decide import verdict  # noqa: E402
-
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
     # (label, rank, layout, latency-aware)
     ("r=1 multiplier", 1, "multiplier", False),
     ("r=1 auto", 1, "auto", False),
-    ("r=1 auto --latency-aware", 1, "auto", True),
+    ("r=1 --latency-aware (defaults)", 1, "auto", True),
     ("r=2 multiplier", 2, "multiplier", False),
     ("r=2 auto (branches)", 2, "auto", False),
-    ("r=2 auto --latency-aware", 2, "auto", True),
+    ("r=2 --latency-aware (defaults)", 2, "auto", True),
 )
 
 
@@ -120,12 +125,19 @@ def synthetic_resnet(seed: int = 6) -> onnx.ModelProto:
     return g.model(x, cin, "synthetic_resnet")
 
 
+def _vgg19_sized() -> onnx.ModelProto:
+    from convert_time import vgg19  # benchmarks/convert_time.py
+
+    return vgg19()
+
+
 def load_models(names: list[str]) -> dict[str, onnx.ModelProto]:
     makers = {
         "vgg_style": lambda: onnx.load(ROOT / "sample_models" / "vgg_style.onnx"),
         "resnet_style": lambda: onnx.load(ROOT / "sample_models" / "resnet_style.onnx"),
         "synthetic_vgg": synthetic_vgg,
         "synthetic_resnet": synthetic_resnet,
+        "vgg19_sized": _vgg19_sized,
     }
     return {n: makers[n]() for n in names}
 
@@ -190,20 +202,23 @@ def print_layer_table(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| model | setting | converted | layouts | MAC ratio | median ms (p10-p90) | speedup (95% CI) |")
-    print("|---|---|---:|---|---:|---:|---|")
+    print("| model | setting | converted | layouts | MAC ratio | median ms (p10-p90) | speedup (95% CI) | of MAC speedup |")
+    print("|---|---|---:|---|---:|---:|---|---:|")
     for r in rows:
         mac = f"{r['mac_ratio']:.3f}" if r["mac_ratio"] is not None else "?"
+        of = f"{r['speedup'] * r['mac_ratio']:.2f}" if r["mac_ratio"] else "?"
         print(f"| {r['model']} | {r['label']} | {r['converted']} | {r['layouts']} | {mac} | "
               f"{r['ms']:.2f} ({r['p10']:.2f}-{r['p90']:.2f}) | "
-              f"{r['speedup']:.2f}x ({r['ci'][0]:.2f}-{r['ci'][1]:.2f}) |")
+              f"{r['speedup']:.2f}x ({r['ci'][0]:.2f}-{r['ci'][1]:.2f}) | {of} |")
     sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["vgg_style", "resnet_style", "synthetic_vgg", "synthetic_resnet"],
-                   choices=["vgg_style", "resnet_style", "synthetic_vgg", "synthetic_resnet"])
+                   choices=["vgg_style", "resnet_style", "synthetic_vgg", "synthetic_resnet", "vgg19_sized"])
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="only the settings whose label starts with one of these, e.g. 'r=2'")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--opt-level", default="all")
     p.add_argument("--runs", type=int, default=40)
@@ -222,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir = args.cache_dir or tmp
         rows: list[dict] = []
         for name, model in load_models(args.models).items():
-            model_rows = bench_model(name, model, SETTINGS, config, args.runs, args.warmup, cache_dir, latency_kw)
+            settings = [st for st in SETTINGS if args.settings is None or any(st[0].startswith(x) for x in args.settings)]
+            model_rows = bench_model(name, model, settings, config, args.runs, args.warmup, cache_dir, latency_kw)
             rows.extend(model_rows)
     print_table(rows)
     print()

@@ -185,3 +185,78 @@ def test_quality_axis():
     assert quality_axis(True, True) == "accuracy"
     assert quality_axis(False, True) == "top1_agreement"
     assert quality_axis(False, False) == "drift"
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+def _files(tmp_path):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(three_conv_model(), model_path)
+    np.savez(tmp_path / "calib.npz", **smooth_inputs(n=16))
+    np.savez(tmp_path / "eval.npz", **_eval())
+    return model_path
+
+
+def test_cli_sweep_writes_table_json_markdown_and_picture(tmp_path, fake):
+    import xml.etree.ElementTree as ET
+
+    from convtool.cli import app
+
+    model_path = _files(tmp_path)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["sweep", str(model_path), "--calibration", str(tmp_path / "calib.npz"),
+                                   "--inputs", str(tmp_path / "eval.npz"), "--budgets", "0.2,10", "--out", str(out),
+                                   "--search-ranks", "1,2", "--cache-dir", str(tmp_path / "cache"), "--runs", "3",
+                                   "--threads", "2"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    assert "convtool sweep m.onnx" in res.output and "speedup (95% CI)" in res.output
+    data = json.loads((out / "sweep.json").read_text())
+    assert [p["budget"] for p in data["points"]] == [0.2, 10.0]
+    assert data["environment"]["threads"] == 2 and data["objective"] == "latency"
+    assert {"drift", "top1_agreement", "mac_reduction", "speedup", "pareto", "ranks", "layouts"} <= set(data["points"][0])
+    assert "```mermaid" in (out / "sweep.md").read_text()
+    ET.fromstring((out / "sweep.svg").read_text())
+
+
+def test_cli_sweep_save_models(tmp_path, fake):
+    from convtool.cli import app
+
+    model_path = _files(tmp_path)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["sweep", str(model_path), "--calibration", str(tmp_path / "calib.npz"),
+                                   "--inputs", str(tmp_path / "eval.npz"), "--budgets", "10", "--out", str(out),
+                                   "--objective", "macs", "--save-models", "--no-cache", "--runs", "3"])
+    assert res.exit_code == 0, res.output
+    assert (out / "m.drift-10.onnx").is_file()
+    assert json.loads((out / "sweep.json").read_text())["points"][0]["model"].endswith("m.drift-10.onnx")
+
+
+@pytest.mark.parametrize("command", ["sweep", "convert", "report"])
+def test_unavailable_provider_is_a_one_line_error(tmp_path, command):
+    from convtool.cli import app
+
+    model_path = _files(tmp_path)
+    args = {"sweep": ["--calibration", str(tmp_path / "calib.npz"), "--inputs", str(tmp_path / "eval.npz"),
+                      "--out", str(tmp_path / "out")],
+            "convert": ["--max-drift", "0.1", "-o", str(tmp_path / "c.onnx")],
+            "report": []}[command]
+    res = CliRunner().invoke(app, [command, str(model_path), *args, "--provider", "NoSuchExecutionProvider"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: execution provider NoSuchExecutionProvider is not available")
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_cli_convert_objective_is_recorded(tmp_path, fake):
+    from convtool.cli import app
+
+    model_path = _files(tmp_path)
+    js = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["convert", str(model_path), "-o", str(tmp_path / "c.onnx"), "--max-drift", "10",
+                                   "--calibration", str(tmp_path / "calib.npz"), "--objective", "params",
+                                   "--search-ranks", "1", "--no-cache", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    search = json.loads(js.read_text())["calibration"]["search"]
+    assert search["objective"] == "params" and search["end_to_end"]["speedup"] == pytest.approx(1.5, rel=0.05)
+    bad = CliRunner().invoke(app, ["convert", str(model_path), "-o", str(tmp_path / "d.onnx"), "--objective", "macs"])
+    assert bad.exit_code == 2 and "--objective has no effect without --max-drift" in bad.output

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from convtool import __version__
 from convtool.cli import convert as convert_command
 from convtool.cli import report as report_command
+from convtool.cli import sweep as sweep_command
 from convtool.errors import ConvToolError
 
 
@@ -77,6 +78,7 @@ def _root(
 
 app.command("convert")(convert_command.convert)
 app.command("report")(report_command.report)
+app.command("sweep")(sweep_command.sweep)
 
 
 def main() -> None:

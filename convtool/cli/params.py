@@ -34,7 +34,7 @@ __all__ = [
     # parsers, re-exported for callers of the old location
     "parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes",
     "Applies", "check_rules", "given", "flag_name",
-    "session_options", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
+    "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
     "report_options", "CONVERT_RULES", "REPORT_RULES",
 ]
 
@@ -87,7 +87,8 @@ Layout = Annotated[str, typer.Option(
          "pointwise), repeat (input concatenated r times, multiplier-1 depthwise), branches (r "
          "depthwise->pointwise branches, summed), pointwise_first (1x1 conv first), or auto (per "
          "layer: rank 1 pointwise_first when cheaper at stride 1, else multiplier; branches at "
-         "rank >= 2; with --latency-aware, the fastest measured).")]
+         "rank >= 2; with --latency-aware or the --max-drift search's --objective latency, the "
+         "fastest measured form of every layer).")]
 MinInChannels = Annotated[int, typer.Option(
     "--min-in-channels", metavar="N", rich_help_panel=SELECT,
     help="Skip convs with fewer input channels (stems are accuracy-sensitive and save little).")]
@@ -113,6 +114,10 @@ Threads = Annotated[int, typer.Option(
 OptLevel = Annotated[str, typer.Option(
     "--opt-level", metavar="LEVEL", rich_help_panel=SESSION,
     help="onnxruntime graph optimisation level: disable, basic, extended or all.")]
+Provider = Annotated[Optional[list[str]], typer.Option(
+    "--provider", metavar="NAME", rich_help_panel=SESSION, show_default="CPUExecutionProvider",
+    help="onnxruntime execution provider to time with (repeatable: a fallback chain, in order); "
+         "an unavailable one is an error, never a silent CPU fallback.")]
 LatencyAware = Annotated[bool, typer.Option(
     "--latency-aware", rich_help_panel=SPEED,
     help="Time each candidate layer against its replacement at its real input shape "
@@ -154,14 +159,20 @@ ChannelOrder = Annotated[str, typer.Option("--channel-order", metavar="RGB|BGR|L
                                            help="Channel order the model expects (L: greyscale).")]
 MaxDrift = Annotated[Optional[float], typer.Option(
     "--max-drift", metavar="D", rich_help_panel=BUDGET,
-    help="Choose each layer's rank (from --search-ranks, or unconverted) to remove the most MACs "
-         "while the whole model's drift stays within D: each layer's drift alone, then a greedy "
+    help="Choose each layer's rank and layout (from --search-ranks, or unconverted) to save the "
+         "most of --objective while the whole model's drift stays within D: each layer's drift alone, then a greedy "
          "pass re-checking the whole model (at most 2 x layers x ranks evaluations, each with the "
          "refit when --calibration is given; without it, on seeded random inputs).")]
 Metric = Annotated[str, typer.Option(
     "--metric", metavar="rel_l2|top1", rich_help_panel=BUDGET,
     help="The drift --max-drift budgets: rel_l2 (the worst output's relative L2, per channel "
          "for outputs with a channel axis) or top1 (1 - top-1 agreement, for classifiers).")]
+Objective = Annotated[str, typer.Option(
+    "--objective", metavar="latency|macs|params", rich_help_panel=BUDGET,
+    help="What --max-drift maximises: latency (each layer's time saved, measured at its real "
+         "input shape with --threads/--opt-level/--provider; only layers faster beyond noise; "
+         "the result is never slower end to end), macs or params (a slower result is written, "
+         "with a warning).")]
 SearchRanks = Annotated[str, typer.Option("--search-ranks", metavar="R,R,...", rich_help_panel=BUDGET,
                                           help="Ranks --max-drift may choose from.")]
 
@@ -287,8 +298,8 @@ CONVERT_RULES: tuple[Applies, ...] = (
     Applies(("report",), lambda p: not p["dry_run"], message="--report needs a written model; drop --dry-run"),
     Applies(("output",), lambda p: not p["dry_run"], message="{flag} has no effect with --dry-run (nothing is written)"),
     Applies(("report_runs", "report_json", "report_markdown"), lambda p: p["report"], "--report"),
-    Applies(("metric", "search_ranks"), lambda p: p["max_drift"] is not None, "--max-drift"),
-    Applies(("threads", "opt_level"), lambda p: p["latency_aware"] or p["report"] or p["max_drift"] is not None,
+    Applies(("metric", "search_ranks", "objective"), lambda p: p["max_drift"] is not None, "--max-drift"),
+    Applies(("threads", "opt_level", "provider"), lambda p: p["latency_aware"] or p["report"] or p["max_drift"] is not None,
             "--latency-aware, --max-drift or --report (nothing is timed)"),
     Applies(("cache_dir", "no_cache"), lambda p: p["latency_aware"] or p["max_drift"] is not None,
             "--latency-aware or --max-drift (no layer is timed)"),
@@ -309,7 +320,7 @@ REPORT_RULES: tuple[Applies, ...] = (
     Applies(("warmup",), lambda p: not p["no_latency"] or p["profile"], "timing (drop --no-latency)"),
     Applies(("seed",), lambda p: p["inputs"] is None, message="{flag} has no effect with --inputs (no random inputs)"),
     Applies(("seed",), _runs_anything, "anything to run (CONVERTED, timing, --profile or --inputs)"),
-    Applies(("threads", "opt_level", "spinning"), _runs_anything,
+    Applies(("threads", "opt_level", "spinning", "provider"), _runs_anything,
             "anything to run (CONVERTED, timing, --profile or --inputs)"),
 )
 
@@ -321,7 +332,14 @@ def session_options(p: Values):
     so a bad value is refused whatever else is given)."""
     from convtool.options import SessionOptions
 
-    return SessionOptions(threads=p["threads"], opt_level=p["opt_level"])
+    return SessionOptions(threads=p["threads"], opt_level=p["opt_level"], providers=providers(p.get("provider")))
+
+
+def providers(values) -> tuple[str, ...]:
+    """``--provider`` values (repeatable) -> the fallback chain; none given: the CPU provider."""
+    from convtool.options import CPU_PROVIDER
+
+    return tuple(v.strip() for v in values if v.strip()) if values else (CPU_PROVIDER,)
 
 
 def timing_options(p: Values):
@@ -332,7 +350,7 @@ def timing_options(p: Values):
     session = session_options(p)
     return LatencyOptions(threads=session.threads or 1, opt_level=session.opt_level,
                           cache_dir=str(p["cache_dir"]) if p["cache_dir"] is not None else None,
-                          use_cache=not p["no_cache"])
+                          use_cache=not p["no_cache"], providers=session.providers)
 
 
 def latency_options(p: Values):
@@ -384,6 +402,7 @@ def convert_options(p: Values):
         calibration=calibration_options(p),
         max_drift=p["max_drift"],
         metric=p["metric"],
+        objective=p["objective"],
         search_ranks=parse_numbers(p["search_ranks"], "--search-ranks", int),  # type: ignore[arg-type]
     )
 
@@ -397,6 +416,7 @@ def report_options(p: Values, **overrides: Any):
         input_shapes=input_shapes(p.get("input_shape")),
         threads=session.threads,
         opt_level=session.opt_level,
+        providers=session.providers,
     )
     if "runs" in p:  # the report command
         values.update(

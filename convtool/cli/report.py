@@ -33,6 +33,7 @@ def report(
     profile: params.Profile = False,
     threads: params.Threads = 1,
     opt_level: params.OptLevel = "all",
+    provider: params.Provider = None,
     spinning: params.Spinning = False,
     min_speedup: params.MinSpeedup = None,
     max_drift: params.GateMaxDrift = None,

@@ -1,7 +1,8 @@
 """``convtool sweep`` drawn three ways, from a :class:`~convtool.records.SweepRecord` (pure
 functions: a record in, a table or text out).
 
-* :func:`table`: the terminal table, one row per budget;
+* :func:`table`: the terminal table, one row per budget (the quality measure of the picture
+  only; the Markdown and the JSON have every measure);
 * :func:`markdown`: ``sweep.md`` - the same table, the setting it was measured in, and two
   Mermaid ``xychart-beta`` charts that GitHub renders (speedup per budget as bars; the quality
   measure per budget as a line);
@@ -67,6 +68,13 @@ def rows(record: SweepRecord) -> list[dict[str, str]]:
     return out
 
 
+def _terminal_columns(record: SweepRecord) -> list[str]:
+    """The terminal's narrower choice: the quality measure of the x axis only, no search drift."""
+    quality = {"accuracy": ["accuracy"], "top1_agreement": ["top-1 agreement"]}.get(record.x_axis, [])
+    return ["budget", "converted", "MACs removed", "drift (eval)", *quality, "latency ms", "speedup (95% CI)",
+            "Pareto"]
+
+
 def _columns(record: SweepRecord) -> list[str]:
     cols = ["budget", "converted", "MACs removed", "params removed", "drift (search)", "drift (eval)"]
     if any(p.top1_agreement is not None for p in record.points):
@@ -94,10 +102,12 @@ def _baseline(record: SweepRecord) -> str:
 def table(record: SweepRecord, title: str | None = None) -> Table:
     """The terminal table (numeric columns right-aligned, never wrapped)."""
     t = Table(title=title or f"convtool sweep {record.input}", caption=_baseline(record), caption_justify="left")
-    cols = _columns(record)
-    for c in cols:
-        t.add_column(c, justify="left" if c == "Pareto" else "right", no_wrap=True)
-    for r in rows(record):
+    cols = _terminal_columns(record)
+    cells = rows(record)
+    for c in cols:  # cells are never cut: a narrow console gets the table at its own width
+        width = max([len(c), *(len(r[c]) for r in cells)])
+        t.add_column(c, justify="left" if c == "Pareto" else "right", no_wrap=True, min_width=width)
+    for r in cells:
         t.add_row(*(r[c] for c in cols))
     return t
 

@@ -212,6 +212,10 @@ class BudgetSearch:
         self.objective, self.metric = options.objective, options.metric
         self.cal = options.calibration_or_default
         self.timing = options.timing_options
+        if self.objective == "latency" or self.timing.confirm:
+            from convtool.runtime.session import check_providers
+
+            check_providers(tuple(self.timing.providers))  # before any work: one line, no CPU fallback
         self.base = replace(options, check=False, latency_aware=None, max_drift=None)
         self.warnings: list[str] = []
         self.refit = data is not None

@@ -204,6 +204,9 @@ def tune(model: onnx.ModelProto, options: ConvertOptions, planned, overrides: Ma
     converts only the layers measured faster, in their fastest layout."""
     lat = options.latency_aware
     assert lat is not None
+    from convtool.runtime.session import check_providers
+
+    check_providers(tuple(lat.providers))
     overrides = dict(overrides or {})
     warnings: list[str] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)

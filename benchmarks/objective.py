@@ -1,0 +1,173 @@
+"""``--objective latency`` against ``--objective macs``, per drift budget: MACs removed, speedup
+at 1 and 2 threads, agreement on held-out data.
+
+For each model, ``convtool sweep`` (:func:`convtool.api.sweep_model`) runs
+
+* with ``--objective latency`` once per thread count T of ``--threads`` (the layer timings,
+  hence the choices, depend on T), and
+* with ``--objective macs`` once (its choices do not depend on threads),
+
+each over the same calibration data and budgets.  Then, per thread count, the original and
+EVERY distinct point model of the model are timed in ONE interleaved loop (onnxruntime CPU,
+spinning off, ABBA order), so all speedups of a column saw the same machine state; the speedup
+is median(original) / median(point) with the paired 95 % interval.  Agreement is measured on
+held-out data the search never saw: top-1 agreement and accuracy for the digits CNN; for the
+real models (``--real``, the ``[models]`` extra) the task output - the same detections
+(YOLOv8n, same classes at IoU >= 0.5) or the same OCR text (PP-OCRv4 det) - on held-out images.
+
+Usage::
+
+    python benchmarks/objective.py                        # digits CNN, budgets 0.005..0.1
+    python benchmarks/objective.py --real yolov8n --budgets 0.01,0.03,0.1 --calibration-samples 32 \\
+        --eval-samples 20                                 # tens of minutes on 2 cores
+    python benchmarks/objective.py --real ppocr_det --shape 480x480 --calibration-samples 24
+    python benchmarks/objective.py --smoke                # CI: runs, numbers meaningless
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from convtool.api import sweep_model
+from convtool.core.decide import verdict
+from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SessionOptions, SweepOptions
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.session import make_session
+from convtool.runtime.timing import time_models
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "sample_models"
+
+
+def _digits(args):
+    model = onnx.load(str(MODELS / "digits_cnn.onnx"))
+    with np.load(MODELS / "digits_calib.npz") as f:
+        calib = {"input": f["input"]}
+    with np.load(MODELS / "digits_eval.npz") as f:
+        ev = {"input": f["input"], "labels": f["labels"]}
+    if args.smoke:
+        calib = {"input": calib["input"][:40]}
+        ev = {k: v[:40] for k, v in ev.items()}
+    return "digits_cnn", model, calib, ev, None
+
+
+def _real(args):
+    import realmodels as rm  # benchmarks/realmodels.py (this script's folder is on sys.path)
+
+    m = rm.get_model(args.real)
+    shape = tuple(int(v) for v in args.shape.split("x")) if args.shape else None
+    calib = rm.calibration_inputs(args.real, args.calibration_samples, seed=0, shape=shape)
+    images = rm.sample_images(args.real, args.eval_samples, seed=1)
+    ev = rm.calibration_inputs(args.real, args.eval_samples, seed=1, shape=shape, images=images)
+    return args.real, onnx.load(str(m.path)), calib, ev, images
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--real", choices=["yolov8n", "ppocr_det"], help="a real model of the [models] extra")
+    p.add_argument("--budgets", default="0.005,0.01,0.02,0.05,0.1")
+    p.add_argument("--threads", default="1,2", help="thread counts the final loops time at")
+    p.add_argument("--tune-threads", default=None,
+                   help="thread counts --objective latency is tuned at, one sweep each [default: --threads]")
+    p.add_argument("--runs", type=int, default=100, help="interleaved runs per model in the final loops")
+    p.add_argument("--ranks", default="1,2,4")
+    p.add_argument("--calibration-samples", type=int, default=32)
+    p.add_argument("--eval-samples", type=int, default=20)
+    p.add_argument("--shape", help="HxW of the calibration inputs (real models)")
+    p.add_argument("--cache-dir", default=None, help="layer timing cache [default: a fresh temp dir]")
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    budgets = tuple(float(b) for b in args.budgets.split(","))
+    threads = [int(t) for t in args.threads.split(",")]
+    tune_threads = [int(t) for t in (args.tune_threads or args.threads).split(",")]
+    lat_kw: dict = {}
+    if args.smoke:
+        budgets, threads, tune_threads, args.runs = (0.05,), [1], [1], 3
+        lat_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
+    if args.real:
+        try:
+            name, model, calib, ev, images = _real(args)
+        except Exception as exc:  # the extra is not installed
+            print(f"skipped: {exc}")
+            return 0
+    else:
+        name, model, calib, ev, images = _digits(args)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache_dir or tmp
+        sweeps = {}
+        for objective, tuned in [("latency", t) for t in tune_threads] + [("macs", threads[0])]:
+            options = ConvertOptions(calibration=CalibrationOptions(max_samples=args.calibration_samples),
+                                     objective=objective, search_ranks=tuple(int(r) for r in args.ranks.split(",")),
+                                     timing=LatencyOptions(threads=tuned, cache_dir=cache, **lat_kw))
+            start = time.perf_counter()
+            result = sweep_model(model, options, SweepOptions(budgets=budgets, runs=3, warmup=0), calib, ev,
+                                 source=name)
+            label = f"latency @{tuned}T" if objective == "latency" else "macs"
+            sweeps[label] = result
+            print(f"# {name} {label}: sweep {time.perf_counter() - start:.0f} s, {result.record.evaluations} trials",
+                  flush=True)
+
+        # the distinct models, named by (setting, budget)
+        distinct: dict[bytes, onnx.ModelProto] = {}
+        key_of: dict[tuple[str, float], bytes] = {}
+        for label, result in sweeps.items():
+            for point, m in zip(result.record.points, result.models):
+                key = m.SerializeToString() if point.converted else b""
+                if key:
+                    distinct.setdefault(key, m)
+                key_of[(label, point.budget)] = key
+        keys = list(distinct)
+        speed: dict[int, dict[bytes, tuple[float, float, float]]] = {}
+        feeds = random_feeds(model, {k: (1, *v.shape[1:]) for k, v in calib.items()})
+        for t in threads:
+            session = SessionOptions(threads=t, opt_level="all", spinning=False)
+            sessions = [make_session(model, session)] + [make_session(distinct[k], session) for k in keys]
+            stats = time_models(sessions, [feeds] * len(sessions), runs=args.runs, warmup=5)
+            speed[t] = {b"": (1.0, 1.0, 1.0)}
+            for k, st in zip(keys, stats[1:]):
+                v = verdict(stats[0].samples, st.samples, margin=0.0)
+                speed[t][k] = (v.speedup, v.ci_low, v.ci_high)
+            print(f"# {name}: original {stats[0].median:.3g} ms at {t} thread(s), {args.runs} interleaved runs with "
+                  f"{len(keys)} variants", flush=True)
+
+        task: dict[bytes, float] = {b"": 1.0}
+        if images is not None:
+            import realmodels as rm  # benchmarks/realmodels.py (this script's folder is on sys.path)
+
+            ref = rm.task_outputs(name, None, images)
+            for k in keys:
+                path = Path(tmp) / f"v{len(task)}.onnx"
+                onnx.save(distinct[k], path)
+                task[k] = rm.agreement(name, ref, rm.task_outputs(name, path, images))
+
+    cols = " | ".join(f"speedup {t}T (95% CI)" for t in threads)
+    what = "same task output" if images is not None else "top-1 agreement | accuracy"
+    print(f"\n{name}: held-out {'images' if images is not None else 'samples'}: {len(ev[next(iter(ev))])}")
+    print(f"| budget | objective | converted | MACs removed | {cols} | drift | {what} |")
+    print("|---:|---|---:|---:|" + "---:|" * len(threads) + "---:|" + ("---:|" if images is not None else "---:|---:|"))
+    for b in sorted(set(budgets)):
+        for label, result in sweeps.items():
+            point = next(p for p in result.record.points if p.budget == b)
+            key = key_of[(label, b)]
+            macs = (1 - point.macs / result.record.original.macs) if point.macs and result.record.original.macs else 0.0
+            sp = " | ".join(f"{speed[t][key][0]:.2f}x ({speed[t][key][1]:.2f}-{speed[t][key][2]:.2f})" for t in threads)
+            if images is not None:
+                q = f"{task[key]:.0%}"
+            else:
+                q = f"{point.top1_agreement:.1%} | {point.accuracy:.1%}" if point.accuracy is not None else "-"
+            print(f"| {b:g} | {label} | {point.converted}/{result.record.original.convs} | {macs:.1%} | {sp} | "
+                  f"{point.drift:.4f} | {q} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
