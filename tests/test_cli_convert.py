@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from convtool.cli.app import app
 from golden import compare
-from test_convert_golden import conv_model
+from builders import conv_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"
