@@ -90,7 +90,10 @@ class UI:
         self.out.width = self.width
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True, markup=True)
+        """``warning: ...`` on stderr (even with ``--quiet``); the message is plain text, never markup."""
+        from rich.text import Text
+
+        self.err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
 
     def print(self, *items: RenderableType | str | None) -> None:
         """Print renderables unless ``--quiet`` (``None`` items are skipped); a table wider
