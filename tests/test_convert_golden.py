@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from convtool.convert import convert
 from convtool.options import ConvertOptions, RankPolicy
 
-FULL = ConvertOptions(rank=RankPolicy("full", 0), min_in_channels=1)
+# the multiplier layout over the whole matrix (test_graph_emit.py runs the others on a subset)
+FULL = ConvertOptions(rank=RankPolicy("full", 0), min_in_channels=1, layout="multiplier")
 
 GEOMETRIES = list(itertools.product(
     (1, 2, 3),                      # dims
