@@ -41,8 +41,6 @@ import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # ``python benchmarks/accuracy.py`` from anywhere
-    sys.path.insert(0, str(ROOT))
 MODELS = ROOT / "sample_models"
 
 
@@ -137,7 +135,7 @@ def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: li
     """
     import tempfile
 
-    from benchmarks import realmodels as rm
+    import realmodels as rm  # benchmarks/realmodels.py (the script folder is on sys.path)
     from convtool.api import convert_model
     from convtool.analysis.drift import compare_outputs
     from convtool.runtime.run import run_outputs
@@ -175,7 +173,7 @@ def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: li
             res = convert_model(model, options, calibration_data=calib if calibrated else None)
             seconds = time.perf_counter() - start
             t = res.record.totals
-            drift = measure_drift(calib_ref, run_outputs(res.model, data, 8), "rel_l2").value
+            drift = compare_outputs(calib_ref, run_outputs(res.model, data, 8)).value("rel_l2")
             path = Path(tmp) / f"{name}_{i}.onnx"
             save_model(res.model, path)
             agree = rm.agreement(name, reference, rm.task_outputs(name, path, images))

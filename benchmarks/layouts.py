@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from convtool.api import convert_model  # noqa: E402
-from convtool.options import SessionOptions  # noqa: E402
-from convtool.runtime.session import make_session  # noqa: E402
-from convtool.runtime.timing import time_models  # noqa: E402
-from convtool.options import ConvertOptions, RankPolicy  # noqa: E402
-from convtool.core.decide import verdict  # noqa: E402
+from convtool.api import convert_model
+from convtool.options import SessionOptions
+from convtool.runtime.session import make_session
+from convtool.runtime.timing import time_models
+from convtool.options import ConvertOptions, RankPolicy
+from convtool.core.decide import verdict
 
 LAYOUTS = ("multiplier", "repeat", "branches", "pointwise_first")
 

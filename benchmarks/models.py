@@ -36,20 +36,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import realmodels  # benchmarks/realmodels.py: `python benchmarks/models.py` puts this folder on sys.path
+
+from convtool.analysis.drift import compare_outputs
+from convtool.api import convert_model
+from convtool.options import SessionOptions
+from convtool.runtime.session import make_session
+from convtool.runtime.timing import time_models
+from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
+from convtool.render.convert import human
+from convtool.core.decide import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import realmodels  # noqa: E402
-from convtool.analysis.drift import compare_outputs  # noqa: E402
-from convtool.api import convert_model  # noqa: E402
-from convtool.options import SessionOptions  # noqa: E402
-from convtool.runtime.session import make_session  # noqa: E402
-from convtool.runtime.timing import time_models  # noqa: E402
-from convtool.options import ConvertOptions, LatencyOptions, RankPolicy  # noqa: E402
-from convtool.render.convert import human  # noqa: E402
-from convtool.core.decide import verdict  # noqa: E402
-
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
     ("r=1 multiplier", 1, "multiplier", False),
     ("r=1 auto", 1, "auto", False),

@@ -1,4 +1,9 @@
-"""The benchmarks' --smoke modes run (tiny run counts; no timing is asserted)."""
+"""benchmarks/: the --smoke modes run (tiny run counts; no timing is asserted).
+
+The scripts run as ``python benchmarks/x.py`` from any folder: convtool comes from the installed
+package (``pip install -e .``), a sibling module such as ``realmodels`` from the script's folder;
+nothing edits ``sys.path`` (tests/test_imports.py checks).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_benchmark(script: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=ROOT,
+def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
-def test_layouts_smoke():
-    out = run_benchmark("layouts.py")
+def test_layouts_smoke(tmp_path):
+    out = run_benchmark("layouts.py", cwd=tmp_path)  # from another folder: nothing relies on the working directory
     assert "| C | S | r | layout |" in out
     for layout in ("multiplier", "repeat", "branches", "pointwise_first"):
         assert f"| {layout} |" in out
@@ -36,6 +41,13 @@ def test_speed_smoke(tmp_path):
 def test_models_smoke():
     out = run_benchmark("models.py")
     assert "| yolov8n |" in out or "skipped:" in out
+
+
+@pytest.mark.slow
+def test_accuracy_real_model_smoke():
+    out = run_benchmark("accuracy.py", "--real", "ppocr_rec", "--budgets", "0.1", "--calibration-samples", "4",
+                        "--eval-samples", "2")
+    assert "| max-drift 0.1 | refit |" in out and "task agreement" in out
 
 
 def test_convert_time_smoke():

@@ -38,7 +38,7 @@ GEOMETRIES = [
 ]
 
 
-# the multiplier layout is the default: test_convert_golden.py runs it over the full geometry matrix
+# test_convert_golden.py runs the multiplier layout over the full geometry matrix
 @pytest.mark.parametrize("layout", ("repeat", "branches", "pointwise_first"))
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
 def test_exact_at_full_rank(layout, geo):

@@ -25,6 +25,7 @@ and, on top of the order:
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -334,6 +335,18 @@ def test_typer_and_rich_stay_in_the_presentation_layers():
 def test_options_depend_only_on_errors():
     internal = {i.target for i in IMPORTS if i.importer == "convtool.options" and i.target.startswith("convtool")}
     assert internal <= {"convtool.errors"}, internal
+
+
+def test_tests_and_benchmarks_edit_no_sys_path():
+    """Helpers import as modules (tests/ through pytest's rootdir, benchmarks/ as the script's
+    folder, convtool as the installed package): no file inserts paths by hand."""
+    edit = re.compile(r"sys\.path\s*(\.(insert|append|extend)\b|\[|\+?=)")
+    assert edit.search("sys.path.insert(0, ROOT)") and edit.search("sys.path[:0] = [ROOT]")
+    assert not edit.search("the script's folder is on sys.path")
+    files = [p for folder in ("tests", "benchmarks") for p in sorted((ROOT / folder).glob("*.py"))
+             if p != Path(__file__)]
+    assert len(files) > 20
+    assert not [str(p.relative_to(ROOT)) for p in files if edit.search(p.read_text(encoding="utf-8"))]
 
 
 def test_cli_import_loads_no_heavy_module():

@@ -5,9 +5,6 @@ Slow, and only with the optional extra: pip install -e ".[models]" && pytest -m 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -25,12 +22,7 @@ def _models_extra():
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-# benchmarks/ is not an installed package; make it importable however pytest is launched.
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-from benchmarks import realmodels as rm  # noqa: E402
+from benchmarks import realmodels as rm  # noqa: E402 - benchmarks/ is importable: pyproject's pythonpath = ["."]
 
 THREADS = 2
 
