@@ -36,7 +36,7 @@ from convtool.graph.single import ConvShape, conv_shape, original_model, replace
 from convtool.options import ConvertOptions, LatencyOptions, SessionOptions
 from convtool.records import EndToEnd, LatencySummary, LayerChange
 from convtool.runtime.inputs import random_feeds
-from convtool.runtime.session import cpu_model, make_session
+from convtool.runtime.session import make_session
 from convtool.runtime.timing import time_models
 from convtool.search.cache import TimingCache, timing_key
 
@@ -125,14 +125,15 @@ class LayerTuner:
     """Times candidate replacements of single layers, with an on-disk cache."""
 
     def __init__(self, latency: LatencyOptions, opset: int, cache: TimingCache | None = None):
-        import onnxruntime as ort
+        from convtool.runtime.session import environment
 
         self.latency = latency
         self.opset = opset
         self.session = latency.session
         self.cache = cache if cache is not None else TimingCache(latency.cache_dir, enabled=latency.use_cache)
-        self.ort_version = ort.__version__
-        self.cpu = cpu_model()
+        env = environment(latency.session)  # onnxruntime is imported in runtime/ only
+        self.ort_version = env.onnxruntime
+        self.cpu = env.cpu
         self.measured = 0
 
     def key(self, shape: ConvShape, rank: int, layout: str) -> dict[str, Any]:
