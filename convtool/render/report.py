@@ -247,6 +247,12 @@ def legend_text(report: Report) -> str | None:
         parts.append("before→after: original→converted")
         if report.layers:
             parts.append(".dw + .pw: the depthwise and pointwise convs that replaced the layer (named after it)")
+            suffixes = " ".join(_short(x.name, n) for x in report.layers for n in x.replaced_by)
+            extra = [text for key, text in ((".rep", ".rep: the input repeated r times"),
+                                            (".b0", ".b0, .b1...: one depthwise + pointwise branch per rank"),
+                                            (".sum", ".sum: the branches added")) if key in suffixes]
+            if extra:
+                parts[-1] += " (" + ", ".join(extra) + ")"
         parts.append("change: converted / original - 1")
     return "; ".join(parts) or None
 
