@@ -75,7 +75,8 @@ def closing_line(written: list[str], clock: Clock, dry_run: bool = False) -> str
     """``wrote a.dws.onnx, a.json in 27.1 s``: what this run wrote and its real wall time."""
     took = duration(clock.seconds)
     if dry_run:
-        return f"dry run: model not written; {'wrote ' + ', '.join(written) + ' ' if written else ''}in {took}"
+        return (f"dry run: model not written; wrote {', '.join(written)} in {took}" if written
+                else f"dry run: nothing written ({took})")
     return f"wrote {', '.join(written)} in {took}" if written else f"done in {took}"
 
 
