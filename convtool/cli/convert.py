@@ -59,6 +59,9 @@ def convert(
     report_runs: params.ReportRuns = 100,
     report_json: params.ReportJson = None,
     report_markdown: params.ReportMarkdown = None,
+    finetune: params.Finetune = False,
+    finetune_steps: params.FinetuneSteps = 600,
+    finetune_seconds: params.FinetuneSeconds = 180.0,
 ) -> None:
     """Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel)."""
     run(ctx, Clock())

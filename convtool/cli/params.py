@@ -35,6 +35,7 @@ __all__ = [
     "parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes",
     "Applies", "check_rules", "given", "flag_name",
     "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
+    "finetune_options",
     "report_options", "CONVERT_RULES", "REPORT_RULES",
 ]
 
@@ -176,6 +177,22 @@ Objective = Annotated[str, typer.Option(
 SearchRanks = Annotated[str, typer.Option("--search-ranks", metavar="R,R,...", rich_help_panel=BUDGET,
                                           help="Ranks --max-drift may choose from.")]
 
+# ----------------------------------------------------------------------------- flags: fine-tune
+
+FINETUNE = "Fine-tune (--finetune; needs torch: pip install \"onnx-dwsconv\\[finetune]\")"
+
+Finetune = Annotated[bool, typer.Option(
+    "--finetune", rich_help_panel=FINETUNE,
+    help="After the refit, distil MODEL into the converted model on the --calibration data: train only the "
+         "converted layers' new factor weights and biases (Adam, per-tensor step sizes; loss on the outputs and on "
+         "the converted layers' outputs; random shifts and noise as augmentation), write them back into the same "
+         "graph and keep them only if the held-out drift drops.")]
+FinetuneSteps = Annotated[int, typer.Option(
+    "--finetune-steps", metavar="N", min=1, rich_help_panel=FINETUNE, help="At most this many training steps.")]
+FinetuneSeconds = Annotated[float, typer.Option(
+    "--finetune-seconds", metavar="S", min=0.001, rich_help_panel=FINETUNE,
+    help="Training time budget; training stops at whichever of steps and seconds comes first.")]
+
 # ----------------------------------------------------------------------------- flags: convert --report
 
 ReportAfter = Annotated[bool, typer.Option(
@@ -305,6 +322,9 @@ CONVERT_RULES: tuple[Applies, ...] = (
             "--latency-aware or --max-drift (no layer is timed)"),
     Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
     Applies(("calibration_samples", "holdout"), lambda p: p["calibration"] is not None, "--calibration"),
+    Applies(("finetune",), lambda p: p.get("calibration") is not None,
+            message="--finetune needs --calibration DATA (the samples it trains on)"),
+    Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
     Applies(("image_size", "image_mean", "image_std", "image_layout", "channel_order"),
             lambda p: is_image_folder(p["calibration"]), "--calibration naming a folder of images"),
 )
@@ -404,7 +424,17 @@ def convert_options(p: Values):
         metric=p["metric"],
         objective=p["objective"],
         search_ranks=parse_numbers(p["search_ranks"], "--search-ranks", int),  # type: ignore[arg-type]
+        finetune=finetune_options(p),
     )
+
+
+def finetune_options(p: Values):
+    """``--finetune`` and its flags -> :class:`FinetuneOptions` (``None`` when off)."""
+    from convtool.options import FinetuneOptions
+
+    if not p.get("finetune"):
+        return None
+    return FinetuneOptions(steps=p["finetune_steps"], seconds=p["finetune_seconds"])
 
 
 def report_options(p: Values, **overrides: Any):
