@@ -164,7 +164,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
 
         new_model, cal = refit_layers(model, new_model, record.layers, fit_data, options.calibration_or_default,
                                       search.cache if search is not None else None,
-                                      progress=_stage(progress, "refitting layers"))
+                                      progress=_stage(progress, "refitting layers"), decisions=conversion.decisions)
         record.calibration = cal
         by_name = {r.name: r for r in cal.layers}
         for layer in record.layers:

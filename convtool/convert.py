@@ -14,7 +14,7 @@ modified.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -52,6 +52,7 @@ class Conversion:
     model: onnx.ModelProto
     record: ConversionRecord
     sites: list[ConvSite | Rejection]  # in graph order, one per record layer
+    decisions: dict[str, Decision] = field(default_factory=dict)  # the converted layers, by name
 
 
 def _import(model: onnx.ModelProto, source: str) -> gs.Graph:
@@ -129,7 +130,8 @@ def convert(model: onnx.ModelProto, options: ConvertOptions | None = None,
     if count_macs:
         warnings += fill_macs(model, new_model, planned.sites, layers, options.input_shape_map, totals)
     record = ConversionRecord(source, None, layers, totals, options.rank.describe(), warnings)
-    return Conversion(new_model, record, planned.sites)
+    decisions = {name: d for name, d in planned.decisions.items() if isinstance(d, Decision)}
+    return Conversion(new_model, record, planned.sites, decisions)
 
 
 def fill_macs(before: onnx.ModelProto, after: onnx.ModelProto, sites, layers: list[LayerChange],

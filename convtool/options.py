@@ -143,7 +143,10 @@ class CalibrationOptions:
     the held-out error, and to measure drift on data no fit saw.  ``max_samples``: use at most
     this many samples (seeded choice).  ``batch_size``: samples per onnxruntime run.
     ``max_positions``: per layer and batch, at most this many spatial positions enter the
-    least squares (seeded subsampling; 0 = all).
+    least squares (seeded subsampling; 0 = all).  ``factors``: ``"data-aware"`` fits both
+    factors to the data (alternating least squares on input-patch moments, kept only where it
+    lowers the held-out error, see :mod:`convtool.core.als`); ``"pointwise"`` refits only the
+    pointwise weights.  ``iterations``: at most this many alternating rounds per layer.
     """
 
     source: str | None = None
@@ -153,8 +156,14 @@ class CalibrationOptions:
     max_positions: int = 65536
     seed: int = 0
     image: ImagePreprocess | None = None
+    factors: Literal["data-aware", "pointwise"] = "data-aware"
+    iterations: int = 10
 
     def __post_init__(self) -> None:
+        if self.factors not in ("data-aware", "pointwise"):
+            raise OptionError(f"--refit must be data-aware or pointwise, got {self.factors!r}")
+        if self.iterations < 1:
+            raise OptionError(f"ALS iterations must be >= 1, got {self.iterations}")
         if not 0.0 <= self.holdout < 1.0:
             raise OptionError(f"--holdout must be in [0, 1), got {self.holdout}")
         if self.max_samples < 1:

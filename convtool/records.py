@@ -102,7 +102,11 @@ class LayerRefit:
     all_samples_error_after: float | None = None
     fit_positions: int = 0
     held_out_positions: int = 0
-    method: str = "pointwise"
+    method: str = "pointwise"  # what was kept: "als" (both factors), "pointwise" or "data-free"
+    pointwise_error: float | None = None  # held-out error of the pointwise-only refit (for comparison)
+    als_error: float | None = None  # held-out error of the data-aware factors
+    moments: str | None = None  # "full" / "subspace" input-patch moments (data-aware only)
+    iterations: int = 0
 
 
 @dataclass(frozen=True)

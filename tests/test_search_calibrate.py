@@ -81,11 +81,20 @@ def test_refit_is_the_same_function_in_every_depthwise_first_layout():
     np.testing.assert_allclose(outs["branches"], outs["multiplier"], rtol=1e-4, atol=1e-4)
 
 
-def test_pointwise_first_layers_are_left_as_factorised_with_a_reason():
-    res = convert_model(three_conv_model(), calibrated(layout="pointwise_first"), calibration_data=smooth_inputs())
+def test_pointwise_first_layers_are_left_as_factorised_by_the_pointwise_refit():
+    options = calibrated(layout="pointwise_first", calibration=CalibrationOptions(factors="pointwise"))
+    res = convert_model(three_conv_model(), options, calibration_data=smooth_inputs())
     reasons = [layer.reason for layer in res.record.calibration.layers]
     assert reasons and all("pointwise_first layout" in r for r in reasons)
     assert res.record.calibration.layers_refitted == 0
+
+
+def test_pointwise_first_layers_get_data_aware_factors():
+    res = convert_model(three_conv_model(), calibrated(layout="pointwise_first"), calibration_data=smooth_inputs())
+    layers = res.record.calibration.layers
+    assert layers and all(r.moments == "full" and r.method in ("als", "pointwise", "data-free") for r in layers)
+    assert res.record.calibration.layers_refitted >= 1
+    assert all(r.output_error_after <= r.output_error_before for r in layers)
 
 
 def test_default_layout_refits_what_it_can_and_says_why_not_the_rest():

@@ -67,3 +67,23 @@ class ConvLayer:
             return self.weight, self.bias
         bn = self.batchnorm
         return fold_batchnorm(self.weight, self.bias, bn.scale, bn.beta, bn.mean, bn.var, bn.eps)
+
+
+def explicit_pads(spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+                  dilations: tuple[int, ...], auto_pad: str, pads: tuple[int, ...]) -> tuple[int, ...]:
+    """ONNX ``auto_pad`` resolved into explicit ``[begin..., end...]`` pads for an input of
+    ``spatial`` size (``NOTSET``: ``pads`` as given; ``VALID``: zeros; ``SAME_UPPER`` /
+    ``SAME_LOWER``: output ``ceil(in / stride)``, the odd pad at the end / the beginning)."""
+    d = len(kernel)
+    if auto_pad in ("", "NOTSET"):
+        return tuple(pads) if pads else (0,) * (2 * d)
+    if auto_pad == "VALID":
+        return (0,) * (2 * d)
+    begin, end = [], []
+    for i in range(d):
+        out = -(-int(spatial[i]) // int(strides[i]))
+        total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - int(spatial[i]), 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else big)
+        end.append(big if auto_pad == "SAME_UPPER" else small)
+    return tuple(begin + end)

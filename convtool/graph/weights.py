@@ -101,3 +101,49 @@ def write_pointwise(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.nda
             node.input.append(name)
         else:
             node.input[2] = name
+
+
+def spatial_conv(model: onnx.ModelProto, names: list[str]) -> onnx.NodeProto | None:
+    """Among a converted layer's new nodes, the first Conv whose kernel is not 1x1 (it carries
+    the original strides, pads, dilations and auto_pad)."""
+    inits = initializers(model)
+    for name in names:
+        node = node_named(model, name)
+        if node is not None and node.op_type == "Conv" and node.input[1] in inits:
+            if any(k != 1 for k in inits[node.input[1]].dims[2:]):
+                return node
+    return None
+
+
+def conv_attrs(node: onnx.NodeProto) -> dict:
+    """``strides``, ``pads``, ``dilations`` (tuples) and ``auto_pad`` (str) of a Conv node."""
+    out: dict = {"auto_pad": "NOTSET"}
+    for a in node.attribute:
+        if a.name in ("strides", "pads", "dilations"):
+            out[a.name] = tuple(int(v) for v in a.ints)
+        elif a.name == "auto_pad":
+            out["auto_pad"] = a.s.decode() if isinstance(a.s, bytes) else str(a.s)
+    return out
+
+
+def write_factors(model: onnx.ModelProto, names: list[str], layout: str, factors, bias: np.ndarray | None,
+                  group: int) -> None:
+    """Write a factor pair (:class:`convtool.core.factorize.Factors`) into the nodes a layer was
+    emitted as (``names``, in emission order), for every layout (the same permutations as
+    :mod:`convtool.graph.emit`); the bias goes where the emitter put it."""
+    from convtool.graph.emit import branch_weights, repeat_weights
+
+    convs = [n for n in (node_named(model, name) for name in names) if n is not None and n.op_type == "Conv"]
+    if layout == "repeat" and factors.rank > 1:
+        dw, pw = repeat_weights(factors, group)
+        pairs = [(convs[0], dw, None), (convs[1], pw, bias)]
+    elif layout == "branches" and factors.rank > 1:
+        pairs = []
+        for j, (dw, pw) in enumerate(branch_weights(factors, group)):
+            pairs += [(convs[2 * j], dw, None), (convs[2 * j + 1], pw, bias if j == 0 else None)]
+    else:  # multiplier (and the r=1 forms of repeat/branches), pointwise_first: first, then second
+        pairs = [(convs[0], factors.first, None), (convs[1], factors.second, bias)]
+    for node, weight, b in pairs:
+        set_initializer(model, node.input[1], np.ascontiguousarray(weight))
+        if b is not None or (len(node.input) > 2 and node.input[2]):
+            write_pointwise(model, node, np.ascontiguousarray(weight), b)

@@ -262,7 +262,8 @@ class BudgetSearch:
         """The conversion of one plan, refitted on the fit split when there is data."""
         conv = convert(self.model, self.base, overrides, source=self.source, count_macs=False)
         if self.refit and conv.record.totals.converted:
-            conv.model, _ = refit_layers(self.model, conv.model, conv.record.layers, self.fit, self.cal, self.cache)
+            conv.model, _ = refit_layers(self.model, conv.model, conv.record.layers, self.fit, self.cal, self.cache,
+                                         decisions=conv.decisions)
         return conv
 
     def trial_model(self, overrides: Mapping[str, Override]) -> onnx.ModelProto:

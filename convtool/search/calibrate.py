@@ -25,10 +25,21 @@ that the exposed tensor needs (:func:`convtool.graph.prefix.prefix_model`), and 
 calibration sample runs once through both prefixes.  Positions are subsampled (seeded) above
 ``CalibrationOptions.max_positions`` per batch.
 
-Layers that end with 1x1 Convs are refitted: ``multiplier`` and ``repeat`` end with one,
-``branches`` with a Sum of one per branch (solved jointly, as one map of the concatenated
-branch inputs; the bias goes to branch 0).  ``pointwise_first`` ends with the spatial Conv and
-is left as factorised, which the record says.
+Data-aware factors (the default, ``CalibrationOptions.factors == "data-aware"``): instead of
+``Z``, the layer's INPUT ``X`` in the converted model is captured and its input-patch moments
+streamed (:class:`convtool.core.als.PatchMoments`, fit and held-out samples apart); both
+factors are then fitted by alternating least squares from a whitened-SVD start
+(:mod:`convtool.core.als`), which also computes the pointwise-only refit and the data-free
+factors on the same moments.  The candidate with the lowest held-out error is written into
+the model (:func:`convtool.graph.weights.write_factors`, every layout, ``pointwise_first``
+included), so a layer never gets worse on held-out data than its data-free factors.  Layers
+whose moments cannot cover the fit (a large layer at a rank above its moment subspace, or a
+large ``pointwise_first`` layer) fall back to the pointwise refit below.
+
+Pointwise refit (``"pointwise"``, and the fallback): layers that end with 1x1 Convs are
+refitted: ``multiplier`` and ``repeat`` end with one, ``branches`` with a Sum of one per branch
+(solved jointly, as one map of the concatenated branch inputs; the bias goes to branch 0).
+``pointwise_first`` ends with the spatial Conv and is left as factorised, which the record says.
 
 Reuse: a layer's refit depends only on the converted layers up to it (in graph order) and
 their data-free weights.  A :class:`RefitCache` passed in by a caller that converts the same
@@ -41,12 +52,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from convtool.core.als import ALSResult, PatchMoments, fit_depthwise_first, fit_pointwise_first
+from convtool.core.conv import explicit_pads
+from convtool.core.factorize import Factors
+from convtool.core.plan import Decision
 from convtool.core.refit import NormalEquations, RefitResult, augment, few_blas_threads, refit, split_augmented
 from convtool.graph import weights
 from convtool.graph.export import copy_model
@@ -62,6 +77,15 @@ log = logging.getLogger(__name__)
 __all__ = ["LayerTarget", "RefitCache", "refit_layers", "targets"]
 
 METHOD = "sequential ridge least squares of the pointwise weights and bias (towards the data-free factors)"
+#: Per batch, at most this many positions per moment dimension enter the patch moments: their
+#: cost is ``(D + 1)^2`` per position, and ~32 positions per dimension and batch (a few hundred
+#: over a calibration set) estimate them well; the held-out check guards the rest.
+MOMENT_POSITIONS_PER_DIM = 32
+#: Depthwise steps up to this many unknowns are solved densely (a 1536-unknown solve is ~1 s of
+#: float64 at one thread per alpha and round); above, preconditioned CG.
+DENSE_LIMIT = 1536
+METHOD_ALS = ("sequential data-aware factors: alternating least squares of the depthwise and pointwise weights "
+              "on input-patch moments, from a whitened SVD, kept per layer only where the held-out error drops")
 
 
 @dataclass(frozen=True)
@@ -71,11 +95,12 @@ class LayerTarget:
     name: str  # the original Conv's label
     final_node: str  # the node writing the original output tensor
     layout: str
+    nodes: tuple[str, ...] = ()  # every node the layer was emitted as, in emission order
 
 
 def targets(layers: Sequence[LayerChange]) -> list[LayerTarget]:
     """The converted entries of a record's layers, as refit targets."""
-    return [LayerTarget(layer.name, layer.new_nodes[-1], layer.layout or "multiplier")
+    return [LayerTarget(layer.name, layer.new_nodes[-1], layer.layout or "multiplier", tuple(layer.new_nodes))
             for layer in layers if layer.converted and layer.new_nodes]
 
 
@@ -83,7 +108,7 @@ def targets(layers: Sequence[LayerChange]) -> list[LayerTarget]:
 class RefitCache:
     """Solved refits keyed by the converted-layer prefix (see the module docstring)."""
 
-    solved: dict[tuple, tuple[RefitResult, list | None]] = field(default_factory=dict)
+    solved: dict[tuple, tuple[LayerRefit, object]] = field(default_factory=dict)  # record, what to write
     reused: int = 0
 
 
@@ -139,16 +164,84 @@ def _record(name: str, res: RefitResult) -> LayerRefit:
 
 def refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, layers: Sequence[LayerChange],
                  data: Dataset, options: CalibrationOptions, cache: RefitCache | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, CalibrationSummary]:
-    """Refit the pointwise weights of the converted ``layers`` in a copy of ``converted``,
-    sequentially; returns the refitted model and the summary (``progress(done, total)`` per layer)."""
+                 progress: Callable[[int, int], None] | None = None,
+                 decisions: Mapping[str, Decision] | None = None) -> tuple[onnx.ModelProto, CalibrationSummary]:
+    """Refit the converted ``layers`` in a copy of ``converted``, sequentially; returns the
+    refitted model and the summary (``progress(done, total)`` per layer).  ``decisions`` (the
+    conversion's, by layer name: the folded kernels) enable the data-aware factors."""
     with few_blas_threads():
-        return _refit_layers(original, converted, targets(layers), data, options, cache, progress)
+        return _refit_layers(original, converted, targets(layers), data, options, cache, progress, decisions or {})
+
+
+def _data_aware(original: onnx.ModelProto, model: onnx.ModelProto, target: LayerTarget, decision: Decision,
+                fit_data: Dataset, held_data: Dataset | None, options: CalibrationOptions,
+                rng: np.random.Generator) -> tuple[ALSResult, Factors | None, np.ndarray | None] | str:
+    """Patch moments of the layer, then the ALS fit; the factors to write (``None``: keep the
+    data-free ones), or why this layer needs the pointwise fallback."""
+    spatial = weights.spatial_conv(model, list(target.nodes))
+    first = weights.node_named(model, target.nodes[0]) if target.nodes else None
+    final = weights.node_named(model, target.final_node)
+    if spatial is None or first is None or final is None:
+        return "the emitted layer has no spatial Conv"
+    geo = decision.layer.geometry
+    kernel = tuple(int(k) for k in geo.kernel)
+    attrs = weights.conv_attrs(spatial)
+    d = len(kernel)
+    strides, dilations = attrs.get("strides", (1,) * d), attrs.get("dilations", (1,) * d)
+    x_name, y_name = first.input[0], final.output[0]
+    fit_m = PatchMoments.for_layer(decision.weight, geo.group)
+    if fit_m.mode != "full" and (decision.factors.orientation == "pointwise_first" or decision.rank > fit_m.taps):
+        return "layer too large for data-aware moments at this rank"
+    held_m = fit_m.empty_like()
+    orig_sess = make_session(prefix_model(original, [y_name]), COMPUTE)
+    conv_sess = make_session(prefix_model(model, [x_name]), COMPUTE)
+    for data, mom in ((fit_data, fit_m), (held_data, held_m)):
+        if data is None:
+            continue
+        for feed in batches(data, model, options.batch_size):
+            (y,) = orig_sess.run([y_name], feed)
+            (x,) = conv_sess.run([x_name], feed)
+            pads = explicit_pads(x.shape[2:], kernel, strides, dilations, attrs["auto_pad"],
+                                 attrs.get("pads", (0,) * (2 * d)))
+            total = y.shape[0] * int(np.prod(y.shape[2:], dtype=np.int64))
+            cap = min(options.max_positions or total, MOMENT_POSITIONS_PER_DIM * (fit_m.dim + 1))
+            mom.update_conv(x, y, strides, pads, dilations, _positions(total, cap, rng))
+    if fit_m.count == 0:
+        return "no calibration batch ran (fixed batch larger than the data)"
+    fit = fit_depthwise_first if decision.factors.orientation == "depthwise_first" else fit_pointwise_first
+    extra = {"dense_limit": DENSE_LIMIT} if fit is fit_depthwise_first else {}
+    res = fit(decision.weight, decision.bias, fit_m, held_m if held_m.count else None, decision.rank,
+              iterations=options.iterations, final_on_all=True, **extra)
+    if res.mode not in ("full", "subspace"):
+        return res.mode
+    best = res.best
+    if best == "data-free":
+        return res, None, None
+    chosen = (res.first, res.second, res.bias) if best == "als" else (res.refit_first, res.refit_second, res.refit_bias)
+    return res, Factors(chosen[0], chosen[1], res.rank, res.orientation), chosen[2]
+
+
+def _als_record(name: str, res: ALSResult) -> LayerRefit:
+    best = res.best
+    chosen = {"als": res.als, "pointwise": res.pointwise, "data-free": res.data_free}[best]
+
+    def held(e) -> float | None:
+        return e.held if e.held is not None else e.fit
+
+    return LayerRefit(
+        name=name, refitted=best != "data-free",
+        reason=None if best != "data-free" else "no fit lowered the held-out error; data-free weights kept",
+        alpha=res.alpha if best == "als" else res.refit_alpha if best == "pointwise" else None,
+        output_error_before=held(res.data_free), output_error_after=held(chosen),
+        all_samples_error_before=res.data_free.fit, all_samples_error_after=chosen.fit,
+        fit_positions=res.fit_positions, held_out_positions=res.held_positions, method=best,
+        pointwise_error=held(res.pointwise), als_error=held(res.als), moments=res.mode, iterations=res.iterations)
 
 
 def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_targets: Sequence[LayerTarget],
                   data: Dataset, options: CalibrationOptions, cache: RefitCache | None,
-                  progress: Callable[[int, int], None] | None) -> tuple[onnx.ModelProto, CalibrationSummary]:
+                  progress: Callable[[int, int], None] | None,
+                  decisions: Mapping[str, Decision]) -> tuple[onnx.ModelProto, CalibrationSummary]:
     start = time.perf_counter()
     model = copy_model(converted)
     fit_data, held_data = data.split(options.holdout, options.seed)
@@ -167,6 +260,36 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
             results.append(LayerRefit(target.name, False, f"node {target.final_node!r} not found"))
             reuse = False  # an unrefitted converted layer is not in the key: stop reusing
             continue
+        decision = decisions.get(target.name)
+        if decision is not None and options.factors == "data-aware":
+            f = decision.factors
+            prefix.append((target.name, "als:" + _digest([f.first, f.second, decision.bias])))
+            key = tuple(prefix)
+            if reuse and cache is not None and key in cache.solved:
+                record, write = cache.solved[key]
+                if write is not None:
+                    weights.write_factors(model, list(target.nodes), target.layout, *write, decision.layer.geometry.group)
+                results.append(record)
+                reused += 1
+                cache.reused += 1
+                continue
+            outcome = _data_aware(original, model, target, decision, fit_data, held_data, options, rng)
+            sessions += 2
+            if not isinstance(outcome, str):
+                res, factors, bias = outcome
+                write = None if factors is None else (factors, bias)
+                if write is not None:
+                    weights.write_factors(model, list(target.nodes), target.layout, factors, bias,
+                                          decision.layer.geometry.group)
+                record = _als_record(target.name, res)
+                if reuse and cache is not None:
+                    cache.solved[key] = (record, write)
+                log.info("data-aware fit %s: held-out error %.4f -> %.4f (%s)", target.name,
+                         record.output_error_before or 0.0, record.output_error_after or 0.0, record.method)
+                results.append(record)
+                continue
+            log.info("%s: %s; refitting the pointwise weights only", target.name, outcome)
+            prefix.pop()
         convs = weights.pointwise_convs(model, node)
         if isinstance(convs, str):
             results.append(LayerRefit(target.name, False, f"{convs} ({target.layout} layout)"))
@@ -180,10 +303,10 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
         prefix.append((target.name, _digest([*ws, bias])))
         key = tuple(prefix)
         if reuse and cache is not None and key in cache.solved:
-            res, solved = cache.solved[key]
+            record, solved = cache.solved[key]
             for name, w, b in solved or ():
                 weights.write_pointwise(model, weights.node_named(model, name), w, b)  # type: ignore[arg-type]
-            results.append(_record(target.name, res))
+            results.append(record)
             reused += 1
             cache.reused += 1
             continue
@@ -205,16 +328,18 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
             for k, (c, w) in enumerate(zip(convs, np.split(new_w, np.cumsum(widths)[:-1], axis=1))):
                 solved.append((c.name, np.ascontiguousarray(w), new_b if k == 0 else None))
                 weights.write_pointwise(model, c, solved[-1][1], solved[-1][2])
+        record = _record(target.name, res)
         if reuse and cache is not None:
-            cache.solved[key] = (res, solved)
+            cache.solved[key] = (record, solved)
         log.info("refit %s: held-out error %.4f -> %.4f (alpha %s)", target.name, res.error_before,
                  res.error_after, res.alpha)
-        results.append(_record(target.name, res))
+        results.append(record)
     if progress is not None:
         progress(len(todo), len(todo))
     summary = CalibrationSummary(
         source=data.source, samples=data.count, fit_samples=fit_data.count,
-        held_out_samples=held_data.count if held_data is not None else 0, method=METHOD,
+        held_out_samples=held_data.count if held_data is not None else 0,
+        method=METHOD_ALS if options.factors == "data-aware" and decisions else METHOD,
         layers_refitted=sum(1 for r in results if r.refitted),
         layers_kept_data_free=sum(1 for r in results if not r.refitted),
         sessions=sessions, layers_reused=reused, seconds=round(time.perf_counter() - start, 3),

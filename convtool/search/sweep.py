@@ -134,7 +134,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         conv = convert(model, final, selection.overrides, source=source, count_macs=True)
         out = conv.model
         if search.refit and conv.record.totals.converted:
-            out, _ = refit_layers(model, out, conv.record.layers, search.fit, search.cal, search.cache)
+            out, _ = refit_layers(model, out, conv.record.layers, search.fit, search.cal, search.cache,
+                                  decisions=conv.decisions)
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
     try:
