@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -147,7 +148,7 @@ def test_on_fitted_data_als_beats_pointwise_beats_data_free(seed, orientation, d
     assert res.data_free.held is None and res.als.held is None
     # the history is the fit error at alpha = 0 and never rises
     hist = fitter(orientation)(w, b, mom, None, rank, alphas=(0.0,)).history
-    assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in zip(hist, hist[1:]))
+    assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in pairwise(hist))
 
 
 @pytest.mark.parametrize("orientation", [DF, PF])
@@ -157,11 +158,11 @@ def test_more_iterations_never_increase_the_objective(orientation, alpha):
     mom = moments(w, 2, x, y, geo)
     runs = [fitter(orientation)(w, b, mom, None, 1, alphas=(alpha,), iterations=k, tol=0.0) for k in range(7)]
     objective = [r.history[-1] for r in runs]
-    assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in zip(objective, objective[1:]))
+    assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in pairwise(objective))
     assert objective[-1] < objective[0]
     if alpha == 0.0:  # unregularised: the objective is the fit error itself
         errs = [r.als.fit for r in runs]
-        assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in zip(errs, errs[1:]))
+        assert all(b_ <= a_ * (1 + 1e-9) for a_, b_ in pairwise(errs))
         np.testing.assert_allclose(objective, errs, rtol=1e-6)
 
 
@@ -317,7 +318,7 @@ def test_conjugate_gradients_match_the_dense_depthwise_solve():
 
 
 def test_streaming_batches_subsampling_and_merging():
-    w, b, x, y, geo = make_layer(13, d=2, group=2, n=6)
+    w, _, x, y, geo = make_layer(13, d=2, group=2, n=6)
     whole = moments(w, 2, x, y, geo)
     parts = als.PatchMoments.for_layer(w, 2)
     parts.update_conv(x[:2], y[:2], *geo)
@@ -328,7 +329,9 @@ def test_streaming_batches_subsampling_and_merging():
     # subsampled positions: update_conv (chunked by image) == update on the selected rows
     sel = np.sort(np.random.default_rng(1).choice(whole.count, 40, replace=False))
     a = als.PatchMoments.for_layer(w, 2)
-    a.update_conv(x, y, *geo, positions=sel, max_elements=1)
+    mask = np.zeros(whole.count, dtype=bool)
+    mask[sel] = True
+    a.update_conv(x, y, *geo, positions=mask, max_elements=1)
     c = als.PatchMoments.for_layer(w, 2)
     c.update(extract_patches(x, w.shape[2:], *geo), flatten_outputs(y), sel)
     np.testing.assert_allclose(a.pp, c.pp, rtol=1e-12, atol=1e-9)
@@ -356,3 +359,20 @@ def test_memory_bound_and_mode_selection():
     assert grouped.pp.shape == (2, 1025, 1025)
     with pytest.raises(ValueError):
         als.PatchMoments.for_layer(np.zeros((6, 4, 3)), group=4)
+
+
+@pytest.mark.parametrize("orientation", [DF, PF])
+def test_dead_channels_and_single_input_channel_groups(orientation):
+    w, b, x, y, geo = make_layer(14, d=2, group=2, cin_g=3, cout_g=4)
+    x[:, 1] = 0.0  # a dead input channel: singular moments
+    x[:, 4] = 2.5  # a constant one (in the padded patches it is not constant at the borders)
+    y = direct_conv(x, w, b, 2, *geo) + 0.1 * np.random.default_rng(0).standard_normal(y.shape)
+    mom = moments(w, 2, x, y, geo)
+    res = fitter(orientation)(w, b, mom, None, 1)
+    assert np.all(np.isfinite(res.first)) and np.all(np.isfinite(res.second))
+    assert res.als.fit <= res.pointwise.fit * (1 + 1e-9) <= res.data_free.fit * (1 + 1e-9)
+    assert abs(rel(y, apply_factors(x, res.first, res.second, res.bias, orientation, 2, geo)) - res.als.fit) < 1e-7
+    # Cin_g = 1 (a depthwise layer: group = Cin) still fits
+    w1, b1, x1, y1, geo1 = make_layer(15, d=1, group=3, cin_g=1, cout_g=2)
+    r1 = fitter(orientation)(w1, b1, moments(w1, 3, x1, y1, geo1), None, 1)
+    assert r1.als.fit <= r1.pointwise.fit * (1 + 1e-9) <= r1.data_free.fit * (1 + 1e-9)

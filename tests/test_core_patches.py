@@ -18,7 +18,7 @@ def direct_conv(x, w, b, group, strides, pads, dilations):
     k = w.shape[2:]
     xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + d]) for i in range(d)])
     out = [(xp.shape[2 + i] - (k[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(d)]
-    n, cin = x.shape[:2]
+    n = x.shape[0]
     cout, cin_g = w.shape[:2]
     y = np.zeros((n, group, cout // group, *out))
     wg = w.reshape(group, cout // group, cin_g, *k)

@@ -40,8 +40,8 @@ samples``, as in ``calibrate/refit.py``).  ``F`` is just ``f`` on modified momen
 (``Sc + lam I``, ``Cc + lam W``), so both alternating steps below keep their closed forms,
 ``lam -> infinity`` gives back the data-free SVD factors, and - because the data-free pointwise
 weights are ``P0_i = W_i V_i`` for orthonormal SVD kernels ``V_i`` - the pointwise step with
-the SVD kernels is exactly ``refit.py``'s "ridge towards the data-free weights" (the prior does
-not depend on how the scale is split between the two factors).  ``alpha`` is chosen among
+the SVD kernels is ``refit.py``'s "ridge towards the data-free weights" (on this module's
+``lam`` scale; the prior does not depend on how the scale is split between the two factors).  ``alpha`` is chosen among
 :data:`ALPHAS` by the error on held-out moments (``held``; without them, on ``fit``).
 
 Alternating steps (depthwise-first; pointwise-first is the same with the roles of channels
@@ -77,26 +77,38 @@ whole ``nK`` covariance through its Kronecker approximation ``Sc' ~ S_chan (x) S
 (channel and tap covariances, each the partial trace of ``Sc'``): the SVD of
 ``L_chan^T W_o L_tap`` gives the exact minimiser when the covariance separates.  The ALS starts
 from whichever of {whitened kernels, SVD kernels}, each followed by a pointwise step, has the
-lower ``F``; since "SVD kernels + pointwise step" is exactly the pointwise-only refit, the ALS
-result is, for the same ``alpha``, never worse on the fitted data than that refit, which is
-never worse than the data-free factors (both guarantees on ``F``; at ``alpha = 0`` on the
-fit error itself).
+lower ``F`` (``ALSResult.start``); since "SVD kernels + pointwise step" is exactly the
+pointwise-only refit, the ALS result is, for the same ``alpha``, never worse on the fitted data
+than that refit, which is never worse than the data-free factors: the pointwise step minimises
+``F`` over the pointwise weights and bias, and the data-free ones (with any bias) are among
+the candidates.  Both guarantees hold for ``F``; at ``alpha = 0`` for the fit error itself, and
+so for the reported fit errors when ``held`` is None (``alpha = 0`` being in the grid, the
+choice on ``fit`` can only do better).  On held-out data nothing is guaranteed: that is what
+the held-out choice of ``alpha`` and the caller's "keep the best held-out candidate" are for.
+
+Cases handled: depthwise-first and pointwise-first (branches / repeat / multiplier layouts use
+the depthwise-first factors), 1-D / 2-D / 3-D kernels, any strides / pads / dilations (through
+the patches), any group count, ``Cin_g = 1`` too, float16 / float32 / float64 weights (all
+maths in float64, weights returned in the input dtype; errors are those of the float64
+factors), dead (constant) input channels, rank clamped to the full rank (at full rank the
+fit is exact for any target).
 
 Memory bound and what happens above it (:class:`PatchMoments`).  Full moments cost, per
 group, ``(nK + 1)^2`` float64 (``8 (nK + 1)^2`` bytes) plus ``m (nK + 1)`` for ``C``, and
 ``(nK + 1)^2 / 2`` multiply-adds per position to accumulate (a BLAS ``syrk``), i.e. about
 ``nK / (2m)`` times the layer's own forward pass.  The default :data:`FULL_LIMIT` ``= 1152``
 (128 channels x 3x3) keeps that at <= 10.6 MB per group and <= 0.66 M multiply-adds per
-position (4.5x the forward pass of a 128 -> 128 3x3 layer), and the exact depthwise solve at
-rank 2 (2304 unknowns) at ~0.4 s.  Above it (``Cin_g * K > full_limit``) the moments are
+position (4.5x the forward pass of a 128 -> 128 3x3 layer; subsample positions to spend
+less), and one pass over ``S`` (what a PCG step or a pointwise step costs) at ~3 ms.  Above it (``Cin_g * K > full_limit``) the moments are
 collected in a *subspace* ("subspace" mode): each input channel's patch is projected on
 ``q = max(1, full_limit // Cin_g)`` tap directions (or ``taps``), the top right singular
 vectors of the channel's kernel slice ``W_i`` (``m x K``), and the full cross-channel moments
-of those ``n q`` features are kept (memory ``8 (n q + 1)^2`` bytes per group, i.e. the same
-bound, or ``8 (n + 1)^2`` when ``n > full_limit``).  In that subspace everything above stays
+of those ``n q`` features are kept, ``C`` too in those coordinates (memory ``8 (n q + 1)^2``
+bytes per group, i.e. the same bound, or ``8 (n + 1)^2`` when ``n > full_limit``).  In that subspace everything above stays
 EXACT - errors, held-out choice, monotone ALS - for factors whose depthwise kernels lie in the
 span of those directions, which holds for the data-free and pointwise-only factors when
-``rank <= q``, and the ALS is restricted to it.  Per-channel ``K x K`` blocks alone (a
+``rank <= q``, and the ALS (whitened start included, whitened within the subspace) is
+restricted to it.  Per-channel ``K x K`` blocks alone (a
 block-diagonal covariance) were rejected: without the cross-channel terms neither the output
 error nor the pointwise solve is computable, so the held-out "keep it only if it helps" test
 would be guesswork.  Cases not covered, returned as the data-free factors with errors ``nan``
@@ -114,7 +126,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 
@@ -252,8 +264,8 @@ class PatchMoments:
         the converted model), ``y`` ``(N, Cout, *out_spatial)`` (the original layer's output);
         ONNX ``strides`` / ``pads`` / ``dilations``.  Patches are extracted image-chunk by
         image-chunk (at most ``max_elements`` patch elements at a time).  ``positions``: optional
-        row indices into the batch's ``N * P`` positions (image-major, as
-        :func:`patches.flatten_outputs`)."""
+        row indices (or a boolean mask) into the batch's ``N * P`` positions (image-major, as
+        :func:`patches.flatten_outputs`); ``auto_pad`` must be resolved into ``pads`` first."""
         x = np.asarray(x)
         y = np.asarray(y)
         _, _, _, out = conv_geometry(x.shape[2:], self.kernel_shape, strides, pads, dilations)
@@ -262,7 +274,8 @@ class PatchMoments:
         n_img, npos = int(x.shape[0]), math.prod(out)
         per = max(1, max_elements // max(1, npos * x.shape[1] * self.kernel_size))
         if positions is not None:
-            positions = np.sort(np.asarray(positions, dtype=np.int64))
+            positions = np.asarray(positions)
+            positions = np.flatnonzero(positions) if positions.dtype == bool else np.sort(positions.astype(np.int64))
         for a in range(0, n_img, per):
             b = min(a + per, n_img)
             sel = None
@@ -292,12 +305,12 @@ class PatchMoments:
     def _check_compatible(self, other: PatchMoments) -> None:
         same = (self.group, self.cout_g, self.kernel_shape, self.cin_g, self.pp.shape) == (
             other.group, other.cout_g, other.kernel_shape, other.cin_g, other.pp.shape)
-        if same and (self.basis is None) == (other.basis is None):
-            if self.basis is None or np.array_equal(self.basis, other.basis):
-                return
+        if same and (self.basis is None) == (other.basis is None) and (
+                self.basis is None or np.array_equal(self.basis, other.basis)):
+            return
         raise ValueError("moments of different layers (or different subspaces) cannot be combined")
 
-    def __iadd__(self, other: PatchMoments) -> PatchMoments:
+    def __iadd__(self, other: PatchMoments) -> Self:
         self._check_compatible(other)
         self.pp += other.pp
         self.yp += other.yp
@@ -743,11 +756,16 @@ def _fit(orientation, ops, weight, bias, fit, held, rank, iterations, alphas, to
     # data-free factors, full coordinates
     df_v, df_p = zip(*(ops.data_free(w64[gi], r) for gi in range(g)))
     df_first, df_second = _layout(orientation, list(df_v), list(df_p), w.shape, r)
-    reason = None
+    reason, df_kernel = None, None
     if fit.mode != "full" and orientation == "pointwise_first":
         reason = "data-free (layer too large for full moments)"
     elif fit.mode != "full" and r > fit.taps:
         reason = "data-free (rank above the moments' subspace)"
+    else:
+        try:
+            df_kernel = fit.reduce(_kernel(orientation, df_first, df_second, g, r))
+        except ValueError:  # subspace basis from another kernel, or ties at its boundary
+            reason = "data-free (factors outside the moments' subspace)"
     if reason is not None:
         nan = Errors(float("nan"), float("nan") if has_held else None)
         bias_out = b0.reshape(-1).astype(w.dtype)
@@ -757,8 +775,7 @@ def _fit(orientation, ops, weight, bias, fit, held, rank, iterations, alphas, to
                          held.count if held is not None else 0)
 
     w_red = fit.reduce(w64, tol=float("inf"))  # projection of W (the prior's target)
-    df_kernel = fit.reduce(_kernel(orientation, df_first, df_second, g, r))
-    v0 = [_to_moment_coords(fit, orientation, gi, df_v[gi]) for gi in range(g)]
+    v0 = [_to_moment_coords(fit, gi, df_v[gi]) for gi in range(g)]
     w3 = w_red.reshape(g, m, n, fit.taps)
 
     def errs(kernel, b, on_fit):
@@ -793,8 +810,8 @@ def _fit(orientation, ops, weight, bias, fit, held, rank, iterations, alphas, to
     a_err = Errors(everything.rel_error(run_a.kernel, run_a.bias), held_a if held_m is not None else None)
     ref = float(everything.yy.sum()) / everything.count
     hist = tuple(float(np.sqrt(max(h, 0.0) / ref)) if ref > 0 else 0.0 for h in run_a.history)
-    a_first, a_second = _layout(orientation, *_to_full(fit, orientation, run_a), w.shape, r)
-    b_first, b_second = _layout(orientation, *_to_full(fit, orientation, run_b), w.shape, r)
+    a_first, a_second = _layout(orientation, *_to_full(fit, run_a), w.shape, r)
+    b_first, b_second = _layout(orientation, *_to_full(fit, run_b), w.shape, r)
     return ALSResult(
         first=a_first.astype(w.dtype), second=a_second.astype(w.dtype),
         bias=run_a.bias.reshape(-1).astype(w.dtype), rank=r, orientation=orientation, mode=fit.mode,
@@ -857,7 +874,7 @@ def _finish(ops, probs, vs, ps, hist, iters, start) -> _Run:
     return _Run(vs, ps, kernel, bias, hist, iters, start)
 
 
-def _to_moment_coords(mom: PatchMoments, orientation: str, gi: int, v: np.ndarray) -> np.ndarray:
+def _to_moment_coords(mom: PatchMoments, gi: int, v: np.ndarray) -> np.ndarray:
     """Full-tap kernels -> moment coordinates (depthwise-first: per input channel basis)."""
     if mom.basis is None:
         return v
@@ -866,7 +883,7 @@ def _to_moment_coords(mom: PatchMoments, orientation: str, gi: int, v: np.ndarra
     return np.swapaxes(b, 1, 2) @ v  # (n, q, r)
 
 
-def _to_full(mom: PatchMoments, orientation: str, run: _Run) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _to_full(mom: PatchMoments, run: _Run) -> tuple[list[np.ndarray], list[np.ndarray]]:
     if mom.basis is None:
         return run.v, run.p
     n = mom.cin_g
