@@ -115,7 +115,8 @@ def test_long_layer_names_are_shortened_from_the_middle(long_names, tmp_path, wi
 @pytest.mark.parametrize("width", [80, 120])
 def test_report_tables_keep_every_number_whole(vgg, tmp_path, width):
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
-    assert invoke("convert", vgg, "-o", out, "-q").exit_code == 0
+    conv = invoke("convert", vgg, "-o", out, "-q")
+    assert conv.exit_code == 0, conv.output
     res = invoke("report", vgg, out, "--runs", "3", "--warmup", "1", "--json", rep, width=width)
     record = json.loads(rep.read_text())
     a, b = record["models"]
@@ -133,7 +134,8 @@ def test_convert_and_report_share_one_vocabulary(vgg, tmp_path):
     out, rec = tmp_path / "o.onnx", tmp_path / "c.json"
     conv = invoke("convert", vgg, "-o", out, "--json", rec)
     rep = invoke("report", vgg, out, "--no-latency")
-    assert conv.exit_code == 0 and rep.exit_code == 0, conv.output + rep.output
+    assert conv.exit_code == 0, conv.output
+    assert rep.exit_code == 0, rep.output
     totals = json.loads(rec.read_text())["totals"]
     macs = fmt.counts(totals["macs_before"], totals["macs_after"])  # e.g. 611M→79.2M
     assert macs in conv.stdout
