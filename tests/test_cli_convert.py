@@ -153,9 +153,11 @@ def test_energy_policy_and_filters(vgg, tmp_path):
 
 def test_help_and_version():
     res = invoke("--version")
-    assert res.exit_code == 0 and res.output.startswith("convtool ")
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("convtool ")
     res = invoke("convert", "-h")
-    assert res.exit_code == 0 and "--rank" in res.output and "--min-in-channels" in res.output
+    assert res.exit_code == 0, res.output
+    assert "--rank" in res.output and "--min-in-channels" in res.output
 
 
 def test_convert_with_report(vgg, tmp_path):
