@@ -159,17 +159,17 @@ def summary_lines(record: ConversionRecord) -> list[str]:
 
 
 def _finetune_line(ft) -> str:
-    """``--finetune`` in one line: the decision, held-out drift before -> after, steps, time."""
+    """``--finetune`` in one line: the decision, held-out drift before→after, steps, time."""
     if ft.stopped_by == "not run":
         return f"fine-tune: {ft.decision}"
     before, after = ft.held_out_drift_before, ft.held_out_drift_after
     where = f"{ft.held_out_samples} held-out samples" if ft.held_out_samples else "the fitted samples"
     if before is None:
         before, after = ft.fit_drift_before, ft.fit_drift_after
-    drift = f"drift {fmt.num(before)} -> {fmt.num(after)} on {where}" if before is not None else ""
+    drift = f"drift {fmt.arrow(fmt.num(before), fmt.num(after))} on {where}" if before is not None else ""
     agree = ""
     if ft.top1_agreement_before is not None and ft.top1_agreement_after is not None:
-        agree = f", top-1 agreement {fmt.pct(ft.top1_agreement_before)} -> {fmt.pct(ft.top1_agreement_after)}"
+        agree = f", top-1 agreement {fmt.arrow(fmt.pct(ft.top1_agreement_before), fmt.pct(ft.top1_agreement_after))}"
     verdict = "kept" if ft.kept else "discarded, calibrated weights kept"
     return (f"fine-tune: {verdict}; {drift}{agree}; {ft.steps} steps (stopped by {ft.stopped_by}) on "
             f"{ft.fit_samples} samples, {ft.parameters} parameters in {ft.layers} layers, "
