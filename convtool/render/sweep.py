@@ -195,20 +195,26 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     orig_q = 0.0 if drift_axis else (record.original.accuracy if axis == "accuracy" else 1.0)
     xs = [q for _, q, _ in pts] + ([orig_q] if orig_q is not None else [])
     ys = [s for _, _, s in pts] + [1.0]
-    xt = nice_ticks(min(xs), max(xs)) if xs else [0.0, 1.0]
+    if drift_axis:
+        xt = nice_ticks(0.0, max(xs)) if xs and max(xs) > 0 else [0.0, 0.01]
+    else:  # a fraction: never past 100 %, at least a 2-point span
+        lo = min(xs) if xs else 0.9
+        xt = [t for t in nice_ticks(min(lo, 0.98), 1.0) if t <= 1.0 + 1e-12]
     yt = nice_ticks(min(0.9, min(ys)), max(ys))
     left, right, top, bottom = 70, 30, 50, 60
     pw, ph = width - left - right, height - top - bottom
 
+    inset = 0.04  # points never sit on the frame
+
     def x_of(q: float) -> float:
         f = (q - xt[0]) / ((xt[-1] - xt[0]) or 1.0)
-        return left + (1.0 - f if drift_axis else f) * pw
+        return left + (inset + (1.0 - 2 * inset) * (1.0 - f if drift_axis else f)) * pw
 
     def y_of(s: float) -> float:
         return top + (1.0 - (s - yt[0]) / ((yt[-1] - yt[0]) or 1.0)) * ph
 
     def xlabel(q: float) -> str:
-        return fmt.num(q) if drift_axis else f"{q * 100:.4g}%"
+        return f"{q:g}" if drift_axis else f"{q * 100:.4g}%"
 
     subtitle = f"{record.environment.get('threads')} thread(s), objective {record.objective}; filled: Pareto front"
     name = _QUALITY[axis] + (" on the evaluation data (lower is better, right)" if drift_axis else
@@ -242,13 +248,17 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     if orig_q is not None:
         x, y = x_of(orig_q), y_of(1.0)
         out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666"/>')
-        out.append(f'<text x="{x - 8:.1f}" y="{y + 18:.1f}" text-anchor="end" fill="#444">original</text>')
+        out.append(f'<text x="{x:.1f}" y="{y + 20:.1f}" text-anchor="middle" fill="#444">original</text>')
+    labels: dict[tuple[int, int], list[str]] = {}  # budgets landing on one spot share one label
     for p, q, s in pts:
         x, y = x_of(q), y_of(s)
         fill = "#1f77b4" if p.pareto else "white"
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#1f77b4" stroke-width="2">'
                    f'<title>{escape(_tooltip(p, axis))}</title></circle>')
-        out.append(f'<text x="{x + 9:.1f}" y="{y - 8:.1f}">{escape(f"{p.budget:g}")}</text>')
+        labels.setdefault((round(x), round(y)), []).append(f"{p.budget:g}")
+    for (x, y), budgets in labels.items():  # right half: labels to the left of the point
+        anchor, dx = ("end", -9) if x > left + pw / 2 else ("start", 9)
+        out.append(f'<text x="{x + dx}" y="{y - 8}" text-anchor="{anchor}">{escape(", ".join(budgets))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
