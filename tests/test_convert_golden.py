@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import onnx
 import pytest
-from builders import conv_model, with_output_shapes  # noqa: F401 - conv_model also re-exported for test_cli_convert.py
+from builders import conv_model, with_output_shapes
 from golden import compare
 from onnx import TensorProto, helper, numpy_helper
 
