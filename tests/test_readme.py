@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import onnx
-
-ROOT = Path(__file__).resolve().parent.parent
+from builders import ROOT
 
 
 def quick_start() -> list[str]:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import SAMPLES
 from onnx import numpy_helper
-
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 BUILT = ["vgg_style.onnx", "resnet_style.onnx"]
 MODELS = [*BUILT, "digits_cnn.onnx"]
 MIN_IN_CHANNELS = 8  # the converter's default: stems with fewer input channels are skipped
