@@ -278,6 +278,7 @@ class Report:
     environment: Environment
     aa_check: AACheck | None = None
     inputs: str = "random"
+    inputs_random: bool = False  # drift was measured on seeded random inputs (no --inputs)
     profile_opt_level: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -306,6 +307,7 @@ class Report:
             "environment": self.environment.to_dict(),
             "aa_check": None if self.aa_check is None else self.aa_check.to_dict(),
             "inputs": self.inputs,
+            "inputs_random": self.inputs_random,
             "profile_opt_level": self.profile_opt_level,
             "notes": list(self.notes),
         }
@@ -538,6 +540,7 @@ def build_report(
         environment=env,
         aa_check=aa,
         inputs=inputs_desc,
+        inputs_random=data is None,
         profile_opt_level=profile_level,
         notes=tuple(notes),
     )

@@ -401,7 +401,7 @@ def test_verdict_line_on_real_samples(pair, tmp_path):
     text = " ".join(result.stdout.split())
     assert f"drift: per-channel rel. L2 (--max-drift) {fmt.num(drift['drift'])}" in text
     assert f"rel. L2, whole tensor {fmt.num(drift['rel_l2'])}" in text
-    assert "random" not in verdict
+    assert "random" not in verdict and json.loads(js.read_text())["inputs_random"] is False
 
 
 def test_random_inputs_are_named_and_top1_agreement_is_not_shown(pair, tmp_path):
@@ -415,7 +415,9 @@ def test_random_inputs_are_named_and_top1_agreement_is_not_shown(pair, tmp_path)
     for text in (result.stdout, md.read_text()):
         assert "top-1 agreement" not in text.replace("top-1 agreement on random inputs says nothing", "")
         assert "drift was measured on seeded random inputs" in " ".join(text.split())
-    assert json.loads(js.read_text())["comparison"]["drift"]["top1_agreement"] is not None  # the record keeps it
+    record = json.loads(js.read_text())
+    assert record["comparison"]["drift"]["top1_agreement"] is not None  # the record keeps it
+    assert record["inputs_random"] is True
 
 
 def test_markdown_opens_with_the_verdict(pair, tmp_path):

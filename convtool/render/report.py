@@ -24,7 +24,6 @@ console (:mod:`convtool.render.table`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
@@ -55,7 +54,6 @@ TOP_NODES = 15
 fmt_count = fmt.count
 
 _GOOD, _BAD, _DIM = "green", "red", "dim"
-_RANDOM = re.compile(r"^random \(seed -?\d+\)$")
 RANDOM_NOTE = ("drift was measured on seeded random inputs: relative L2 and cosine show how far the outputs "
                "moved, not whether predictions changed, and top-1 agreement on random inputs says nothing "
                "about accuracy (not shown); pass --inputs with real samples")
@@ -63,8 +61,7 @@ RANDOM_NOTE = ("drift was measured on seeded random inputs: relative L2 and cosi
 
 def random_inputs(report: Report) -> bool:
     """True when the drift was measured on seeded random inputs (no ``--inputs``)."""
-    flag = getattr(report, "inputs_random", None)
-    return bool(flag) if flag is not None else bool(_RANDOM.match(report.inputs or ""))
+    return report.inputs_random
 
 
 def _inputs_phrase(report: Report, samples: int | None) -> str:
