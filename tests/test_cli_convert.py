@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from builders import conv_model
+from golden import compare
 from typer.testing import CliRunner
 
 from convtool.cli.app import app
-from golden import compare
-from builders import conv_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import onnx
 import pytest
+from test_report import converted_model, original_model
 from typer.testing import CliRunner
 
 import convtool.report
 from convtool.cli.app import app
 from convtool.errors import CalibrationDataError
-from test_report import converted_model, original_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"

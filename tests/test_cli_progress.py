@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_report import converted_model, original_model
 from typer.testing import CliRunner
 
 import convtool.api
 import convtool.report
 from convtool.cli.app import app
-from test_report import converted_model, original_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report import converted_model, original_model
 from typer.testing import CliRunner
 
 from convtool.cli.app import app
 from convtool.errors import OptionError
 from convtool.options import RankPolicy
-from test_report import converted_model, original_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import onnx
 import pytest
+from builders import conv_model
 from typer.testing import CliRunner
 
-from builders import conv_model
 from convtool.cli.app import app
 from convtool.render import fmt
 

@@ -7,7 +7,14 @@ import io
 import pytest
 from rich.console import Console
 
-from convtool.records import CalibrationSummary, ConversionRecord, LatencySummary, LayerChange, SearchSummary, Totals
+from convtool.records import (
+    CalibrationSummary,
+    ConversionRecord,
+    LatencySummary,
+    LayerChange,
+    SearchSummary,
+    Totals,
+)
 from convtool.render import convert as render
 from convtool.render import fmt
 from convtool.render import latency as render_latency

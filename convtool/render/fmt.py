@@ -168,7 +168,7 @@ def num(value: float | None, digits: int = 3) -> str:
     if abs(value) >= 10 ** digits:
         return f"{value:.{digits}g}"
     text = f"{value:#.{digits}g}"
-    return text[:-1] if text.endswith(".") else text
+    return text.removesuffix(".")
 
 
 def duration(seconds: float) -> str:
