@@ -8,6 +8,8 @@ original and output drift (relative L2 of the logits). Prints a Markdown table.
 
     python benchmarks/accuracy.py            # full run (a minute or two on 2 cores)
     python benchmarks/accuracy.py --smoke    # tiny sizes, for CI: checks it runs, not the numbers
+    python benchmarks/accuracy.py --finetune --ranks 1,2   # rank r + refit, then + --finetune, on the
+                                             # bundled classifiers (digits, noisy_digits if present)
 
 ``--max-drift`` without calibration measures drift on seeded random inputs (as the CLI does
 and warns); with calibration it measures on the calibration images and refits inside the search.
@@ -26,6 +28,15 @@ the calibration input size (the task runner still feeds the package's own sizes)
         --calibration-samples 24 --eval-samples 20 --shape 480x480        # ~6 min
     python benchmarks/accuracy.py --real ppocr_rec --budgets 0.01,0.03,0.1 --ranks 1,2 \
         --calibration-samples 32 --eval-samples 40                        # ~2 min
+
+With ``--finetune`` (the ``[finetune]`` extra): for each ``--ranks`` value, rank r + refit, then
+the same + ``--finetune``: MACs removed, held-out drift and task agreement / top-1 before and
+after, and the fine-tune's minutes::
+
+    python benchmarks/accuracy.py --finetune --ranks 1 --real yolov8n --calibration-samples 32 \
+        --eval-samples 12
+    python benchmarks/accuracy.py --finetune --ranks 1,2 --real ppocr_det --calibration-samples 24 \
+        --eval-samples 20 --shape 480x480 --crop 320
 """
 
 from __future__ import annotations
@@ -185,6 +196,134 @@ def run_real(name: str, budgets: list[float], n_cal: int, n_eval: int, ranks: li
     return "\n".join(lines)
 
 
+@dataclass
+class FinetuneRow:
+    model: str
+    rank: str
+    converted: str
+    mac_reduction: float
+    drift_before: float | None  # held-out calibration samples, refit only
+    drift_after: float | None  # the same samples, after --finetune (whatever was kept)
+    task_before: float  # eval top-1 accuracy (classifiers) or task agreement (real models)
+    task_after: float
+    agreement_before: float | None
+    agreement_after: float | None
+    steps: int
+    minutes: float  # the fine-tune alone (wall time of the whole convert in ``total_minutes``)
+    total_minutes: float
+    decision: str
+
+
+def _finetune_pair(model: onnx.ModelProto, options, calib: dict, fine) -> tuple:
+    """(refit-only result, fine-tuned result, seconds of the fine-tuned conversion)."""
+    from dataclasses import replace
+
+    from convtool.api import convert_model
+
+    refit = convert_model(model, options, calibration_data=calib)
+    start = time.perf_counter()
+    tuned = convert_model(model, replace(options, finetune=fine), calibration_data=calib)
+    return refit, tuned, time.perf_counter() - start
+
+
+def run_finetune(names: list[str], ranks: list[int], fine, smoke: bool = False) -> list[FinetuneRow]:
+    """``--finetune`` rows on the bundled classifiers: rank r + refit, then + fine-tune.
+
+    Each model's ``<name>_calib.npz`` is the calibration data (the refit's and the fine-tune's
+    held-out split is taken from it: ``drift`` is measured there); ``<name>_eval.npz`` (with
+    labels) gives top-1 accuracy and agreement with the original on images no step saw.
+    """
+    from convtool.options import CalibrationOptions, ConvertOptions, RankPolicy
+
+    rows = []
+    for name in names:
+        path = MODELS / (f"{name}.onnx" if (MODELS / f"{name}.onnx").exists() else f"{name}_cnn.onnx")
+        model = onnx.load(str(path))
+        with np.load(MODELS / f"{name}_eval.npz") as f:
+            x_eval, y_eval = f["input"], f["labels"]
+        with np.load(MODELS / f"{name}_calib.npz") as f:
+            x_cal = f["input"]
+        if smoke:
+            x_eval, y_eval, x_cal = x_eval[:48], y_eval[:48], x_cal[:24]
+        ref = _logits(model, x_eval)
+        rows.append(FinetuneRow(name, "original", "-", 0.0, None, None, float(np.mean(ref.argmax(1) == y_eval)),
+                                float(np.mean(ref.argmax(1) == y_eval)), None, None, 0, 0.0, 0.0, ""))
+        for r in ranks:
+            options = ConvertOptions(rank=RankPolicy("fixed", r), layout="multiplier", calibration=CalibrationOptions())
+            refit, tuned, seconds = _finetune_pair(model, options, {"input": x_cal}, fine)
+            out_b, out_a = _logits(refit.model, x_eval), _logits(tuned.model, x_eval)
+            s = tuned.record.finetune
+            t = tuned.record.totals
+            rows.append(FinetuneRow(
+                name, str(r), f"{t.converted}/{t.conv_nodes}", t.mac_reduction or 0.0,
+                s.held_out_drift_before if s else None, (s.held_out_drift_after if s and s.kept else
+                                                         (s.held_out_drift_before if s else None)),
+                float(np.mean(out_b.argmax(1) == y_eval)), float(np.mean(out_a.argmax(1) == y_eval)),
+                float(np.mean(out_b.argmax(1) == ref.argmax(1))), float(np.mean(out_a.argmax(1) == ref.argmax(1))),
+                s.steps if s else 0, (s.seconds if s else 0.0) / 60, seconds / 60, s.decision if s else "not run"))
+            print(finetune_table(rows[-1:], header=False), file=sys.stderr, flush=True)
+    return rows
+
+
+def finetune_table(rows: list[FinetuneRow], header: bool = True, task: str = "top-1 accuracy") -> str:
+    lines = [] if not header else [
+        f"| model | rank | converted | MACs removed | held-out drift (refit -> fine-tuned) | {task} (refit -> fine-tuned) "
+        "| agreement with original | steps | fine-tune min | decision |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1%}"
+
+    for r in rows:
+        if r.rank == "original":
+            lines.append(f"| {r.model} | original | - | - | - | {r.task_before:.1%} | - | - | - | - |")
+            continue
+        drift = "-" if r.drift_before is None else f"{r.drift_before:.3f} -> {r.drift_after:.3f}"
+        lines.append(f"| {r.model} | {r.rank} | {r.converted} | {r.mac_reduction:.1%} | {drift} | "
+                     f"{r.task_before:.1%} -> {r.task_after:.1%} | {pct(r.agreement_before)} -> {pct(r.agreement_after)} | "
+                     f"{r.steps} | {r.minutes:.1f} | {r.decision} |")
+    return "\n".join(lines)
+
+
+def run_real_finetune(name: str, ranks: list[int], n_cal: int, n_eval: int, fine,
+                      shape: tuple[int, int] | None = None) -> str:
+    """``--finetune`` rows on a real model of the ``[models]`` extra: rank r + refit, then +
+    fine-tune; held-out drift on the calibration split, task agreement on other images."""
+    import tempfile
+
+    import realmodels as rm  # benchmarks/realmodels.py (the script folder is on sys.path)
+    from convtool.graph.io import save_model
+    from convtool.options import CalibrationOptions, ConvertOptions, RankPolicy
+
+    info = rm.get_model(name)
+    model = onnx.load(str(info.path))
+    calib = rm.calibration_inputs(name, n_cal, seed=0, shape=shape)
+    images = rm.sample_images(name, n_eval, seed=1)
+    reference = rm.task_outputs(name, None, images)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in ranks:
+            options = ConvertOptions(rank=RankPolicy("fixed", r), layout="multiplier",
+                                     calibration=CalibrationOptions(batch_size=8))
+            refit, tuned, seconds = _finetune_pair(model, options, calib, fine)
+            agree = []
+            for i, res in enumerate((refit, tuned)):
+                path = Path(tmp) / f"{name}_{r}_{i}.onnx"
+                save_model(res.model, path)
+                agree.append(rm.agreement(name, reference, rm.task_outputs(name, path, images)))
+            s = tuned.record.finetune
+            t = tuned.record.totals
+            rows.append(FinetuneRow(
+                name, str(r), f"{t.converted}/{t.conv_nodes}", t.mac_reduction or 0.0,
+                s.held_out_drift_before if s else None,
+                (s.held_out_drift_after if s and s.kept else (s.held_out_drift_before if s else None)),
+                agree[0], agree[1], None, None, s.steps if s else 0, (s.seconds if s else 0.0) / 60, seconds / 60,
+                s.decision if s else "not run"))
+            print(finetune_table(rows[-1:], header=False), file=sys.stderr, flush=True)
+    return finetune_table(rows, task="task agreement")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
@@ -194,8 +333,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=20, help="evaluation images for --real")
     parser.add_argument("--ranks", default="", help="fixed ranks to compare for --real (data-free and refit), e.g. 1,2")
     parser.add_argument("--shape", help="calibration input size HxW for --real (default: the model's default size)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="fine-tune rows instead: rank r (--ranks, default 1) + refit, then + --finetune "
+                             "(needs the [finetune] extra)")
+    parser.add_argument("--finetune-steps", type=int, default=600, help="--finetune: at most this many steps")
+    parser.add_argument("--finetune-seconds", type=float, default=180.0, help="--finetune: time budget per run")
+    parser.add_argument("--crop", type=int, help="--finetune: train on random crops of this size (real models)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.finetune:
+        from convtool.options import FinetuneOptions
+
+        fine = FinetuneOptions(steps=3 if args.smoke else args.finetune_steps,
+                               seconds=None if args.smoke else args.finetune_seconds, crop=args.crop)
+        ranks = [int(r) for r in args.ranks.split(",") if r] or [1]
+        shape = tuple(int(d) for d in args.shape.lower().split("x")) if args.shape else None
+        if args.real:
+            print(run_real_finetune(args.real, ranks, args.calibration_samples, args.eval_samples, fine, shape))
+            return 0
+        names = [n for n in ("digits", "noisy_digits") if (MODELS / f"{n}_calib.npz").exists()]
+        print(finetune_table(run_finetune(names[:1] if args.smoke else names, ranks, fine, args.smoke)))
+        return 0
     if args.real:
         budgets = [float(b) for b in args.budgets.split(",") if b]
         ranks = [int(r) for r in args.ranks.split(",") if r]

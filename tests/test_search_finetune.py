@@ -313,3 +313,11 @@ def test_cli_finetune_on_the_digits_sample(tmp_path):
     assert "fine-tune:" in res.output
     data = json.loads(rec.read_text())["finetune"]
     assert data["steps"] == 3 and data["held_out_samples"] > 0 and data["decision"]
+
+
+@finetune_mark
+def test_accuracy_benchmark_finetune_smoke():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--finetune", "--smoke"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| digits | 1 | 5/6 |" in proc.stdout and "held-out drift (refit -> fine-tuned)" in proc.stdout
