@@ -94,13 +94,15 @@ class Dataset:
         labels = None if self.labels is None else self.labels[index]
         return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.random)
 
-    def split(self, holdout: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    def split(self, holdout: float, seed: int, multiple: int = 1) -> tuple[Dataset, Dataset | None]:
         """(fit, held-out): a seeded shuffle; no held-out part when ``holdout`` is 0 or there
-        are fewer than 2 samples."""
+        are fewer than 2 samples.  ``multiple``: a model's fixed batch dim - the held-out part
+        is a whole number of batches (at least one), or empty when the data cannot spare one."""
         n = self.count
         held = 0
-        if holdout > 0 and n >= 2:
-            held = min(max(int(round(n * holdout)), 1), n - 1)
+        if holdout > 0 and n >= 2 * multiple:
+            batches = min(max(int(round(n * holdout / multiple)), 1), n // multiple - 1)
+            held = batches * multiple
         if held == 0:
             return self, None
         order = np.random.default_rng(seed).permutation(n)

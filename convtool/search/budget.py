@@ -81,7 +81,7 @@ from convtool.errors import ConvToolError, OptionError
 from convtool.graph.select import ConvSite
 from convtool.options import ConvertOptions, RankPolicy
 from convtool.records import LatencySummary, LayerChange, SearchSummary, Sensitivity
-from convtool.runtime.inputs import Dataset, random_dataset
+from convtool.runtime.inputs import Dataset, fixed_batch, random_dataset
 from convtool.runtime.run import run_outputs
 from convtool.search import latency
 from convtool.search.calibrate import RefitCache, refit_layers
@@ -220,7 +220,7 @@ class BudgetSearch:
         self.warnings: list[str] = []
         self.refit = data is not None
         if data is not None:
-            fit, held = data.split(self.cal.holdout, self.cal.seed + 1)
+            fit, held = data.split(self.cal.holdout, self.cal.seed + 1, fixed_batch(model) or 1)
             if held is None:  # a single sample: nothing can be held out
                 held = fit
                 self.warnings.append("--max-drift: one calibration sample, so drift is measured on the data the "

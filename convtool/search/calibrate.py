@@ -68,7 +68,7 @@ from convtool.graph.export import copy_model
 from convtool.graph.prefix import prefix_model
 from convtool.options import CalibrationOptions
 from convtool.records import CalibrationSummary, LayerChange, LayerRefit
-from convtool.runtime.inputs import Dataset, batches
+from convtool.runtime.inputs import Dataset, batches, fixed_batch
 from convtool.runtime.run import COMPUTE
 from convtool.runtime.session import make_session
 
@@ -244,7 +244,7 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
                   decisions: Mapping[str, Decision]) -> tuple[onnx.ModelProto, CalibrationSummary]:
     start = time.perf_counter()
     model = copy_model(converted)
-    fit_data, held_data = data.split(options.holdout, options.seed)
+    fit_data, held_data = data.split(options.holdout, options.seed, fixed_batch(converted) or 1)
     rng = np.random.default_rng(options.seed)
     order = {n.name: i for i, n in enumerate(model.graph.node)}
     todo = sorted(todo_targets, key=lambda t: order.get(t.final_node, len(order)))
