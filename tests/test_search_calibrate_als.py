@@ -79,3 +79,28 @@ def test_digits_rank1_data_aware_lowers_held_out_drift():
         out = run_outputs(res.model, evaluation)["logits"]
         drifts[factors] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
     assert drifts["data-aware"] < drifts["pointwise"]
+
+
+def test_cli_refit_flag_chooses_the_method(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from convtool.cli.app import app
+
+    model, data = tmp_path / "m.onnx", tmp_path / "calib.npz"
+    onnx.save(three_conv_model(), model)
+    np.savez(data, **smooth_inputs(n=24))
+    methods = {}
+    for refit in ("pointwise", "data-aware"):
+        out, js = tmp_path / f"{refit}.onnx", tmp_path / f"{refit}.json"
+        res = CliRunner().invoke(app, ["convert", str(model), "-o", str(out), "--layout", "multiplier", "--calibration",
+                                       str(data), "--refit", refit, "--json", str(js)])
+        assert res.exit_code == 0, res.output
+        record = json.loads(js.read_text())
+        methods[refit] = {layer["method"] for layer in record["calibration"]["layers"]}
+        assert ("alternating least squares" in record["calibration"]["method"]) == (refit == "data-aware")
+    assert methods["pointwise"] == {"pointwise"}
+    assert methods["data-aware"] <= {"als", "pointwise", "data-free"} and "als" in methods["data-aware"]
+    bad = CliRunner().invoke(app, ["convert", str(model), "--calibration", str(data), "--refit", "both"])
+    assert bad.exit_code == 2 and "--refit" in bad.output

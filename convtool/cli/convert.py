@@ -40,6 +40,7 @@ def convert(
     calibration: params.Calibration = None,
     calibration_samples: params.CalibrationSamples = 512,
     holdout: params.Holdout = 0.2,
+    refit: params.Refit = "data-aware",
     image_size: params.ImageSize = None,
     image_mean: params.ImageMean = "0",
     image_std: params.ImageStd = "1",

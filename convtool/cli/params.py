@@ -134,9 +134,14 @@ NoCache = Annotated[bool, typer.Option("--no-cache", rich_help_panel=SPEED,
 
 Calibration = Annotated[Optional[Path], typer.Option(
     "--calibration", metavar="DATA", rich_help_panel=CALIBRATION,
-    help="Refit each converted layer's pointwise weights by least squares on this data: an .npz "
+    help="Fit each converted layer to this data, layer after layer (see --refit): an .npz "
          "with one array per model input (samples on the first axis), or a folder of images or "
          ".npy samples.")]
+Refit = Annotated[str, typer.Option(
+    "--refit", metavar="WHAT", rich_help_panel=CALIBRATION,
+    help="data-aware: fit both factors (alternating least squares on the layer's input patches, "
+         "from a whitened SVD); pointwise: refit only the pointwise weights. Either way a layer "
+         "keeps its fit only where it lowers the error on held-out samples.")]
 CalibrationSamples = Annotated[int, typer.Option(
     "--calibration-samples", metavar="N", rich_help_panel=CALIBRATION,
     help="Use at most this many calibration samples (a seeded choice).")]
@@ -321,7 +326,7 @@ CONVERT_RULES: tuple[Applies, ...] = (
     Applies(("cache_dir", "no_cache"), lambda p: p["latency_aware"] or p["max_drift"] is not None,
             "--latency-aware or --max-drift (no layer is timed)"),
     Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
-    Applies(("calibration_samples", "holdout"), lambda p: p["calibration"] is not None, "--calibration"),
+    Applies(("calibration_samples", "holdout", "refit"), lambda p: p["calibration"] is not None, "--calibration"),
     Applies(("finetune",), lambda p: p.get("calibration") is not None,
             message="--finetune needs --calibration DATA (the samples it trains on)"),
     Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
@@ -401,7 +406,8 @@ def calibration_options(p: Values):
     if p["calibration"] is None and p.get("max_drift") is None:
         return None
     return CalibrationOptions(source=str(p["calibration"]) if p["calibration"] is not None else None,
-                              holdout=p["holdout"], max_samples=p["calibration_samples"], image=image)
+                              holdout=p["holdout"], max_samples=p["calibration_samples"], image=image,
+                              factors=p.get("refit", "data-aware"))
 
 
 def convert_options(p: Values):

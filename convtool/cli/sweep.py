@@ -60,6 +60,7 @@ def sweep(
     calibration: SweepCalibration = None,
     calibration_samples: params.CalibrationSamples = 512,
     holdout: params.Holdout = 0.2,
+    refit: params.Refit = "data-aware",
     image_size: params.ImageSize = None,
     image_mean: params.ImageMean = "0",
     image_std: params.ImageStd = "1",
