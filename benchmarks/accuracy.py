@@ -6,7 +6,8 @@ For each setting (rank 1, rank 2, ``--energy 0.9`` and ``--max-drift`` budgets),
 (360 images): MAC reduction of the whole model, top-1 accuracy, top-1 agreement with the
 original and output drift (relative L2 of the logits). Prints a Markdown table.
 
-    python benchmarks/accuracy.py            # full run (a minute or two on 2 cores)
+    python benchmarks/accuracy.py            # full run (minutes on 2 cores: the data-aware refit)
+    python benchmarks/accuracy.py --refit pointwise   # the pointwise-only refit, for comparison
     python benchmarks/accuracy.py --smoke    # tiny sizes, for CI: checks it runs, not the numbers
     python benchmarks/accuracy.py --finetune --ranks 1,2   # rank r + refit, then + --finetune, on the
                                              # bundled classifiers (digits, noisy_digits if present)
@@ -90,7 +91,7 @@ def settings(smoke: bool) -> list[tuple[str, dict]]:
     return out[:1] + out[3:4] if smoke else out
 
 
-def run(smoke: bool = False) -> list[Row]:
+def run(smoke: bool = False, refit: str = "data-aware") -> list[Row]:
     from convtool.api import convert_model
     from convtool.options import CalibrationOptions
     from convtool.options import ConvertOptions
@@ -106,7 +107,7 @@ def run(smoke: bool = False) -> list[Row]:
     rows = [Row("original", False, "-", 0.0, float(np.mean(ref.argmax(1) == y_eval)), 1.0, 0.0, 0.0)]
     for name, kwargs in settings(smoke):
         for calibrated in (False, True):
-            options = ConvertOptions(calibration=CalibrationOptions() if calibrated else None, **kwargs)
+            options = ConvertOptions(calibration=CalibrationOptions(factors=refit) if calibrated else None, **kwargs)
             start = time.perf_counter()
             res = convert_model(model, options, calibration_data={"input": x_cal} if calibrated else None)
             seconds = time.perf_counter() - start
@@ -121,9 +122,10 @@ def run(smoke: bool = False) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row], n_eval: int, n_cal: int) -> str:
+def table(rows: list[Row], n_eval: int, n_cal: int, refit: str = "data-aware") -> str:
     lines = [
-        f"digits CNN (6 convs; held-out set of {n_eval} images; calibration: {n_cal} training images)",
+        f"digits CNN (6 convs; held-out set of {n_eval} images; calibration: {n_cal} training images, "
+        f"--refit {refit})",
         "",
         "| setting | calibration | ranks conv1..conv6 | MAC reduction | top-1 accuracy | top-1 agreement | drift (rel L2) | time (s) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -327,6 +329,8 @@ def run_real_finetune(name: str, ranks: list[int], n_cal: int, n_eval: int, fine
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--refit", choices=("data-aware", "pointwise"), default="data-aware",
+                        help="calibration refit of the digits rows (convtool convert --refit)")
     parser.add_argument("--real", help="a real model of the [models] extra instead (yolov8n, ppocr_det, ...)")
     parser.add_argument("--budgets", default="0.03,0.1", help="--max-drift budgets for --real, comma-separated")
     parser.add_argument("--calibration-samples", type=int, default=32, help="calibration images for --real")
@@ -363,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (MODELS / "digits_cnn.onnx").exists():
         print(f"missing {MODELS / 'digits_cnn.onnx'}: run sample_models/train_digits.py", file=sys.stderr)
         return 2
-    rows = run(args.smoke)
+    rows = run(args.smoke, args.refit)
     n_eval, n_cal = (48, 24) if args.smoke else (360, 300)
-    print(table(rows, n_eval, n_cal))
+    print(table(rows, n_eval, n_cal, args.refit))
     return 0
 
 

@@ -77,7 +77,8 @@ def test_keys_with_calibration():
 
 
 def test_keys_with_a_drift_budget_search():
-    data = written(ConvertOptions(max_drift=0.5, objective="macs", calibration=CalibrationOptions()), smooth_inputs())
+    data = written(ConvertOptions(max_drift=0.5, objective="macs", calibration=CalibrationOptions(factors="pointwise")),
+                   smooth_inputs())
     expected = PLAIN | CALIBRATION | SEARCH
     assert expected <= keys(data), sorted(expected - keys(data))
 
