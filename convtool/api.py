@@ -162,7 +162,10 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     if fit_data is not None and record.totals.converted:
         from convtool.search.calibrate import refit_layers
 
-        new_model, cal = refit_layers(model, new_model, record.layers, fit_data, options.calibration_or_default,
+        cal_options = options.calibration_or_default
+        if search is not None and search.factors in ("data-aware", "pointwise"):
+            cal_options = replace(cal_options, factors=search.factors)  # the refit the search measured
+        new_model, cal = refit_layers(model, new_model, record.layers, fit_data, cal_options,
                                       search.cache if search is not None else None,
                                       progress=_stage(progress, "refitting layers"), decisions=conversion.decisions)
         record.calibration = cal

@@ -176,6 +176,7 @@ class SearchSummary:
     held_out_drift: float | None = None  # the same as ``drift`` when data was held out
     held_out_samples: int = 0
     fitted_drift: float | None = None  # drift on the samples the refits used
+    factors: str | None = None  # refit of the final model: "data-aware" / "pointwise" (trials: pointwise)
     objective: str = "latency"  # what the search maximised: latency (ms saved), macs or params
     layouts: dict[str, str] = field(default_factory=dict)  # chosen layers' layouts
     timed_candidates: int = 0  # (layer, rank, layout) candidates timed (latency objective)

@@ -116,17 +116,20 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     warnings = list(search.warnings)
     budgets = sweep_options.sorted_budgets
     selections: list[Selection] = []
+    refits: list[str] = []  # the refit each point's drift was measured with
     for i, budget in enumerate(budgets):
         tick("budgets", i, len(budgets))
-        selection = search.select(budget)
+        selection, refit = search.final_factors(search.select(budget))  # as convert --max-drift does
         selections.append(selection)
+        refits.append(refit)
         warnings += [f"budget {budget:g}: {w}" for w in selection.warnings]
     tick("budgets", len(budgets), len(budgets))
 
     # 3. the point models, built as convert builds them; identical plans share one model
     final = replace(options, latency_aware=None, max_drift=None)
     built: dict[tuple, tuple[onnx.ModelProto, int | None]] = {}
-    keys = [search.plan_key(s.overrides) for s in selections]
+    keys = [(search.plan_key(s.overrides), refit) if search.plan_key(s.overrides) else ()
+            for s, refit in zip(selections, refits)]
     for i, (key, selection) in enumerate(zip(keys, selections)):
         tick("building models", i, len(selections))
         if key in built:
@@ -134,7 +137,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         conv = convert(model, final, selection.overrides, source=source, count_macs=True)
         out = conv.model
         if search.refit and conv.record.totals.converted:
-            out, _ = refit_layers(model, out, conv.record.layers, search.fit, search.cal, search.cache,
+            cal = replace(search.cal, factors=key[1]) if key and key[1] in ("data-aware", "pointwise") else search.cal
+            out, _ = refit_layers(model, out, conv.record.layers, search.fit, cal, search.cache,
                                   decisions=conv.decisions)
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
