@@ -104,3 +104,24 @@ def test_cli_refit_flag_chooses_the_method(tmp_path):
     assert methods["data-aware"] <= {"als", "pointwise", "data-free"} and "als" in methods["data-aware"]
     bad = CliRunner().invoke(app, ["convert", str(model), "--calibration", str(data), "--refit", "both"])
     assert bad.exit_code == 2 and "--refit" in bad.output
+
+
+@pytest.mark.parametrize("factors", ["data-aware", "pointwise"])
+def test_budget_search_final_model_is_the_measured_one(factors):
+    """Trials refit the pointwise weights; the final model gets data-aware factors only when their
+    held-out drift is measured within the budget - the reported drift is the returned model's."""
+    from convtool.analysis.drift import compare_outputs
+
+    model, data = three_conv_model(), smooth_inputs(n=32)
+    cal = CalibrationOptions(factors=factors)
+    res = convert_model(model, ConvertOptions(max_drift=0.45, search_ranks=(1, 2), objective="macs", layout="multiplier",
+                                              calibration=cal), calibration_data=data)
+    search = res.record.search
+    assert search.factors == factors or (factors == "data-aware" and search.factors == "pointwise"
+                                         and any("kept the pointwise refit" in w for w in res.record.warnings))
+    _, held = Dataset(data).split(cal.holdout, cal.seed + 1)
+    measured = compare_outputs(run_outputs(model, held), run_outputs(res.model, held)).value("rel_l2")
+    assert measured == pytest.approx(search.drift, rel=1e-6) and measured <= 0.45
+    if res.record.totals.converted:
+        methods = {r.method for r in res.record.calibration.layers}
+        assert methods <= ({"pointwise", "data-free"} if search.factors == "pointwise" else {"als", "pointwise", "data-free"})
