@@ -9,6 +9,8 @@ original and output drift (relative L2 of the logits). Prints a Markdown table.
     python benchmarks/accuracy.py            # full run (minutes on 2 cores: the data-aware refit)
     python benchmarks/accuracy.py --refit pointwise   # the pointwise-only refit, for comparison
     python benchmarks/accuracy.py --smoke    # tiny sizes, for CI: checks it runs, not the numbers
+    python benchmarks/accuracy.py --refits   # per bundled classifier (digits, noisy_digits) and setting:
+                                             # --refit pointwise vs data-aware side by side
     python benchmarks/accuracy.py --finetune --ranks 1,2   # rank r + refit, then + --finetune, on the
                                              # bundled classifiers (digits, noisy_digits if present)
 
@@ -326,6 +328,66 @@ def run_real_finetune(name: str, ranks: list[int], n_cal: int, n_eval: int, fine
     return finetune_table(rows, task="task agreement")
 
 
+@dataclass
+class RefitRow:
+    model: str
+    setting: str
+    refit: str
+    mac_reduction: float
+    fitted_drift: float  # on the calibration images the fits used
+    held_drift: float  # on the held-out evaluation images no fit saw
+    accuracy: float
+    agreement: float
+    seconds: float
+
+
+def run_refits(names: list[str], smoke: bool = False, threads: int = 1) -> tuple[list[RefitRow], dict[str, float]]:
+    """Issue 9's comparison: each bundled classifier at rank 1, rank 2 and ``--max-drift 0.05``,
+    with the pointwise refit and with the data-aware factors."""
+    from convtool.api import convert_model
+    from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, RankPolicy
+
+    settings = [("rank 1", {"rank": RankPolicy.fixed(1)}), ("rank 2", {"rank": RankPolicy.fixed(2)}),
+                ("max-drift 0.05", {"max_drift": 0.05, "objective": "macs"})]
+    rows: list[RefitRow] = []
+    originals: dict[str, float] = {}
+    for name in names:
+        stem = "digits_cnn" if name == "digits" else name
+        model = onnx.load(str(MODELS / f"{stem}.onnx"))
+        with np.load(MODELS / f"{name}_eval.npz") as f:
+            x_eval, y_eval = f["input"], f["labels"]
+        with np.load(MODELS / f"{name}_calib.npz") as f:
+            x_cal = f["input"]
+        if smoke:
+            x_eval, y_eval, x_cal = x_eval[:48], y_eval[:48], x_cal[:24]
+        ref, ref_cal = _logits(model, x_eval), _logits(model, x_cal)
+        originals[name] = float(np.mean(ref.argmax(1) == y_eval))
+        for setting, kwargs in (settings[:1] if smoke else settings):
+            for refit in ("pointwise", "data-aware"):
+                options = ConvertOptions(layout="multiplier", calibration=CalibrationOptions(factors=refit), **kwargs)
+                start = time.perf_counter()
+                res = convert_model(model, options, calibration_data={"input": x_cal})
+                seconds = time.perf_counter() - start
+                out, out_cal = _logits(res.model, x_eval), _logits(res.model, x_cal)
+                rows.append(RefitRow(
+                    name, setting, refit, res.record.totals.mac_reduction or 0.0,
+                    float(np.linalg.norm(out_cal - ref_cal) / np.linalg.norm(ref_cal)),
+                    float(np.linalg.norm(out - ref) / np.linalg.norm(ref)),
+                    float(np.mean(out.argmax(1) == y_eval)), float(np.mean(out.argmax(1) == ref.argmax(1))), seconds))
+    return rows, originals
+
+
+def refits_table(rows: list[RefitRow], originals: dict[str, float]) -> str:
+    lines = ["| model (original top-1) | setting | refit | MACs removed | drift, calibration images | "
+             "drift, held-out images | top-1 (held-out) | agreement | time (s) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.model} ({originals[r.model]:.1%}) | {r.setting} | {r.refit} | {r.mac_reduction:.1%} | "
+                     f"{r.fitted_drift:.3f} | {r.held_drift:.3f} | {r.accuracy:.1%} | {r.agreement:.1%} | "
+                     f"{r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
@@ -343,8 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-steps", type=int, default=600, help="--finetune: at most this many steps")
     parser.add_argument("--finetune-seconds", type=float, default=180.0, help="--finetune: time budget per run")
     parser.add_argument("--crop", type=int, help="--finetune: train on random crops of this size (real models)")
+    parser.add_argument("--refits", action="store_true",
+                        help="pointwise vs data-aware refit, side by side, on the bundled classifiers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.refits:
+        names = [n for n in ("digits", "noisy_digits") if (MODELS / f"{n}_calib.npz").exists()]
+        print(refits_table(*run_refits(names[:1] if args.smoke else names, args.smoke)))
+        return 0
     if args.finetune:
         from convtool.options import FinetuneOptions
 
