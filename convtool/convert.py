@@ -17,15 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import onnx
-import onnx_graphsurgeon as gs
 
 from convtool.analysis.costs import model_params
 from convtool.core.plan import Decision, Override, plan_layer
 from convtool.errors import ModelLoadError, OptionError
 from convtool.graph.emit import Namer, replace_conv
-from convtool.graph.export import copy_model, export
+from convtool.graph.export import copy_model, finish
 from convtool.graph.io import check_model
-from convtool.graph.select import ConvSite, Rejection, find_convs
+from convtool.graph.select import ConvSite, Rejection, find_convs, import_graph
 from convtool.options import ConvertOptions
 from convtool.records import ConversionRecord, LayerChange, Totals
 from convtool.runtime.observe import OBSERVED_NOTE, model_costs
@@ -37,7 +36,7 @@ __all__ = ["Conversion", "Planned", "convert", "plan"]
 class Planned:
     """Every Conv of a model with its decision (or the reason it stays): the plan before surgery."""
 
-    graph: gs.Graph
+    graph: object  # the graphsurgeon graph (convtool.graph owns every graphsurgeon call)
     sites: list[ConvSite | Rejection]
     decisions: dict[str, Decision | str]
 
@@ -55,17 +54,10 @@ class Conversion:
     decisions: dict[str, Decision] = field(default_factory=dict)  # the converted layers, by name
 
 
-def _import(model: onnx.ModelProto, source: str) -> gs.Graph:
-    try:
-        return gs.import_onnx(model)
-    except Exception as exc:  # noqa: BLE001 - graphsurgeon raises many types on bad graphs
-        raise ModelLoadError(f"{source}: cannot read the graph ({type(exc).__name__}: {exc})") from None
-
-
 def plan(model: onnx.ModelProto, options: ConvertOptions, overrides: Mapping[str, Override] | None = None,
          source: str = "<memory>") -> Planned:
     """Select and plan every Conv of ``model`` without touching the graph."""
-    graph = _import(model, source)
+    graph = import_graph(model, source)
     sites = find_convs(model, graph, options.select_rules)
     overrides = overrides or {}
     decisions = {s.name: plan_layer(s.layer, options.rank, options.layout, overrides.get(s.name))
@@ -117,8 +109,7 @@ def convert(model: onnx.ModelProto, options: ConvertOptions | None = None,
             converted += 1
         layers.append(layer)
     if converted:
-        graph.cleanup().toposort()
-        new_model = export(graph, model)
+        new_model = finish(graph, model)
         if options.check:
             check_model(new_model, "the converted model")
     else:

@@ -65,10 +65,6 @@ def test_missing_external_data_is_a_one_line_error(tmp_path):
     load_refused(_without_its_data(tmp_path), str(tmp_path / "ext.onnx") + ": ")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: onnx now reports a missing external-data file as a checker ValidationError, not FileNotFoundError, "
-    "so load_model's 'external data file missing' branch is dead and users read 'not a readable ONNX model "
-    "(ValidationError)' without being told which file is missing"))
 def test_missing_external_data_names_the_missing_file(tmp_path):
     load_refused(_without_its_data(tmp_path), "ext.onnx.data")
 
@@ -152,10 +148,6 @@ def test_external_data_chosen_by_size(tmp_path, monkeypatch):
     assert not (tmp_path / "forced.onnx.data").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: save_model hands the caller's model to onnx.save_model(save_as_external_data=True), which rewrites it "
-    "in place: its initializers become references to <name>.data with the data dropped (so "
-    "api.convert_file's result.model is hollow whenever the output needed external data)"))
 def test_saving_with_external_data_leaves_the_callers_model_intact(tmp_path):
     model = conv_model(cin=16, cout=16)
     before = model.SerializeToString()

@@ -51,10 +51,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top to bottom; a prefix matches
 #: Modules of an optional extra (``pip install onnx-dwsconv[finetune]``): the only ones that may import
 #: torch, and imported by other modules only inside functions.
 OPTIONAL_EXTRA = {"convtool.search.finetune", "convtool.runtime.torch_graph"}
-#: Rules the code breaks today, each with an xfail(strict) test below; the rule tests skip only these.
-KNOWN = {
-    ("onnx_graphsurgeon", "convtool.convert"),  # plan() imports the graph and cleanup().toposort()s it
-}
 
 
 @dataclass(frozen=True)
@@ -225,9 +221,9 @@ MODULES = set(package_modules())
 
 
 def assert_none(rule) -> None:
-    """No import (outside :data:`KNOWN`) matches ``rule``."""
+    """No import matches ``rule``."""
     bad = sorted({f"{i.importer} imports {i.target} (line {i.line})" for i in IMPORTS
-                  if rule(i) and (top(i.target), i.importer) not in KNOWN})
+                  if rule(i)})
     assert not bad, "\n".join(bad)
 
 
@@ -356,12 +352,3 @@ def test_cli_import_loads_no_heavy_module():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
-
-
-# --- rules broken today (remove the entry from KNOWN when fixing one) ----------------------------
-
-@pytest.mark.parametrize("package,module", sorted(KNOWN))
-@pytest.mark.xfail(strict=True, reason="layering rule broken today: see KNOWN (reported to the lead)")
-def test_known_violation(package, module):
-    found = [i.line for i in IMPORTS if i.importer == module and top(i.target) == package]
-    assert not found, f"{module} imports {package} at lines {found}"

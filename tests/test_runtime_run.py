@@ -32,10 +32,6 @@ def test_fixed_batch_runs_only_whole_batches():
     assert out["y"].shape == (8, 8, 9, 9)  # the remainder of 2 cannot run at a fixed batch of 4
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG: fewer samples than a fixed batch -> numpy ValueError 'need at least one array to concatenate' "
-    "instead of a ConvToolError; --max-drift with calibration data on a fixed-batch model crashes this way "
-    "when its held-out split is smaller than the batch"))
 def test_fewer_samples_than_the_fixed_batch_is_a_clear_error():
     with pytest.raises(ConvToolError, match="batch"):
         run_outputs(three_conv_model(batch=4), _data(3))

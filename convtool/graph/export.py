@@ -61,6 +61,12 @@ def export(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def finish(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """The last step of every rewrite: one ``cleanup().toposort()``, then :func:`export`."""
+    graph.cleanup().toposort()
+    return export(graph, like)
+
+
 def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -33,16 +33,32 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: file is empty")
     try:
-        model = onnx.load(str(p))
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{p}: external data file missing ({exc.filename or exc})") from None
-    except Exception as exc:  # protobuf DecodeError, truncated files, bad external data
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, truncated files
         raise ModelLoadError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    _load_external_data(model, p)
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelLoadError(f"{p}: not an ONNX model (no graph found)")
     if model.ir_version == 0:
         raise ModelLoadError(f"{p}: not an ONNX model (no IR version)")
     return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read the tensors stored beside ``path``; a missing or unreadable file is named."""
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model
+
+    locations = sorted({entry.value for t in _get_all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL
+                        for entry in t.external_data if entry.key == "location"})
+    if not locations:
+        return
+    for location in locations:
+        if not (path.parent / location).is_file():
+            raise ModelLoadError(f"{path}: external data file missing ({path.parent / location})")
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # truncated data, offsets outside the file
+        raise ModelLoadError(f"{path}: external data unreadable ({', '.join(locations)}: {type(exc).__name__})") from None
 
 
 def check_model(model: onnx.ModelProto, what: str = "model", full: bool = True) -> None:
@@ -68,6 +84,11 @@ def check_model(model: onnx.ModelProto, what: str = "model", full: bool = True) 
 
 def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
     if external:
+        # onnx rewrites the tensors it externalises in place (data moved out, references left);
+        # read them back from what it just wrote so the caller's model stays whole
+        from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model
+
+        unset = {i for i, t in enumerate(_get_all_tensors(model)) if not t.HasField("data_location")}
         onnx.save_model(
             model,
             str(target),
@@ -76,6 +97,10 @@ def _save(model: onnx.ModelProto, target: Path, external: bool) -> None:
             location=target.name + ".data",
             size_threshold=1024,
         )
+        load_external_data_for_model(model, str(target.parent))
+        for i, t in enumerate(_get_all_tensors(model)):
+            if i in unset:
+                t.ClearField("data_location")  # proto2: an explicit DEFAULT would change the bytes
     else:
         onnx.save_model(model, str(target))
 

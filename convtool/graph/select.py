@@ -52,6 +52,16 @@ class ConvSite:
         return self.layer.geometry
 
 
+def import_graph(model: onnx.ModelProto, source: str = "<memory>") -> gs.Graph:
+    """The model as a graphsurgeon graph, or a one-line ModelLoadError."""
+    from convtool.errors import ModelLoadError
+
+    try:
+        return gs.import_onnx(model)
+    except Exception as exc:  # noqa: BLE001 - graphsurgeon raises many types on bad graphs
+        raise ModelLoadError(f"{source}: cannot read the graph ({type(exc).__name__}: {exc})") from None
+
+
 def node_label(node: gs.Node) -> str:
     """The name a user sees for a node: its name, else its first output's name."""
     if node.name:

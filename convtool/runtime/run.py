@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
+from convtool.errors import CalibrationDataError
 from convtool.options import SessionOptions
-from convtool.runtime.inputs import DEFAULT_BATCH, Dataset, batches
+from convtool.runtime.inputs import DEFAULT_BATCH, Dataset, batches, fixed_batch
 from convtool.runtime.session import make_session
 
 #: Sessions that run models for their outputs (not for timing): every core, no spinning.
@@ -27,6 +28,9 @@ def run_outputs(model: onnx.ModelProto, data: Dataset, batch_size: int = DEFAULT
     names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     feeds = list(batches(data, model, batch_size))
+    if not feeds:
+        raise CalibrationDataError(f"{data.source}: {data.count} sample(s), fewer than the model's fixed batch of "
+                                   f"{fixed_batch(model)}; give at least one full batch")
     for i, feed in enumerate(feeds):
         for n, v in zip(names, sess.run(names, feed)):
             parts[n].append(np.asarray(v))
