@@ -233,6 +233,10 @@ def sweep_model(model: onnx.ModelProto, options: ConvertOptions, sweep_options: 
     from convtool.search.sweep import sweep
 
     options, data = prepare_data(model, options, calibration_data)
+    if options.finetune is not None:
+        from convtool.search.finetune import check_ready
+
+        check_ready(data)  # torch and data, before any work
     if eval_data is None:
         raise OptionError("a sweep needs evaluation data that the search does not see (--inputs eval.npz)")
     evaluation = eval_data if isinstance(eval_data, Dataset) else validate(eval_data, model, "<arrays>",

@@ -310,6 +310,7 @@ class SweepPoint:
     dropped: tuple[str, ...] = ()
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
+    finetuned: bool = False  # --finetune: the fine-tuned weights were kept (held-out drift dropped)
 
 
 @dataclass(frozen=True)

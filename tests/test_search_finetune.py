@@ -297,6 +297,24 @@ def test_finetune_composes_with_max_drift():
 
 
 @finetune_mark
+def test_finetune_composes_with_sweep(tmp_path):
+    """Each point of a sweep is fine-tuned like convert would, before it is measured."""
+    from convtool.api import sweep_model
+    from convtool.options import LatencyOptions, SweepOptions
+
+    options = ConvertOptions(metric="rel_l2", objective="macs", search_ranks=(1,), layout="multiplier",
+                             calibration=CalibrationOptions(holdout=0.25),
+                             finetune=FinetuneOptions(steps=10, seconds=None, batch_size=8),
+                             timing=LatencyOptions(cache_dir=str(tmp_path), confirm_runs=3, min_runs=3, max_runs=3))
+    result = sweep_model(three_conv_model(), options, SweepOptions(budgets=(0.0, 10.0), runs=3),
+                         smooth_inputs(32), smooth_inputs(8, seed=7))
+    first, last = result.record.points
+    assert first.converted == 0 and not first.finetuned
+    assert last.converted == 3
+    assert last.finetuned or any("--finetune" in w for w in result.record.warnings)
+
+
+@finetune_mark
 def test_cli_finetune_on_the_digits_sample(tmp_path):
     import json
 

@@ -61,6 +61,9 @@ def sweep(
     calibration_samples: params.CalibrationSamples = 512,
     holdout: params.Holdout = 0.2,
     refit: params.Refit = "data-aware",
+    finetune: params.Finetune = False,
+    finetune_steps: params.FinetuneSteps = 600,
+    finetune_seconds: params.FinetuneSeconds = 180.0,
     image_size: params.ImageSize = None,
     image_mean: params.ImageMean = "0",
     image_std: params.ImageStd = "1",
@@ -86,13 +89,17 @@ def sweep(
     try:
         if no_cache and cache_dir is not None:
             raise OptionError("--cache-dir has no effect with --no-cache")
+        if not finetune and ctx.get_parameter_source("finetune_steps").name == "COMMANDLINE":
+            raise OptionError("--finetune-steps has no effect without --finetune")
+        if not finetune and ctx.get_parameter_source("finetune_seconds").name == "COMMANDLINE":
+            raise OptionError("--finetune-seconds has no effect without --finetune")
         options = ConvertOptions(
             calibration=params.calibration_options({**p, "max_drift": 0.0}), objective=objective,  # type: ignore[arg-type]
             metric=metric,  # type: ignore[arg-type]
             search_ranks=params.parse_numbers(search_ranks, "--search-ranks", int),  # type: ignore[arg-type]
             layout=layout,  # type: ignore[arg-type]
             min_in_channels=min_in_channels, include=tuple(include or ()), exclude=tuple(exclude or ()),
-            input_shapes=params.input_shapes(input_shape),
+            input_shapes=params.input_shapes(input_shape), finetune=params.finetune_options(p),
             timing=LatencyOptions(threads=threads, opt_level=opt_level,  # type: ignore[arg-type]
                                   cache_dir=str(cache_dir) if cache_dir is not None else None, use_cache=not no_cache,
                                   providers=params.providers(provider)))

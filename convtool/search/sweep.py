@@ -8,7 +8,9 @@ data the search never saw.
    choose with the same options.  Trials are memoised by plan, so budgets that share the
    beginning of their greedy path share its trials, and refits are reused by prefix.
 3. Each point's model is built like ``convert`` builds it (the pure conversion step with the
-   plan, checked, then the sequential refit on the search's fit split).
+   plan, checked, then the sequential refit on the search's fit split - data-aware factors
+   where the search measured them to keep the budget - and, with ``--finetune``, the
+   distillation, kept only if the held-out drift drops).
 4. Evaluation on the evaluation data (``--inputs``), which neither the refits nor the search
    saw: drift against the original (the per-channel relative L2 that ``--max-drift`` budgets,
    the plain relative L2, top-1 agreement on class-score outputs, top-1 accuracy with a
@@ -128,6 +130,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     # 3. the point models, built as convert builds them; identical plans share one model
     final = replace(options, latency_aware=None, max_drift=None)
     built: dict[tuple, tuple[onnx.ModelProto, int | None]] = {}
+    finetuned: dict[tuple, bool] = {}  # --finetune: the point's fine-tuned weights were kept
     keys = [(search.plan_key(s.overrides), refit) if search.plan_key(s.overrides) else ()
             for s, refit in zip(selections, refits)]
     for i, (key, selection) in enumerate(zip(keys, selections)):
@@ -140,6 +143,16 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             cal = replace(search.cal, factors=key[1]) if key and key[1] in ("data-aware", "pointwise") else search.cal
             out, _ = refit_layers(model, out, conv.record.layers, search.fit, cal, search.cache,
                                   decisions=conv.decisions)
+        if options.finetune is not None and data is not None and conv.record.totals.converted:
+            from convtool.search import finetune as ft  # the [finetune] extra; checked before any work
+
+            train, held = ft.split(data, search.fit, search.cal)
+            tuned = ft.finetune(model, out, conv.record.layers, train, held, options.finetune,
+                                batch_size=search.batch, progress=ft.stage_progress(progress))
+            out = tuned.model
+            finetuned[key] = tuned.summary.kept
+            if not tuned.summary.kept:
+                warnings.append(f"budget {selection.budget:g}: --finetune: {tuned.summary.decision}")
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
     try:
@@ -185,7 +198,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         points.append(dict(
             budget=selection.budget, search_drift=selection.value, macs=macs, params=model_params(out),
             converted=len(selection.chosen), ranks={n: c.rank for n, c in selection.chosen.items()},
-            layouts={n: c.layout for n, c in selection.chosen.items()}, dropped=selection.dropped, **m))
+            layouts={n: c.layout for n, c in selection.chosen.items()}, dropped=selection.dropped,
+            finetuned=finetuned.get(key, False), **m))
     has_agreement = any(p["top1_agreement"] is not None for p in points)
     axis = quality_axis(labels is not None, has_agreement)
     original = dict(speedup=1.0, drift=0.0, top1_agreement=1.0 if has_agreement else None, accuracy=acc_original)
