@@ -36,7 +36,7 @@ __all__ = [
     "Applies", "check_rules", "given", "flag_name",
     "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
     "finetune_options",
-    "report_options", "CONVERT_RULES", "REPORT_RULES",
+    "report_options", "CONVERT_RULES", "REPORT_RULES", "SWEEP_RULES",
 ]
 
 Values = Mapping[str, Any]
@@ -339,6 +339,11 @@ def _runs_anything(p: Values) -> bool:
     """Whether ``report`` creates onnxruntime sessions at all (timing, profiling, drift, accuracy)."""
     return (not p["no_latency"]) or p["profile"] or p["converted"] is not None or p["inputs"] is not None
 
+
+SWEEP_RULES: tuple[Applies, ...] = (
+    Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
+    Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
+)
 
 REPORT_RULES: tuple[Applies, ...] = (
     Applies(("runs",), lambda p: not p["no_latency"] or p["profile"], "timing (drop --no-latency)"),

@@ -87,12 +87,7 @@ def sweep(
 
     p = ctx.params
     try:
-        if no_cache and cache_dir is not None:
-            raise OptionError("--cache-dir has no effect with --no-cache")
-        if not finetune and ctx.get_parameter_source("finetune_steps").name == "COMMANDLINE":
-            raise OptionError("--finetune-steps has no effect without --finetune")
-        if not finetune and ctx.get_parameter_source("finetune_seconds").name == "COMMANDLINE":
-            raise OptionError("--finetune-seconds has no effect without --finetune")
+        params.check_rules(ctx, params.SWEEP_RULES)
         options = ConvertOptions(
             calibration=params.calibration_options({**p, "max_drift": 0.0}), objective=objective,  # type: ignore[arg-type]
             metric=metric,  # type: ignore[arg-type]
