@@ -159,7 +159,12 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                 new_model = copy_model(model)
         record.latency = latency.summary(tuning, lat, verdict, reverted)
 
-    if fit_data is not None and record.totals.converted:
+    if search is not None and search.model is not None and record.totals.converted and tuning is None:
+        # the search's final model: the one whose held-out drift it measured (same plan, same weights)
+        new_model = copy_model(search.model)
+        record.calibration = search.calibration
+        _copy_layer_errors(record)
+    elif fit_data is not None and record.totals.converted:
         from convtool.search.calibrate import refit_layers
 
         cal_options = options.calibration_or_default
@@ -169,12 +174,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                                       search.cache if search is not None else None,
                                       progress=_stage(progress, "refitting layers"), decisions=conversion.decisions)
         record.calibration = cal
-        by_name = {r.name: r for r in cal.layers}
-        for layer in record.layers:
-            r = by_name.get(layer.name)
-            if r is not None and r.output_error_before is not None:
-                layer.output_error_before = r.output_error_before
-                layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
+        _copy_layer_errors(record)
 
     # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
     if options.finetune is not None and data is not None and record.totals.converted:
@@ -200,6 +200,18 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         warnings.append("no Conv qualified for conversion; the model is unchanged")
     record.warnings = list(record.warnings) + warnings
     return ConversionResult(new_model, record)
+
+
+def _copy_layer_errors(record) -> None:
+    """Each refitted layer's output errors from the calibration summary into its record entry."""
+    if record.calibration is None:
+        return
+    by_name = {r.name: r for r in record.calibration.layers}
+    for layer in record.layers:
+        r = by_name.get(layer.name)
+        if r is not None and r.output_error_before is not None:
+            layer.output_error_before = r.output_error_before
+            layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
 
 
 def default_output(path: Path) -> Path:

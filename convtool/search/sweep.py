@@ -47,7 +47,6 @@ from convtool.records import SweepBaseline, SweepPoint, SweepRecord
 from convtool.runtime.inputs import Dataset, random_feeds
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
-from convtool.search.calibrate import refit_layers
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +137,9 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         if key in built:
             continue
         conv = convert(model, final, selection.overrides, source=source, count_macs=True)
-        out = conv.model
-        if search.refit and conv.record.totals.converted:
-            cal = replace(search.cal, factors=key[1]) if key and key[1] in ("data-aware", "pointwise") else search.cal
-            out, _ = refit_layers(model, out, conv.record.layers, search.fit, cal, search.cache,
-                                  decisions=conv.decisions)
+        # the point's model is the search's final model for this budget - exactly what
+        # `convert --max-drift B` writes (same plan, same weights, the drift the search measured)
+        out = selection.model if conv.record.totals.converted else conv.model
         if options.finetune is not None and data is not None and conv.record.totals.converted:
             from convtool.search import finetune as ft  # the [finetune] extra; checked before any work
 
