@@ -34,12 +34,12 @@ import onnx
 from convtool.analysis.costs import model_params
 from convtool.convert import convert, fill_macs, plan
 from convtool.core.plan import Override
-from convtool.errors import ConvToolError, OptionError
+from convtool.errors import CalibrationDataError, ConvToolError, OptionError
 from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, load, model_inputs, validate
+from convtool.runtime.inputs import Dataset, load, model_inputs, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -241,7 +241,18 @@ def sweep_model(model: onnx.ModelProto, options: ConvertOptions, sweep_options: 
         raise OptionError("a sweep needs evaluation data that the search does not see (--inputs eval.npz)")
     evaluation = eval_data if isinstance(eval_data, Dataset) else validate(eval_data, model, "<arrays>",
                                                                            what="evaluation data")
-    return sweep(model, options, data, evaluation, sweep_options, source=source, progress=progress)
+    shared = shared_samples(data, evaluation) if data is not None else 0
+    if shared == evaluation.count:
+        raise CalibrationDataError(
+            f"the evaluation data {evaluation.source} is the calibration data: all {evaluation.count} of its samples are "
+            "calibration samples the search fits and measures on; pass samples it never sees")
+    result = sweep(model, options, data, evaluation, sweep_options, source=source, progress=progress)
+    notes = [*(data.notes if data is not None else ()), *evaluation.notes]
+    if shared:
+        notes.append(f"{shared} of the {evaluation.count} evaluation samples are also calibration samples: the "
+                     "evaluation is not entirely on data the search never saw")
+    result.record.warnings = [*notes, *result.record.warnings]
+    return result
 
 
 def sweep_file(input_path: str | Path, out_dir: str | Path, eval_path: str | Path, options: ConvertOptions,

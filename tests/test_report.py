@@ -395,7 +395,7 @@ def test_verdict_line_on_real_samples(pair, tmp_path):
     _assert_exit(result, 0)
     drift = json.loads(js.read_text())["comparison"]["drift"]
     verdict = result.stdout.splitlines()[0]
-    assert re.match(r"^\d+\.\d\dx (faster|slower), \d+\.\d% fewer MACs, ", verdict), verdict
+    assert re.match(r"^\d+\.\d\dx (faster|\(slower\)), MACs -\d+\.\d%, params -\d+\.\d%, ", verdict), verdict
     assert f"drift {fmt.num(drift['drift'])} on 12 samples of {data}" in verdict
     assert f"top-1 agreement {fmt.pct(drift['top1_agreement'])}" in verdict
     text = " ".join(result.stdout.split())
@@ -426,5 +426,5 @@ def test_markdown_opens_with_the_verdict(pair, tmp_path):
     _assert_exit(run(str(original), str(rank1), "--no-latency", "--min-mac-reduction", "0.1", "--markdown", str(md)), 0)
     lines = md.read_text().splitlines()
     bold = next(line for line in lines if line.startswith("**"))
-    assert "fewer MACs" in bold and "gate passed" in bold
+    assert "MACs -" in bold and "gate passed" in bold
     assert "_before→after: original→converted; .dw + .pw:" in md.read_text()

@@ -3,8 +3,8 @@
 Pure functions: they take the report and return renderables or text; nothing here prints,
 times or reads files. The terminal and the Markdown show the same content:
 
-1. the verdict in one line (:func:`verdict`): for a pair, e.g. ``1.24x faster, 68.0% fewer
-   MACs, drift 0.0120 on 497 samples of eval.npz, top-1 agreement 99.8%``; on seeded random
+1. the verdict in one line (:func:`verdict`): for a pair, e.g. ``1.24x faster, MACs -68.0%,
+   params -70.1%, drift 0.0120 on 497 samples of eval.npz, top-1 agreement 99.8%``; on seeded random
    inputs it says that drift then says little about accuracy, and top-1 agreement (the arg-max
    of random inputs' scores) is not shown at all;
 2. a summary (one model) or before/after table (a pair): parameters, MACs, FLOPs (2 x MACs),
@@ -89,8 +89,8 @@ def verdict(report: Report) -> str:
     parts = []
     if comp.speedup is not None:
         parts.append(fmt.faster(comp.speedup))
-    parts.append(fmt.fewer(comp.mac_reduction, "MACs"))
-    parts.append(fmt.fewer(comp.param_reduction, "params"))
+    parts.append(_less("MACs", comp.mac_reduction))
+    parts.append(_less("params", comp.param_reduction))
     d = comp.drift
     if d is not None:
         samples = getattr(d, "samples", 0) or None
@@ -107,6 +107,11 @@ def verdict(report: Report) -> str:
         parts.append(("gate passed" if n == 1 else f"all {n} gates passed") if not failed
                      else f"{failed} of {n} gate{'s' if n != 1 else ''} failed")
     return ", ".join(parts)
+
+
+def _less(what: str, reduction: float | None) -> str:
+    """``MACs -68.0%``: a reduction said the way every command says a change (:mod:`fmt`)."""
+    return f"{what} {fmt.UNKNOWN}" if reduction is None else f"{what} {fmt.signed_pct(-reduction)}"
 
 
 # ----------------------------------------------------------------------------- rows
