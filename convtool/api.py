@@ -60,6 +60,25 @@ DATA_FREE_WARNING = (
 class ConversionResult:
     model: onnx.ModelProto
     record: ConversionRecord
+    #: with calibration data: the samples no fit used (the search's held-out part, else the
+    #: refit's), for measuring the result (``convert --report``); ``None`` without data
+    held_out: Dataset | None = None
+
+
+def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | None,
+                     options: ConvertOptions) -> Dataset | None:
+    """The calibration samples no fit saw: with a ``--max-drift`` search, its held-out split
+    (every refit and fine-tune used the rest); else the refit's held-out split (used only to
+    choose each layer's fit: its regulariser and whether to keep it).  Named in ``source``."""
+    from convtool.runtime.inputs import fixed_batch
+
+    cal = options.calibration_or_default
+    searched = fit_data is not None and fit_data is not data
+    _, held = data.split(cal.holdout, cal.seed + 1 if searched else cal.seed, fixed_batch(model) or 1)
+    if held is None:
+        return None
+    why = "held out from every fit" if searched else "held out by the refit, which used them only to choose each fit"
+    return replace(held, source=f"{data.source} ({why})")
 
 
 def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
@@ -199,7 +218,8 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     if not totals.converted and search is None:
         warnings.append("no Conv qualified for conversion; the model is unchanged")
     record.warnings = list(record.warnings) + warnings
-    return ConversionResult(new_model, record)
+    held = held_out_samples(model, data, fit_data, options) if data is not None and not data.random else None
+    return ConversionResult(new_model, record, held)
 
 
 def default_output(path: Path) -> Path:
@@ -276,5 +296,6 @@ def sweep_file(input_path: str | Path, out_dir: str | Path, eval_path: str | Pat
     return result
 
 
-__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "prepare_data",
+__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "held_out_samples",
+           "prepare_data",
            "sweep_file", "sweep_model"]

@@ -56,7 +56,8 @@ fmt_count = fmt.count
 _GOOD, _BAD, _DIM = "green", "red", "dim"
 RANDOM_NOTE = ("drift was measured on seeded random inputs: relative L2 and cosine show how far the outputs "
                "moved, not whether predictions changed, and top-1 agreement on random inputs says nothing "
-               "about accuracy (not shown); pass --inputs with real samples")
+               "about accuracy (not shown); measure on real samples: 'convtool report MODEL CONVERTED --inputs "
+               "DATA', or 'convtool convert --calibration DATA --report' (its held-out samples)")
 
 
 def random_inputs(report: Report) -> bool:
