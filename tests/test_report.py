@@ -199,6 +199,11 @@ def test_gates_pass_and_fail_with_exit_codes(pair, tmp_path):
     assert "gate failed: --min-param-reduction" in bad.output
     assert "gate failed: --max-drift" in bad.output
     assert "--min-mac-reduction" not in bad.output.split("gate failed")[-1]
+    # issue 14 item 12: fractions as percentages, like the before/after table beside the gates
+    assert re.search(r"gate failed: --min-param-reduction \d+\.\d% \(needs >= 90\.0%\)", bad.output), bad.output
+    gate_rows = [line for line in bad.output.splitlines() if line.startswith("--min-")]
+    assert gate_rows and all("0.900" not in line and "0.100" not in line for line in gate_rows), bad.output
+    assert any(">= 10.0%" in line for line in gate_rows), bad.output
     record = json.loads(js.read_text())  # the record is written even when a gate fails
     assert record["passed"] is False
     gates = {g["name"]: g for g in record["gates"]}

@@ -15,7 +15,8 @@ times or reads files. The terminal and the Markdown show the same content:
 3. per-layer: for a pair, every converted layer with its replacement nodes (``.dw + .pw``),
    parameters, MACs and (with ``--profile``) time before and after, slower layers flagged; for
    one model, the nodes with the most MACs;
-4. the gates with threshold, value and PASS/FAIL;
+4. the gates with threshold, value and PASS/FAIL, in the tables' units (fractions as
+   percentages: ``--min-mac-reduction 0.3`` reads ``>= 30.0%``; speedups as ``1.20x``);
 5. the measurement environment, notes and a legend of the abbreviations.
 
 Numbers use :mod:`convtool.render.fmt`, the vocabulary ``convert`` uses too; tables fit the
@@ -219,9 +220,22 @@ def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[b
     return title, header, rows, [False] * len(rows)
 
 
+#: Gates whose values are fractions of 1: shown as percentages, like the tables beside them.
+_PERCENT_GATES = ("--min-top1-agreement", "--max-accuracy-drop", "--min-param-reduction", "--min-mac-reduction")
+
+
+def _gate_number(g: GateResult, value: float | None) -> str:
+    """A gate's threshold or value in the tables' vocabulary: ``30.0%``, ``1.20x``, ``0.0500``."""
+    if g.flag in _PERCENT_GATES:
+        return fmt.pct(value)
+    if g.flag == "--min-speedup":
+        return fmt.times(value)
+    return fmt.num(value)
+
+
 def _gate_rows(gates: Sequence[GateResult]) -> list[list[str]]:
-    return [[g.flag, f"{g.direction} {fmt.num(g.threshold)}", fmt.num(g.value), "PASS" if g.passed else "FAIL"]
-            for g in gates]
+    return [[g.flag, f"{g.direction} {_gate_number(g, g.threshold)}", _gate_number(g, g.value),
+             "PASS" if g.passed else "FAIL"] for g in gates]
 
 
 def environment_text(report: Report) -> str:
@@ -271,7 +285,7 @@ def notes(report: Report) -> list[str]:
 
 def gate_failure_lines(report: Report) -> list[str]:
     """``gate failed: --max-drift 0.120 (needs <= 0.0500)`` lines, one per failed gate."""
-    return [f"gate failed: {g.flag} {fmt.num(g.value)} (needs {g.direction} {fmt.num(g.threshold)})"
+    return [f"gate failed: {g.flag} {_gate_number(g, g.value)} (needs {g.direction} {_gate_number(g, g.threshold)})"
             for g in report.failed_gates]
 
 
