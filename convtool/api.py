@@ -124,7 +124,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         from convtool.search.finetune import check_ready
 
         check_ready(data)
-    warnings: list[str] = []
+    warnings: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
     overrides: dict[str, Override] = {}
     search = None
     fit_data = data

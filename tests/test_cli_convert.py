@@ -217,3 +217,15 @@ def test_a_layers_parameters_are_counted_alike_by_convert_and_report(tmp_path):
         assert report_layers[name]["params_before"] == layer["params_before"], name
         assert report_layers[name]["params"] == layer["params_after"], name
     assert any(layer.get("folded_batchnorm") for layer in convert_layers.values())  # the case that differed
+
+
+def test_float64_calibration_data_is_cast_with_a_warning(tmp_path):
+    """Issue 14 item 11: float64 data is accepted (cast within its kind) and the command says so."""
+    samples = np.load(ROOT / "sample_models" / "digits_calib.npz")
+    cal = tmp_path / "cal64.npz"
+    np.savez(cal, **{k: samples[k][:16].astype(np.float64) if samples[k].dtype.kind == "f" else samples[k][:16]
+                     for k in samples.files})
+    res = invoke("convert", ROOT / "sample_models" / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--calibration", cal,
+                 "--rank", "2", "--refit", "pointwise")
+    assert res.exit_code == 0, res.output
+    assert "is float64, cast to the model's float32" in " ".join(res.output.split()), res.output

@@ -77,6 +77,16 @@ def test_sweep_table_fits_the_console_with_whole_speedups_and_the_pareto_column(
     assert "Pareto" in header, res.stdout
 
 
+def test_sweep_warnings_speak_of_budgets_not_max_drift(files):
+    """Issue 14 item 12: sweep has --budgets; its warnings named --max-drift, and said "(s)"."""
+    res = sweep(files, "--budgets", "0.2,10", "--objective", "macs")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert any("held-out samples" in w for w in warnings), res.output  # 16 samples: a small held-out split
+    assert not any("--max-drift" in w or "(s)" in w for w in warnings), res.output
+    assert "--max-drift" not in (files / "out" / "sweep.md").read_text()
+
+
 # ---------------------------------------------------------------- item 7: evaluation data = calibration data
 
 

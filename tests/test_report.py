@@ -272,6 +272,21 @@ def _npz(path: Path, **arrays) -> Path:
     return path
 
 
+def test_labels_outside_the_classes_and_a_float64_cast_are_noted(pair, tmp_path):
+    """Issue 14 item 11: labels no class can match gave "accuracy 0.0%" silently; float64 data
+    was cast without a word while the README said wrong dtypes are an error."""
+    original, full, _ = pair
+    x = np.random.default_rng(1).standard_normal((10, CIN, 8, 8))  # float64
+    data = _npz(tmp_path / "d.npz", input=x, labels=np.arange(10) + COUT)  # every id past the last class
+    js = tmp_path / "r.json"
+    result = run(str(original), str(full), "--inputs", str(data), "--no-latency", "--json", str(js))
+    _assert_exit(result, 0)
+    notes = json.loads(js.read_text())["notes"]
+    assert any(f"10 of 10 labels are outside the model's {COUT} classes" in n for n in notes), notes
+    assert any("array 'input' is float64, cast to the model's float32" in n for n in notes), notes
+    assert "labels are outside" in " ".join(result.output.split())
+
+
 def test_npz_inputs_with_labels_give_accuracy(pair, tmp_path):
     original, full, rank1 = pair
     x = np.random.default_rng(1).standard_normal((10, CIN, 8, 8)).astype(np.float64)  # cast to float32
