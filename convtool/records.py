@@ -316,7 +316,7 @@ class SweepPoint:
     dropped: tuple[str, ...] = ()
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
-    finetuned: bool = False  # --finetune: the fine-tuned weights were kept (held-out drift dropped)
+    finetuned: bool | None = None  # --finetune: its weights were kept (held-out drift dropped); None: not asked
 
 
 @dataclass(frozen=True)
