@@ -2,29 +2,26 @@
 what the user deploys for - measured time (``--objective latency``, the default), MACs or
 parameters - while the whole model's drift on data no fit saw stays within ``D``.
 
+Cost grows with the model, not with the search: one capture pass, one suffix run per candidate,
+one knapsack and a handful of whole-model verifications per budget.
+
 Data
 ----
-With calibration data the samples are split once (seeded, ``holdout`` of them, at least one):
-the refits of every trial use only the *fit* part (the refit itself holds out part of it again
-to choose its regulariser), and every drift - each trial's and the final one - is measured on
-the *held-out* part, so ``D`` is a promise about unseen data.  The summary records the drift
-on the fitted samples beside it.  Without calibration data, seeded random inputs are used (no
-refit, nothing to hold out), and the record says so: drift on random inputs says little about
-accuracy.
-
-Refits of the trials.  A data-aware refit (both factors, :mod:`convtool.core.als`) costs
-seconds per layer, a pointwise refit a fraction of that, so trials refit the pointwise weights;
-a trial that comes out at most :data:`ESCALATE` times over the budget is measured again with
-the data-aware factors (which drift less), and once such a trial is accepted every later trial
-of that selection is data-aware.  The chosen plan then gets the data-aware factors only if
-their measured held-out drift keeps the budget (else the pointwise refit the search measured),
-and the summary's ``factors`` says which - the final model is always the one whose drift was
-measured.  On the digits sample at ``--max-drift 0.05`` this took the search from 186 s to
-70 s (2 cores, timing cached) at 50% instead of 61% fewer MACs.
+With calibration data the samples are split once (seeded, ``holdout`` of them, whole batches
+for fixed-batch models): every fit uses only the *fit* part (and holds part of it out again to
+choose its regulariser), every drift is measured on the *held-out* part, so ``D`` is a promise
+about unseen data.  Acceptance uses the 95 % upper confidence bound of the held-out value
+(:mod:`convtool.analysis.bounds`: Clopper-Pearson on disagreements for ``top1``, a bootstrap
+over samples for ``rel_l2``), and the record carries the value, the bound and the sample count.
+A ``top1`` budget that even zero disagreements on the held-out samples cannot certify is
+refused before any work, with the number of samples it needs (a plan could only be accepted on
+a promise the data cannot back).  Without calibration data seeded random inputs are used
+(data-free factors, nothing held out, no bound), and the record says so.
 
 The metric (:mod:`convtool.analysis.drift`): ``rel_l2`` budgets the worst output's relative L2,
 normalised per channel for outputs with a channel axis; ``top1`` budgets ``1 - top-1
-agreement`` on outputs shaped like class scores.
+agreement``.  Selection always ranks layers by the continuous per-channel drift (top-1 is too
+coarse to rank by); verification certifies in the user's metric.
 
 Candidates and their gain
 -------------------------
@@ -32,45 +29,45 @@ A candidate is one way to convert one layer: a rank of ``search_ranks`` (capped 
 full rank) and a layout.  Its *gain* is what it saves in the objective's unit:
 
 * ``latency``: milliseconds, measured - the layer's original conv and each replacement layout
-  worth trying (:func:`convtool.core.plan.candidate_layouts`; every form under ``--layout
-  auto``) are timed alone at the layer's real input shape with the deployment's session
-  options (:class:`convtool.search.latency.LayerTuner`: interleaved, spinning off, cached).
-  Only replacements faster beyond noise (:func:`convtool.core.decide.verdict`, with the
-  ``--latency-aware`` margin) are candidates; per rank the fastest depthwise-first form is
-  kept, and ``pointwise_first`` too when it passes and is faster still (its drift differs: it
-  is not refitted).  ``gain = median(original) - median(replacement)``;
+  worth trying are timed alone at the layer's real input shape with the deployment's session
+  options (:class:`convtool.search.latency.LayerTuner`: interleaved, spinning off, cached on
+  disk).  Only replacements faster beyond noise are candidates; per rank the fastest
+  depthwise-first form is kept, and ``pointwise_first`` too when it is faster still.
+  ``gain = median(original) - median(replacement)``;
 * ``macs``: ``MACs_before x (1 - r / Cout_g - r / K)`` (``r / K + r / Cin_g`` for
-  ``pointwise_first``), the layout being the planner's;
+  ``pointwise_first``);
 * ``params``: the weights and bias the replacement saves.
-
-A layer with no candidate (never faster, or never cheaper) stays unconverted, and its record
-says why.
 
 The search
 ----------
-Each trial is one call of the pure conversion step (:func:`convtool.convert.convert`) with a
-plan of per-layer overrides, then - with data - the sequential refit
-(:mod:`convtool.search.calibrate`) and one run over the held-out samples.  Trials are memoised
-by plan, so a sweep over budgets (:mod:`convtool.search.sweep`) re-runs none twice.
+1. Sensitivity (:mod:`convtool.search.sensitivity`): one pass of the original model over the
+   calibration samples streams every candidate layer's input-patch moments and keeps, for the
+   held-out samples, every layer input and every tensor a suffix of the graph reads (memory:
+   ``capture_bytes`` in the record).  Each candidate is fitted from its layer's moments alone
+   (:data:`SENSE_ITERATIONS` alternating rounds: the whitened-SVD start and the pointwise solve,
+   within a few % of the full fit's layer error at a quarter of its cost on YOLOv8n), and its
+   drift alone is measured by running only the graph downstream of the layer.
+2. Selection: the whole-model drift is modelled as ``sqrt(sum d_l^2)`` over the chosen layers'
+   drifts alone; a multiple-choice knapsack (:mod:`convtool.core.knapsack`) picks every layer's
+   candidate at once, maximising the gain with ``sum d_l^2 <= b^2`` for an internal budget
+   ``b``.  The plan is verified: converted with its local fits and run once over the held-out
+   samples.  ``b`` starts at ``D`` (``rel_l2``) and is rescaled by the measured interaction
+   (``b D / measured``) or bisected, inside the bracket of the largest kept and the smallest
+   rejected ``b``, for at most :data:`MAX_VERIFICATIONS` verifications; the kept plan with the
+   largest gain wins.  Every attempt is in the record.
+3. Never slower: under ``latency`` the final model is timed against the original end to end
+   (interleaved A/B, :func:`convtool.search.latency.confirm`); while it is not faster beyond
+   noise the chosen layer with the least gain per unit of drift is dropped and the model
+   re-verified and re-timed.  Under ``macs`` / ``params`` a slower model is kept with a warning.
+4. Final weights: the chosen plan is refitted sequentially (:mod:`convtool.search.calibrate`:
+   each layer fitted to the original's output from its converted predecessors, with the user's
+   ``--refit``) and measured; it is kept when its bound keeps the budget and its held-out drift
+   is no worse than the local fits', else the local fits are kept.  Either way the written
+   model is the one whose drift was measured (``SearchResult.model``), for ``convert`` and for
+   every ``sweep`` point alike.
 
-1. Sensitivity: each candidate is converted alone and its drift measured.
-2. Greedy: layers are ordered by gain per unit of drift (their best candidate alone; the
-   per-channel drift orders even when the budget is on top-1, which is too coarse to rank by).
-   Each layer in turn tries its candidates that fit the budget alone, largest gain first; one
-   is kept when the whole model with every layer accepted so far plus this one stays within
-   the budget (re-checked, with the refit redone, since errors compound); otherwise the layer
-   stays unconverted.
-3. Never slower: the final model is timed against the original end to end (interleaved A/B,
-   :func:`convtool.search.latency.confirm`).  Under ``latency``, while it is not faster beyond
-   noise (the paired interval's lower end above 1) - or its drift exceeds the budget - the
-   chosen layer with the least gain per unit of drift is dropped and the model re-timed; the
-   dropped layers are recorded.  Under ``macs`` / ``params`` a slower model is kept (that is
-   what was asked for) with a warning.  ``LatencyOptions.confirm=False`` skips this step.
-
-Cost: with ``L`` layers, ``R`` ranks and ``F`` forms per rank, ``L R F`` timed pairs
-(latency only; cached on disk), at most ``2 L R`` trials (fewer under latency: candidates that
-are not faster are never trialled), one end-to-end timing per dropped layer plus one; trials
-sharing a prefix of converted layers reuse its refits.
+Cost on YOLOv8n (nudenet 320n, 38 candidate layers, 48 calibration images, 2 cores): see the
+README's "Budget search on real models" table (``benchmarks/search_time.py``).
 """
 
 from __future__ import annotations
