@@ -17,6 +17,7 @@ flag names live here except in error messages, which name the flag a CLI user wo
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -234,6 +235,8 @@ class SweepOptions:
     def __post_init__(self) -> None:
         if not self.budgets:
             raise OptionError("--budgets needs at least one value")
+        if any(not math.isfinite(b) for b in self.budgets):  # nan is not "< 0", and inf is no budget
+            raise OptionError(f"--budgets must be finite numbers, got {','.join(f'{b:g}' for b in self.budgets)}")
         if any(not b >= 0.0 for b in self.budgets):
             raise OptionError(f"--budgets must be >= 0, got {','.join(f'{b:g}' for b in self.budgets)}")
         if self.runs < 3:

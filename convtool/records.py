@@ -183,6 +183,12 @@ class SearchSummary:
     end_to_end: EndToEnd | None = None  # the final model against the original, interleaved
     dropped: tuple[str, ...] = ()  # layers dropped after the search so the whole model is faster
     slower: bool = False  # written although measured slower (only for --objective macs/params)
+    bound: float | None = None  # 95 % upper confidence bound of the held-out drift (None: too few samples)
+    certified: bool = False  # the bound keeps the budget
+    attempts: tuple[dict, ...] = ()  # the verifications: internal budget, layers, drift, bound, kept, gain
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
+    capture_bytes: int = 0  # memory held by the cached activations and moments
+    local_drift: float | None = None  # held-out drift of the plan with the local (sensitivity) fits
 
 
 @dataclass(frozen=True)
@@ -363,7 +369,7 @@ class SweepPoint:
     dropped: tuple[str, ...] = ()
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
-    finetuned: bool = False  # --finetune: the fine-tuned weights were kept (held-out drift dropped)
+    finetuned: bool | None = None  # --finetune: its weights were kept (held-out drift dropped); None: not asked
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from convtool.cli.parsers import input_shapes, is_image_folder, parse_input_shapes, parse_numbers, parse_rank
+from convtool.cli.parsers import (input_shapes, is_image_folder, parse_budgets, parse_input_shapes, parse_numbers,
+                                  parse_rank)
 from convtool.errors import OptionError
 
 __all__ = [
     # parsers, re-exported for callers of the old location
-    "parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes",
+    "parse_numbers", "parse_budgets", "parse_rank", "parse_input_shapes", "input_shapes",
     "Applies", "check_rules", "given", "flag_name",
     "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
     "finetune_options", "quantize_options",
@@ -355,6 +356,8 @@ def _runs_anything(p: Values) -> bool:
 
 SWEEP_RULES: tuple[Applies, ...] = (
     Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
+    Applies(("finetune",), lambda p: p.get("calibration") is not None,
+            message="--finetune needs --calibration DATA (the samples it trains on)"),
     Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
 )
 
