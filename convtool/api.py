@@ -13,6 +13,10 @@
 6. calibration: the sequential refit (:mod:`convtool.search.calibrate`);
    then ``--finetune``: distillation of the original into the converted model
    (:mod:`convtool.search.finetune`; kept only if the held-out drift drops);
+   then ``--quantize int8``: cross-layer equalization of the converted pairs
+   (:mod:`convtool.graph.equalize`) and onnxruntime's static INT8 quantization
+   (:mod:`convtool.runtime.quantize`) on the calibration data's fit part, its drift against
+   the original measured on the held-out part;
 7. MACs, warnings and the drivers' summaries go into the record.
 
 Each driver calls the pure step (or plans) and returns a summary; nothing calls back up.
@@ -124,6 +128,9 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         from convtool.search.finetune import check_ready
 
         check_ready(data)
+    if options.quantize is not None and data is None:
+        raise OptionError("--quantize int8 needs calibration data (--calibration): the activation ranges are "
+                          "calibrated on it")
     warnings: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
     overrides: dict[str, Override] = {}
     search = None
@@ -210,6 +217,9 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             warnings.append(f"--finetune: {tuned.summary.decision}")
     # --- end --finetune ---
 
+    if options.quantize is not None and data is not None:
+        new_model, record.quantization = _quantize(model, new_model, record, data, options)
+
     totals = record.totals
     totals.params_after = model_params(new_model)
     warnings += fill_macs(model, new_model, conversion.sites, record.layers, options.input_shape_map, totals)
@@ -232,6 +242,31 @@ def _copy_layer_errors(record) -> None:
         if r is not None and r.output_error_before is not None:
             layer.output_error_before = r.output_error_before
             layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
+
+
+def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: ConversionRecord, data: Dataset,
+              options: ConvertOptions):
+    """``--quantize int8``: equalize, quantize on the fit part, measure drift on the held-out part."""
+    from convtool.analysis.drift import compare_outputs
+    from convtool.graph.equalize import equalize_model
+    from convtool.runtime.inputs import fixed_batch
+    from convtool.runtime.quantize import quantize_model
+    from convtool.runtime.run import run_outputs
+
+    q = options.quantize
+    assert q is not None
+    cal = options.calibration_or_default
+    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    pairs: list = []
+    if q.equalize and record.totals.converted:
+        converted, pairs = equalize_model(converted, record.layers)
+    quantized = quantize_model(converted, fit, q)
+    drift, samples = None, 0
+    if held is not None:
+        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
+                                run_outputs(quantized.model, held, cal.batch_size)).drift
+        samples = held.count
+    return quantized.model, replace(quantized.summary, equalized=tuple(pairs), drift=drift, drift_samples=samples)
 
 
 def default_output(path: Path) -> Path:

@@ -7,6 +7,7 @@ nothing edits ``sys.path`` (tests/test_imports.py checks).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    # this checkout's convtool, not whichever one is pip-installed (as pytest's own pythonpath does)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -65,3 +68,18 @@ def test_accuracy_smoke():
 def test_latency_ab_smoke():
     out = run_benchmark("latency_ab.py")
     assert "A/A" in out
+
+
+def test_int8_smoke(tmp_path):
+    out = run_benchmark("int8.py", cwd=tmp_path)
+    for variant in ("fp32 original", "INT8 original", "convtool fp32", "convtool+INT8", "convtool+EQ+INT8"):
+        assert f"| {variant} " in out
+    assert "equalization off/on" in out and "| conv2 " in out
+    assert "Collecting tensor data" not in out  # onnxruntime's calibrator prints are not passed on
+    assert max(len(line) for line in out.splitlines() if line.startswith("|")) <= 80
+
+
+@pytest.mark.slow
+def test_int8_real_model_smoke():
+    out = run_benchmark("int8.py", "--models", "yolov8n")
+    assert "| INT8 original " in out or "skipped:" in out

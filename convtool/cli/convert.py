@@ -65,6 +65,7 @@ def convert(
     finetune: params.Finetune = False,
     finetune_steps: params.FinetuneSteps = 600,
     finetune_seconds: params.FinetuneSeconds = 180.0,
+    quantize: params.Quantize = None,
 ) -> None:
     """Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel)."""
     run(ctx, Clock())

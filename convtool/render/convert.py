@@ -155,7 +155,18 @@ def summary_lines(record: ConversionRecord) -> list[str]:
                      f"{cal.layers_refitted} of {fmt.plural(total, 'layer')} refitted{kept}, {how}")
     if record.finetune is not None:
         lines.append(_finetune_line(record.finetune))
+    if record.quantization is not None:
+        lines.append(_quantization_line(record.quantization))
     return lines
+
+
+def _quantization_line(q) -> str:
+    """``--quantize int8`` in one line: what was written, equalization, drift, size, time."""
+    eq = f"{len(q.equalized)} depthwise/pointwise pairs equalized, " if q.equalized else ""
+    drift = (f"drift {fmt.num(q.drift)} against the original on {q.drift_samples} held-out samples, "
+             if q.drift is not None else "")
+    return (f"INT8: written quantized ({q.options}); {eq}calibrated on {q.samples} samples; {drift}"
+            f"{fmt.count(q.size_before)}B -> {fmt.count(q.size_after)}B, in {fmt.duration(q.seconds)}")
 
 
 def _samples_phrase(record: ConversionRecord, cal) -> str:
