@@ -34,6 +34,10 @@ def solve(options: Sequence[Sequence[tuple[float, float]]], capacity: float,
     if capacity < 0 or math.isnan(capacity):
         raise ValueError(f"capacity must be >= 0, got {capacity}")
     n = len(options)
+    for opts in options:
+        for cost, _ in opts:
+            if cost < 0 or math.isnan(cost):
+                raise ValueError(f"costs must be >= 0, got {cost}")
     if sum(max((float(c) for c, g in opts if g > 0), default=0.0) for opts in options) <= capacity * (1 + 1e-9):
         return [_best_gain(opts) for opts in options]  # everything fits: the largest gain per layer
     units = int(resolution)
