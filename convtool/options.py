@@ -181,9 +181,12 @@ class LatencyOptions:
 
     ``threads`` / ``opt_level`` are the onnxruntime session options the model will be deployed
     with; ``cache_dir`` holds per-shape timings (``None``: ``~/.cache/convtool``);
-    ``margin``: the smallest speedup worth a conversion (0.05 = 5 %); ``budget_ms``: timing
-    budget per measured pair; ``confirm``: time the whole model before/after (interleaved A/B)
-    and keep the original model when the converted one is slower beyond noise.
+    ``margin``: the smallest speedup worth a conversion (0.05 = 5 %).  A layer pair is timed
+    until its interval decides (:mod:`convtool.search.latency`): looks at ``min_runs``, doubling
+    up to ``max_runs`` paired runs, at most ``budget_ms`` of wall time.  ``confirm``: time the
+    whole model before/after the same way (``confirm_runs`` doubling up to ``confirm_max_runs``,
+    at most ``confirm_budget_ms``) and keep the original model unless the converted one is
+    faster beyond noise.
     """
 
     threads: int = 1
@@ -192,10 +195,12 @@ class LatencyOptions:
     use_cache: bool = True
     margin: float = 0.05
     budget_ms: float = 400.0
-    min_runs: int = 15
-    max_runs: int = 300
+    min_runs: int = 20
+    max_runs: int = 320
     confirm: bool = True
     confirm_runs: int = 40
+    confirm_max_runs: int = 320
+    confirm_budget_ms: float = 5000.0
     providers: tuple[str, ...] = (CPU_PROVIDER,)
 
     def __post_init__(self) -> None:
@@ -204,6 +209,8 @@ class LatencyOptions:
             raise OptionError(f"latency margin must be in [0, 1), got {self.margin}")
         if self.min_runs < 3 or self.max_runs < self.min_runs or self.confirm_runs < 3:
             raise OptionError("latency-aware runs must be >= 3 (and max_runs >= min_runs)")
+        if self.confirm_max_runs < self.confirm_runs or self.budget_ms <= 0 or self.confirm_budget_ms <= 0:
+            raise OptionError("latency-aware caps must be positive (and confirm_max_runs >= confirm_runs)")
 
     @property
     def session(self) -> SessionOptions:
