@@ -223,15 +223,23 @@ class LatencyOptions:
 class SweepOptions:
     """``convtool sweep``: the drift budgets to search, and how the results are timed.
 
-    ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs`` /
-    ``warmup``: timed runs of the original and every point's model, all in one interleaved loop;
-    ``save_models``: keep each point's model (the caller writes them).
+    ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs``: the
+    first look of the timing of the original and every point's model (all in one interleaved
+    loop, in rounds of fresh sessions), which goes on, doubling, until every point's interval
+    excludes 1, ``max_runs`` (``None``: 8 x ``runs``) or ``max_seconds``; ``warmup``: untimed runs
+    per session and round; ``save_models``: keep each point's model (the caller writes them).
     """
 
     budgets: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
     runs: int = 50
     warmup: int = 5
     save_models: bool = False
+    max_runs: int | None = None
+    max_seconds: float = 60.0
+
+    @property
+    def run_cap(self) -> int:
+        return max(self.runs, self.max_runs if self.max_runs is not None else 8 * self.runs)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -242,6 +250,8 @@ class SweepOptions:
             raise OptionError(f"--runs must be >= 3, got {self.runs}")
         if self.warmup < 0:
             raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.max_seconds <= 0:
+            raise OptionError(f"the sweep's timing cap must be > 0 s, got {self.max_seconds}")
 
     @property
     def sorted_budgets(self) -> tuple[float, ...]:

@@ -286,8 +286,11 @@ class SweepPoint:
 
     ``search_drift`` is the search's own drift (on its held-out calibration split); ``drift``,
     ``rel_l2``, ``top1_agreement`` and ``accuracy`` (with labels) are measured on the evaluation
-    data no fit or search saw.  ``speedup`` is median(original) / median(point) from one
-    interleaved loop over the original and every point, with its paired 95 % interval.
+    data no fit or search saw.  ``speedup`` is ``exp(median(ln(original_i / point_i)))`` over the
+    paired runs of one interleaved loop over the original and every point (rounds of fresh
+    sessions), ``ci_low`` / ``ci_high`` its ~95 % interval from the same statistic
+    (:func:`convtool.core.decide.speedup`); ``runs`` paired runs; ``resolved``: the interval
+    excludes 1 (``False``: not resolved when the timing's cap was reached).
     ``pareto``: no other point is at least as fast and at least as accurate (on the sweep's
     x axis), and better in one.
     """
@@ -311,6 +314,8 @@ class SweepPoint:
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
     finetuned: bool = False  # --finetune: the fine-tuned weights were kept (held-out drift dropped)
+    runs: int | None = None  # paired timed runs behind the speedup
+    resolved: bool | None = None  # False: the interval still includes 1 at the timing's cap
 
 
 @dataclass(frozen=True)

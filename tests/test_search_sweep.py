@@ -1,7 +1,7 @@
 """convtool sweep: one search, one selection per budget, every point measured on evaluation data.
 
 Every timing is injected: the one-layer pairs (``time_pair``), the end-to-end checks
-(``confirm``) and the final interleaved loop (``time_models``).  Decisions are checked, never
+(``confirm``) and the final interleaved loop (``time_rounds``).  Decisions are checked, never
 a speed-up.
 """
 
@@ -45,9 +45,13 @@ class Fake:
     def confirm(self, original, converted, lat, input_shapes=None, progress=None):
         return verdict(noisy(2.0, n=40), noisy(2.0 / self.e2e, n=40, seed=3), margin=0.0, what="end to end")
 
-    def time_models(self, sessions, feeds, *, runs, warmup, progress=None):
+    def time_rounds(self, factory, feeds, *, looks, per_round, warmup, stop=None, max_seconds=None, progress=None):
+        sessions = factory()
         self.loops.append(len(sessions))
-        return [latency_stats(noisy(1.0 / (1 + 0.25 * i), n=runs, spread=0.01, seed=i)) for i in range(len(sessions))]
+        runs = looks[0]
+        stats = [latency_stats(noisy(1.0 / (1 + 0.25 * i), n=runs, spread=0.01, seed=i)) for i in range(len(sessions))]
+        rounds = tuple(i // per_round for i in range(runs))
+        return timing_mod.Rounds(stats, rounds, len(looks), "decided")
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +59,7 @@ def fake(monkeypatch):
     f = Fake()
     monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
     monkeypatch.setattr(latency_mod, "confirm", f.confirm)
-    monkeypatch.setattr(timing_mod, "time_models", f.time_models)
+    monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
     return f
 
 

@@ -16,9 +16,14 @@ data the search never saw.
    the plain relative L2, top-1 agreement on class-score outputs, top-1 accuracy with a
    ``labels`` array), MACs and parameters.
 5. Latency: the original and every distinct point model in ONE interleaved loop (ABBA...,
-   spinning off, the deployment's threads / opt level / providers); the speedup is
-   median(original) / median(point) with the paired 95 % interval of
-   :func:`convtool.core.decide.paired_interval`.
+   spinning off, the deployment's threads / opt level / providers), in rounds of fresh
+   sessions (:func:`convtool.runtime.timing.time_rounds`: one session per model is a random
+   draw - a single pair of draws once showed a point at 0.82x that ``convtool report`` timed at
+   1.12x), from ``runs`` paired runs doubling until every point's interval excludes 1 or
+   ``run_cap`` runs / ``max_seconds``; the speedup is ``exp(median(ln(original_i / point_i)))``
+   with its interval from the same statistic (:func:`convtool.core.decide.speedup`), exactly
+   what ``convtool report`` computes for a pair.  A point whose interval still includes 1 says
+   ``resolved: false``.
 6. The Pareto front over (speedup, quality), quality being accuracy when labels are given,
    else top-1 agreement on class scores, else (lower is better) drift; the original (speedup
    1, perfect quality) takes part, so a point no faster than the original is never on the
@@ -40,7 +45,7 @@ import onnx
 from convtool.analysis.costs import model_macs, model_params
 from convtool.analysis.drift import compare_outputs, looks_like_class_scores, top1_accuracy
 from convtool.convert import convert
-from convtool.core.decide import verdict
+from convtool.core.decide import resolved, verdict
 from convtool.errors import CalibrationDataError, ConvToolError
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import SweepBaseline, SweepPoint, SweepRecord
@@ -48,6 +53,7 @@ from convtool.runtime.inputs import Dataset, random_feeds
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
 from convtool.search.calibrate import refit_layers
+from convtool.search.latency import per_round
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +112,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
           sweep_options: SweepOptions, *, source: str = "<memory>", progress: Progress | None = None) -> SweepResult:
     """Search once, select per budget, measure every point (see the module docstring)."""
     from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import time_models
+    from convtool.runtime.timing import schedule, time_rounds
 
     start = time.perf_counter()
 
@@ -176,20 +182,30 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
                              accuracy=_accuracy(outputs, labels) if labels is not None else None)
     tick("evaluating", len(built), len(built))
 
-    # 5. latency: the original and every distinct model in one interleaved loop (a plan that
-    # converts nothing is the original itself: it gets the original's numbers, not a second timing)
+    # 5. latency: the original and every distinct model in one interleaved loop, in rounds of fresh
+    # sessions, until every point's interval excludes 1 or a cap (a plan that converts nothing is
+    # the original itself: it gets the original's numbers, not a second timing)
     lat = options.timing_options
     feeds = random_feeds(model, options.input_shape_map)
     order = [k for k in built if k]
-    sessions = [make_session(model, lat.session)] + [make_session(built[k][0], lat.session) for k in order]
-    stats = time_models(sessions, [feeds] * len(sessions), runs=sweep_options.runs, warmup=sweep_options.warmup,
-                        progress=lambda d, t: tick("timing models", d, t))
+    models = [model] + [built[k][0] for k in order]
+    looks = schedule(sweep_options.runs, sweep_options.run_cap)
+
+    def decided(samples: list[list[float]], rounds: list[int]) -> bool:
+        return all(resolved(samples[0], s, margin=0.0, rounds=rounds, looks=len(looks)) for s in samples[1:])
+
+    timed = time_rounds(lambda: [make_session(m, lat.session) for m in models], [feeds] * len(models), looks=looks,
+                        per_round=per_round(looks[0]), warmup=sweep_options.warmup, stop=decided,
+                        max_seconds=sweep_options.max_seconds, progress=lambda d, t: tick("timing models", d, t))
+    stats = timed.stats
     base = stats[0]
     if () in measured:
-        measured[()].update(latency_ms=base.median, speedup=1.0, ci_low=1.0, ci_high=1.0)
+        measured[()].update(latency_ms=base.median, speedup=1.0, ci_low=1.0, ci_high=1.0, runs=timed.runs,
+                            resolved=True)
     for k, st in zip(order, stats[1:]):
-        v = verdict(base.samples, st.samples, margin=0.0)
-        measured[k].update(latency_ms=st.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high)
+        v = verdict(base.samples, st.samples, margin=0.0, rounds=timed.rounds, looks=timed.looks)
+        measured[k].update(latency_ms=st.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high,
+                           runs=v.runs, resolved=v.resolved)
 
     # 6. points and the front
     points = []
@@ -206,7 +222,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     for p, on in zip(points, pareto(points, axis, original)):
         p["pareto"] = on and p["converted"] > 0  # the unchanged model is the original, drawn apart
     env = environment(lat.session).to_dict()
-    env.update(runs=sweep_options.runs, warmup=sweep_options.warmup)
+    env.update(runs=timed.runs, warmup=sweep_options.warmup, min_runs=sweep_options.runs,
+               max_runs=sweep_options.run_cap, rounds=len(set(timed.rounds)), stopped=timed.stopped)
     record = SweepRecord(
         input=source, calibration=data.source if data is not None else search.held.describe(),
         evaluation=eval_data.source, eval_samples=eval_data.count, objective=options.objective, metric=options.metric,
