@@ -73,6 +73,19 @@ def _inputs_phrase(report: Report, samples: int | None) -> str:
 # ----------------------------------------------------------------------------- verdict
 
 
+def speed_text(comp) -> str:
+    """``1.24x faster (95% CI 1.20x-1.28x)``, ``1.16x slower (95% CI 1.05x-1.25x)`` (the interval
+    of the factor the phrase names), or ``speed not resolved at 800 runs: 1.01x (95% CI ...)``."""
+    low, high, sp = comp.ci_low, comp.ci_high, comp.speedup
+    if low is None or high is None or sp is None or not low > 0:
+        return fmt.faster(sp)
+    if comp.resolved is False:
+        return f"speed not resolved at {comp.runs} runs: {fmt.times(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
+    if sp < 1.0:
+        return f"{fmt.faster(sp)} (95% CI {fmt.times(1.0 / high)}-{fmt.times(1.0 / low)})"
+    return f"{fmt.faster(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
+
+
 def verdict(report: Report) -> str:
     """The report in one line (see the module docstring)."""
     if not report.is_pair:
@@ -88,7 +101,7 @@ def verdict(report: Report) -> str:
     assert comp is not None
     parts = []
     if comp.speedup is not None:
-        parts.append(fmt.faster(comp.speedup))
+        parts.append(speed_text(comp))
     parts.append(fmt.fewer(comp.mac_reduction, "MACs"))
     parts.append(fmt.fewer(comp.param_reduction, "params"))
     d = comp.drift
@@ -140,7 +153,9 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
             rows.append(["latency median (ms)", fmt.ms(m.latency.median)])
             rows.append(["latency p10-p90 (ms)", f"{fmt.ms(m.latency.p10)}-{fmt.ms(m.latency.p90)}"])
         if report.aa_check is not None:
-            rows.append(["A/A ratio (noise floor)", fmt.times(report.aa_check.ratio, 3)])
+            aa = report.aa_check
+            ci = f" ({aa.ci_low:.3f}-{aa.ci_high:.3f})" if aa.ci_low is not None and aa.ci_high is not None else ""
+            rows.append(["A/A ratio (noise floor)", f"{fmt.times(aa.ratio, 3)}{ci}"])
         if m.accuracy is not None:
             rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
         return ["metric", "value"], rows, [None] * len(rows)
@@ -165,8 +180,11 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
         add("latency p10-p90 (ms)", f"{fmt.ms(a.latency.p10)}-{fmt.ms(a.latency.p90)}",
             f"{fmt.ms(b.latency.p10)}-{fmt.ms(b.latency.p90)}", ("", None))
     if comp.speedup is not None:
-        noise = f" (A/A {fmt.times(report.aa_check.ratio, 3)})" if report.aa_check is not None else ""
-        add("speedup (ratio of medians)", "", "", (f"{fmt.times(comp.speedup)}{noise}", comp.speedup > 1.0))
+        noise = f", A/A {fmt.times(report.aa_check.ratio, 3)}" if report.aa_check is not None else ""
+        ci = f" ({comp.ci_low:.2f}-{comp.ci_high:.2f}{noise})" if comp.ci_low is not None and comp.ci_high is not None \
+            else noise
+        add("speedup (95% CI)", "", "", (f"{fmt.times(comp.speedup)}{ci}",
+                                         None if comp.resolved is False else comp.speedup > 1.0))
     if comp.drift is not None:
         d = comp.drift
         add("drift: per-channel rel. L2 (--max-drift)", "", fmt.num(d.drift), ("", None))
@@ -231,7 +249,8 @@ def environment_text(report: Report) -> str:
     ]
     lat = next((m.latency for m in report.models if m.latency is not None), None)
     if lat is not None:
-        parts.append(f"{lat.runs} timed runs{' interleaved' if len(report.models) > 1 or report.aa_check else ''}")
+        several = len(report.models) > 1 or report.aa_check
+        parts.append(f"{lat.runs} timed runs{' interleaved' if several else ''} in rounds of fresh sessions")
     if report.profile_opt_level is not None:
         parts.append(f"profiled at opt level {report.profile_opt_level}")
     return " · ".join(parts)
