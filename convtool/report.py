@@ -426,7 +426,7 @@ def build_report(
     from convtool.runtime.inputs import input_shapes_from_data, load, random_dataset, random_feeds
     from convtool.runtime.run import run_outputs
     from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import schedule, time_rounds
+    from convtool.runtime.timing import per_round, schedule, time_rounds
 
     options = options or ReportOptions()
     paths = [str(p) for p in paths]
@@ -487,7 +487,7 @@ def build_report(
             return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
 
         timed = time_rounds(lambda: [make_session(p, config) for p in timed_paths], [timing_batch] * len(timed_paths),
-                            looks=looks, per_round=max(5, -(-looks[0] // 4)), warmup=options.warmup,
+                            looks=looks, per_round=per_round(looks[0]), warmup=options.warmup,
                             stop=decided if len(models) == 2 else None, max_seconds=options.max_seconds, progress=tick)
         stats = timed.stats
         latencies = list(stats[: len(models)])

@@ -44,7 +44,7 @@ from convtool.errors import OptionError
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
 
-__all__ = ["LatencyStats", "Rounds", "latency_stats", "schedule", "time_models", "time_rounds"]
+__all__ = ["LatencyStats", "Rounds", "latency_stats", "per_round", "schedule", "time_models", "time_rounds"]
 
 #: Called after every timed run with (done, total).
 Progress = Callable[[int, int], None]
@@ -113,6 +113,13 @@ def time_models(
             if progress is not None:
                 progress(done, total)
     return [latency_stats(s) for s in samples]
+
+
+def per_round(first_look: int) -> int:
+    """Timed runs per round of fresh sessions: ten rounds by the first look (at least two runs
+    each), so that the between-round variance of :func:`convtool.core.decide.speedup` rests on
+    enough rounds to be stable."""
+    return max(2, -(-first_look // 10))
 
 
 def schedule(min_runs: int, max_runs: int, *, max_looks: int = 6) -> tuple[int, ...]:

@@ -44,7 +44,7 @@ from convtool.options import ConvertOptions, LatencyOptions, SessionOptions
 from convtool.records import EndToEnd, LatencySummary, LayerChange
 from convtool.runtime.inputs import random_feeds
 from convtool.runtime.session import make_session
-from convtool.runtime.timing import Rounds, schedule, time_rounds
+from convtool.runtime.timing import Rounds, per_round, schedule, time_rounds
 from convtool.search.cache import TimingCache, timing_key
 
 __all__ = ["Candidate", "LayerChoice", "LayerTuner", "PairedTimes", "choose", "confirm", "summary_of", "tensor_shapes",
@@ -137,11 +137,6 @@ class PairedTimes(tuple):
     def of(cls, timed: Rounds) -> PairedTimes:
         a, b = timed.stats[0], timed.stats[-1]
         return cls(list(a.samples), list(b.samples), timed.rounds, timed.looks, timed.stopped)
-
-
-def per_round(first_look: int) -> int:
-    """Timed runs per round of fresh sessions: about four rounds by the first look."""
-    return max(5, -(-first_look // 4))
 
 
 def _stop(margin: float, looks: int, first: int = 0, second: int = -1):

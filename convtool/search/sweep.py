@@ -53,7 +53,6 @@ from convtool.runtime.inputs import Dataset, random_feeds
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
 from convtool.search.calibrate import refit_layers
-from convtool.search.latency import per_round
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
           sweep_options: SweepOptions, *, source: str = "<memory>", progress: Progress | None = None) -> SweepResult:
     """Search once, select per budget, measure every point (see the module docstring)."""
     from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import schedule, time_rounds
+    from convtool.runtime.timing import per_round, schedule, time_rounds
 
     start = time.perf_counter()
 
