@@ -7,6 +7,7 @@ nothing edits ``sys.path`` (tests/test_imports.py checks).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    # this checkout's convtool, not whichever one is pip-installed (the scripts never edit sys.path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -65,3 +68,9 @@ def test_accuracy_smoke():
 def test_latency_ab_smoke():
     out = run_benchmark("latency_ab.py")
     assert "A/A" in out
+
+
+def test_timing_calibration_smoke():
+    out = run_benchmark("timing_calibration.py")
+    assert "| threads | pair | protocol | long-run speedup | 95% CI covers it |" in out
+    assert "| 1 | A/B | report |" in out and "| 1 | A/A | one pair, 6 runs |" in out
