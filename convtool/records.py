@@ -42,12 +42,16 @@ class LayerChange:
     output_error_before: float | None = None
     output_error_after: float | None = None
     # filled by --latency-aware: medians (ms) of the original conv and of its (best) replacement
-    # at the layer's input shape, their ratio, the decision and every timed candidate layout
+    # at the layer's input shape, the speedup (median of paired ratios) with its interval, the
+    # decision and every timed candidate layout
     latency_original_ms: float | None = None
     latency_replacement_ms: float | None = None
     latency_speedup: float | None = None
     latency_decision: str | None = None
     latency_candidates: list[dict[str, Any]] = field(default_factory=list)
+    latency_ci_low: float | None = None  # the speedup's ~95 % interval (same statistic)
+    latency_ci_high: float | None = None
+    latency_resolved: bool | None = None  # False: the interval did not decide by the cap (kept)
     # filled by --max-drift: why the search chose this layer (rank, layout, gain per drift) or left it
     search_decision: str | None = None
 

@@ -55,3 +55,9 @@ def test_shortened_names_stay_unique(width):
     short = shorten_all(names, width)
     assert len(set(short)) == len(names), short
     assert all(len(s) <= width for s in short), short
+
+
+def test_faster_ci_names_the_interval_of_the_factor_it_names():
+    assert fmt.faster_ci(1.24, 1.2, 1.28) == "1.24x faster (95% CI 1.20x-1.28x)"
+    assert fmt.faster_ci(0.8, 0.714, 0.952) == "1.25x slower (95% CI 1.05x-1.40x)"
+    assert fmt.faster_ci(1.1, None, None) == "1.10x faster"

@@ -36,6 +36,7 @@ __all__ = [
     "change",
     "fewer",
     "faster",
+    "faster_ci",
     "ms",
     "ms_pair",
     "num",
@@ -135,6 +136,16 @@ def faster(speedup: float | None) -> str:
     if speedup >= 1.0:
         return f"{times(speedup)} faster"
     return f"{times(1.0 / speedup)} slower"
+
+
+def faster_ci(speedup: float | None, low: float | None, high: float | None) -> str:
+    """:func:`faster` with the interval of the factor it names: ``'1.24x faster (95% CI
+    1.20x-1.28x)'``, ``'1.25x slower (95% CI 1.05x-1.40x)'``."""
+    if low is None or high is None or not (low > 0 and high > 0) or speedup is None or speedup <= 0:
+        return faster(speedup)
+    if speedup >= 1.0:
+        return f"{faster(speedup)} (95% CI {times(low)}-{times(high)})"
+    return f"{faster(speedup)} (95% CI {times(1.0 / high)}-{times(1.0 / low)})"
 
 
 def ms(value: float | None) -> str:

@@ -77,13 +77,9 @@ def speed_text(comp) -> str:
     """``1.24x faster (95% CI 1.20x-1.28x)``, ``1.16x slower (95% CI 1.05x-1.25x)`` (the interval
     of the factor the phrase names), or ``speed not resolved at 800 runs: 1.01x (95% CI ...)``."""
     low, high, sp = comp.ci_low, comp.ci_high, comp.speedup
-    if low is None or high is None or sp is None or not low > 0:
-        return fmt.faster(sp)
-    if comp.resolved is False:
+    if comp.resolved is False and low is not None and high is not None:
         return f"speed not resolved at {comp.runs} runs: {fmt.times(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
-    if sp < 1.0:
-        return f"{fmt.faster(sp)} (95% CI {fmt.times(1.0 / high)}-{fmt.times(1.0 / low)})"
-    return f"{fmt.faster(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
+    return fmt.faster_ci(sp, low, high)
 
 
 def verdict(report: Report) -> str:

@@ -87,10 +87,13 @@ class LayerChoice:
         if best is not None:
             fields.update(latency_original_ms=best.verdict.original_ms,
                           latency_replacement_ms=best.verdict.replacement_ms, latency_speedup=best.verdict.speedup,
+                          latency_ci_low=best.verdict.ci_low, latency_ci_high=best.verdict.ci_high,
+                          latency_resolved=best.verdict.resolved,
                           latency_candidates=[{"layout": c.layout, "rank": c.rank, "original_ms": c.verdict.original_ms,
                                                "replacement_ms": c.verdict.replacement_ms, "speedup": c.verdict.speedup,
                                                "ci_low": c.verdict.ci_low, "ci_high": c.verdict.ci_high,
-                                               "runs": c.verdict.runs, "cached": c.cached}
+                                               "runs": c.verdict.runs, "resolved": c.verdict.resolved,
+                                               "cached": c.cached}
                                               for c in self.candidates])
         return fields
 
