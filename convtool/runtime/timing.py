@@ -1,6 +1,7 @@
 """Latency of ONNX models with onnxruntime, measured fairly.
 
-Protocol (what :func:`time_models` does):
+Protocol (what :func:`time_rounds` does; :func:`time_models` is one round of it with the
+sessions the caller made):
 
 * Every session comes from :func:`convtool.runtime.session.make_session` with stated options:
   intra-op threads (1 by default: the most reproducible number; pass the deployment's thread
@@ -10,19 +11,21 @@ Protocol (what :func:`time_models` does):
 * Each session gets ``warmup`` untimed runs, then ``runs`` timed runs with
   ``time.perf_counter_ns``. With several sessions the timed runs are interleaved in an ABBA
   pattern (A B, B A, A B, ...), so slow machine drift and position effects hit every model
-  alike. The speedup of B over A is the ratio of medians, ``median(A) / median(B)``.
+  alike. The speedup of B over A is ``exp(median(ln(A_i / B_i)))`` over the paired runs, with
+  its interval from the same statistic (:func:`convtool.core.decide.speedup`; this module
+  only measures).
 * Sessions are drawn, not fixed: at 2+ threads on a busy machine one session of a
   sub-millisecond model can run 20 % faster or slower than a twin session for tens of runs (its
   threads' placement, its buffers), so one pair of sessions measures that draw as much as the
-  models - a many-model loop and a two-model loop disagreed by 1.4x on the same file for this
-  reason.  :func:`time_rounds` therefore times in *rounds*: every round creates fresh sessions
+  models: ``convtool sweep`` (one session per model, 50 runs) once showed 0.82x, 0.97x on a
+  re-run, for a model ``convtool report`` timed at 1.12x-1.7x, each with a tight interval.  :func:`time_rounds` therefore times in *rounds*: every round creates fresh sessions
   for every model (order rotated), warms them up and times a block of interleaved runs; the
   speedup and its interval come from all rounds' paired runs, with the rounds as clusters
   (:func:`convtool.core.decide.speedup`).  It can also stop early: after each planned look
   (a doubling run count, :func:`schedule`) the caller's ``stop`` says whether the interval
   decides; a run cap and a wall-time cap end it otherwise.
 * An A/A control (two sessions of the *same* model, timed exactly like an A/B pair) shows the
-  noise floor of the machine: a speedup within ``|1 - aa_ratio|`` of 1 is noise.
+  noise floor of the machine: its interval should contain 1.
 * Statistics: median, p10 and p90 (linear interpolation) in milliseconds. Sub-millisecond
   models at 2+ threads are often bimodal; use more runs and look at p10/p90.
 
