@@ -224,10 +224,11 @@ class SweepOptions:
     """``convtool sweep``: the drift budgets to search, and how the results are timed.
 
     ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs``: the
-    first look of the timing of the original and every point's model (all in one interleaved
-    loop, in rounds of fresh sessions), which goes on, doubling, until every point's interval
-    excludes 1, ``max_runs`` (``None``: 8 x ``runs``) or ``max_seconds``; ``warmup``: untimed runs
-    per session and round; ``save_models``: keep each point's model (the caller writes them).
+    first look of the timing of each point's model against the original (as ``convtool report``
+    times a pair: interleaved, in rounds of fresh sessions), which goes on, doubling, until the
+    point's interval excludes 1, ``max_runs`` (``None``: 8 x ``runs``) or ``max_seconds`` per
+    point; ``warmup``: untimed runs per session and round; ``save_models``: keep each point's
+    model (the caller writes them).
     """
 
     budgets: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -235,7 +236,7 @@ class SweepOptions:
     warmup: int = 5
     save_models: bool = False
     max_runs: int | None = None
-    max_seconds: float = 60.0
+    max_seconds: float = 30.0
 
     @property
     def run_cap(self) -> int:

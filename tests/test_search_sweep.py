@@ -29,8 +29,8 @@ from convtool.search.sweep import pareto, quality_axis
 
 
 class Fake:
-    """Every layer form ``speedup`` x faster; the whole model per the queue; the final loop
-    gives session i a median of ``1 / (1 + 0.25 i)`` ms (later sessions: later budgets, faster)."""
+    """Every layer form ``speedup`` x faster; the whole model per the queue; the i-th point timed
+    against the original gets a median of ``1 / (1 + 0.25 i)`` ms (later budgets, faster)."""
 
     def __init__(self):
         self.speedup = 2.0
@@ -49,7 +49,9 @@ class Fake:
         sessions = factory()
         self.loops.append(len(sessions))
         runs = looks[0]
-        stats = [latency_stats(noisy(1.0 / (1 + 0.25 * i), n=runs, spread=0.01, seed=i)) for i in range(len(sessions))]
+        # the original, then (one call per point, later budgets later) each point faster than the last
+        medians = [1.0] + [1.0 / (1 + 0.25 * len(self.loops))] * (len(sessions) - 1)
+        stats = [latency_stats(noisy(m, n=runs, spread=0.01, seed=i)) for i, m in enumerate(medians)]
         rounds = tuple(i // per_round for i in range(runs))
         return timing_mod.Rounds(stats, rounds, len(looks), "decided")
 
@@ -94,7 +96,8 @@ def test_each_point_is_what_convert_chooses_and_is_measured_on_eval_data(tmp_pat
     assert record.points[-1].converted == 3
     assert record.evaluation == "<arrays>" and record.eval_samples == 12
     assert record.objective == objective and record.x_axis == "drift"
-    assert fake.loops == [1 + len({tuple(sorted(p.ranks.items())) for p in record.points if p.converted})]
+    # each distinct point against the original, as `convtool report` times a pair
+    assert fake.loops == [2] * len({tuple(sorted(p.ranks.items())) for p in record.points if p.converted})
 
 
 def test_sensitivities_are_measured_once_for_all_budgets(tmp_path, fake, monkeypatch):

@@ -90,8 +90,9 @@ def _setting(record: SweepRecord) -> str:
     return (f"objective {record.objective}, budget metric {record.metric}; evaluation: {record.eval_samples} samples "
             f"of {record.evaluation}, not seen by the search; timing: {env.get('threads')} thread(s), opt level "
             f"{env.get('opt_level')}, {providers}, onnxruntime {env.get('onnxruntime')}, {env.get('cpu')}, "
-            f"{env.get('runs')} paired runs interleaved in rounds of fresh sessions (speedup: median of "
-            f"paired ratios, 95% CI from the same statistic)")
+            f"each point against the original as `convtool report` times a pair: {env.get('runs')} to "
+            f"{env.get('max_runs')} paired runs interleaved in rounds of fresh sessions, until the 95% CI "
+            f"excludes 1 (speedup: median of paired ratios, CI from the same statistic)")
 
 
 def _baseline(record: SweepRecord) -> str:
