@@ -142,9 +142,10 @@ class PairedTimes(tuple):
         return cls(list(a.samples), list(b.samples), timed.rounds, timed.looks, timed.stopped)
 
 
-def _stop(margin: float, looks: int, first: int = 0, second: int = -1):
+def _stop(margin: float, looks: int) -> Callable[[list[list[float]], list[int]], bool]:
+    """A :func:`~convtool.runtime.timing.time_rounds` stop rule: the rule decides the pair."""
     def stop(samples: list[list[float]], rounds: list[int]) -> bool:
-        return resolved(samples[first], samples[second], margin=margin, rounds=rounds, looks=looks)
+        return resolved(samples[0], samples[1], margin=margin, rounds=rounds, looks=looks)
     return stop
 
 
