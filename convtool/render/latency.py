@@ -32,7 +32,8 @@ def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
         best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout), None)
         best = best or max(candidates, key=lambda c: c.get("speedup") or 0.0, default=None)
         others = [f"{_label(c)} {fmt.times(c.get('speedup'))}" for c in candidates if c is not best]
-        kept = "kept" if layer.latency_resolved is not False else f"kept: not resolved at {best and best.get('runs')} runs"
+        kept = ("kept" if layer.latency_resolved is not False
+                else f"kept: not resolved at {best.get('runs') if best else '?'} runs")
         decision = ("converted" if layer.converted else kept) + (f"; also timed: {', '.join(others)}" if others else "")
         layouts.append(_label(best) if best else "-")
         times.append(fmt.ms_pair(layer.latency_original_ms, layer.latency_replacement_ms))

@@ -18,7 +18,8 @@ sessions the caller made):
   sub-millisecond model can run 20 % faster or slower than a twin session for tens of runs (its
   threads' placement, its buffers), so one pair of sessions measures that draw as much as the
   models: ``convtool sweep`` (one session per model, 50 runs) once showed 0.82x, 0.97x on a
-  re-run, for a model ``convtool report`` timed at 1.12x-1.7x, each with a tight interval.  :func:`time_rounds` therefore times in *rounds*: every round creates fresh sessions
+  re-run, for a model ``convtool report`` timed at 1.12x-1.7x, each with a tight interval.
+  :func:`time_rounds` therefore times in *rounds*: every round creates fresh sessions
   for every model (order rotated), warms them up and times a block of interleaved runs; the
   speedup and its interval come from all rounds' paired runs, with the rounds as clusters
   (:func:`convtool.core.decide.speedup`).  It can also stop early: after each planned look

@@ -13,8 +13,9 @@ Each entry is one JSON file ``<cache_dir>/timings/<sha256 of the key>.json`` hol
 itself and the paired timed runs (milliseconds) with the round of fresh sessions each pair came
 from and the looks its sequential timing planned, so a hit replays the decision (and its
 interval) with the current margin.  An entry without rounds (an older cache) whose runs do not
-decide is timed again by :class:`convtool.search.latency.LayerTuner`.  One file per key means concurrent runs never corrupt each other (a write is
-a temporary file renamed into place; the last writer wins).  Delete the folder to reset.
+decide is timed again by :class:`convtool.search.latency.LayerTuner`.  One file per key means
+concurrent runs never corrupt each other (a write is a temporary file renamed into place; the
+last writer wins).  Delete the folder to reset.
 """
 
 from __future__ import annotations
