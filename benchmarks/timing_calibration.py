@@ -58,7 +58,7 @@ def _converted(folder: Path) -> Path:
 def _report_protocol(a: Path, b: Path, feeds, cfg: SessionOptions, opts: ReportOptions) -> Speedup:
     """``convtool report``'s timing of a pair (see :func:`convtool.report.build_report`)."""
     looks = schedule(opts.runs, opts.run_cap)
-    timed = time_rounds(lambda: [make_session(a, cfg), make_session(b, cfg)], [feeds, feeds], looks=looks,
+    timed = time_rounds([lambda: make_session(a, cfg), lambda: make_session(b, cfg)], [feeds, feeds], looks=looks,
                         per_round=per_round(looks[0]), warmup=opts.warmup,
                         stop=lambda s, r: resolved(s[0], s[1], margin=0.0, rounds=r, looks=len(looks)),
                         max_seconds=opts.max_seconds)
@@ -72,7 +72,7 @@ def _one_pair(a: Path, b: Path, feeds, cfg: SessionOptions, runs: int, warmup: i
 
 
 def _long_run(a: Path, b: Path, feeds, cfg: SessionOptions, runs: int) -> tuple[list[float], list[float]]:
-    timed = time_rounds(lambda: [make_session(a, cfg), make_session(b, cfg)], [feeds, feeds], looks=(runs,),
+    timed = time_rounds([lambda: make_session(a, cfg), lambda: make_session(b, cfg)], [feeds, feeds], looks=(runs,),
                         per_round=20, warmup=5)
     return list(timed.stats[0].samples), list(timed.stats[1].samples)
 
@@ -88,6 +88,7 @@ def _row(threads: int, pair: str, protocol: str, truth: float, results: list[Spe
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--converted", type=Path, default=None, help="B model [default: the sample at rank 2]")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=40, help="comparisons per protocol and pair")
     ap.add_argument("--long", type=int, default=1000, help="paired runs of each long run (two per pair)")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        converted = _converted(Path(tmp))
+        converted = args.converted or _converted(Path(tmp))
         feeds = random_feeds(load_model(SAMPLE), seed=0)
         for threads in args.threads:
             cfg = SessionOptions(threads=threads)
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 truth = 1.0 if pair == "A/A" else speedup(before[0] + after[0], before[1] + after[1]).speedup
                 rows += [_row(threads, pair, name, truth, res) for name, res in results.items()]
 
-    print(f"Interval calibration: {SAMPLE.name} against its rank-2 conversion (A/B) and itself (A/A), "
+    what = args.converted.name if args.converted else "its rank-2 conversion"
+    print(f"Interval calibration: {SAMPLE.name} against {what} (A/B) and itself (A/A), "
           f"{args.repeats} repeats per protocol; long-run value from 2 x {args.long} interleaved paired runs in "
           "rounds of fresh sessions (A/A: exactly 1)")
     print()

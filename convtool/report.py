@@ -486,9 +486,10 @@ def build_report(
         def decided(samples: list[list[float]], rounds: list[int]) -> bool:
             return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
 
-        timed = time_rounds(lambda: [make_session(p, config) for p in timed_paths], [timing_batch] * len(timed_paths),
-                            looks=looks, per_round=per_round(looks[0]), warmup=options.warmup,
-                            stop=decided if len(models) == 2 else None, max_seconds=options.max_seconds, progress=tick)
+        makers = [lambda p=p: make_session(p, config) for p in timed_paths]
+        timed = time_rounds(makers, [timing_batch] * len(timed_paths), looks=looks, per_round=per_round(looks[0]),
+                            warmup=options.warmup, stop=decided if len(models) == 2 else None,
+                            max_seconds=options.max_seconds, progress=tick)
         stats = timed.stats
         latencies = list(stats[: len(models)])
         if options.aa_check:

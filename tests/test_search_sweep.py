@@ -45,8 +45,8 @@ class Fake:
     def confirm(self, original, converted, lat, input_shapes=None, progress=None):
         return verdict(noisy(2.0, n=40), noisy(2.0 / self.e2e, n=40, seed=3), margin=0.0, what="end to end")
 
-    def time_rounds(self, factory, feeds, *, looks, per_round, warmup, stop=None, max_seconds=None, progress=None):
-        sessions = factory()
+    def time_rounds(self, makers, feeds, *, looks, per_round, warmup, stop=None, max_seconds=None, progress=None):
+        sessions = [make() for make in makers]
         self.loops.append(len(sessions))
         runs = looks[0]
         # the original, then (one call per point, later budgets later) each point faster than the last

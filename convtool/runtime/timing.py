@@ -20,7 +20,7 @@ sessions the caller made):
   models: ``convtool sweep`` (one session per model, 50 runs) once showed 0.82x, 0.97x on a
   re-run, for a model ``convtool report`` timed at 1.12x-1.7x, each with a tight interval.
   :func:`time_rounds` therefore times in *rounds*: every round creates fresh sessions
-  for every model (order rotated), warms them up and times a block of interleaved runs; the
+  for every model (creation and timing order rotated), warms them up and times a block of interleaved runs; the
   speedup and its interval come from all rounds' paired runs, with the rounds as clusters
   (:func:`convtool.core.decide.speedup`).  It can also stop early: after each planned look
   (a doubling run count, :func:`schedule`) the caller's ``stop`` says whether the interval
@@ -156,7 +156,7 @@ class Rounds:
 
 
 def time_rounds(
-    factory: Callable[[], Sequence[onnxruntime.InferenceSession]],
+    makers: Sequence[Callable[[], onnxruntime.InferenceSession]],
     feeds: Sequence[Mapping[str, np.ndarray]],
     *,
     looks: Sequence[int],
@@ -166,11 +166,12 @@ def time_rounds(
     max_seconds: float | None = None,
     progress: Progress | None = None,
 ) -> Rounds:
-    """Time fresh sessions from ``factory()`` round after round (module docstring).
+    """Time fresh sessions, one from each of ``makers``, round after round (module docstring).
 
-    Each round: new sessions (the previous round's are released first), ``warmup`` untimed
-    runs each, then ``per_round`` interleaved timed runs (ABBA), the first session of the
-    rotation moving by one each round.  After the round that reaches each count of ``looks``,
+    Each round: new sessions (the previous round's are released first; created in the round's
+    order, since the first session made can differ from the second), ``warmup`` untimed runs
+    each, then ``per_round`` interleaved timed runs (ABBA), the first model of the order moving
+    by one each round.  After the round that reaches each count of ``looks``,
     ``stop(samples, rounds)`` (per-session samples, round id per run) may end the timing;
     reaching ``looks[-1]`` runs or ``max_seconds`` of wall time ends it in any case.
     """
@@ -180,6 +181,8 @@ def time_rounds(
         raise OptionError(f"--warmup must be >= 0, got {warmup}")
     if per_round < 1:
         raise ValueError("per_round must be >= 1")
+    if len(makers) != len(feeds) or not makers:
+        raise ValueError("one feed dict per session is required")
     start = time.perf_counter()
     fed = [dict(f) for f in feeds]
     samples: list[list[float]] = [[] for _ in fed]
@@ -190,12 +193,11 @@ def time_rounds(
     stopped = "runs"
     r = 0
     while len(round_ids) < last:
-        sessions = None  # release the last round's sessions before creating new ones
-        sessions = list(factory())
-        if len(sessions) != len(fed) or not sessions:
-            raise ValueError("one feed dict per session is required")
-        shift = r % len(sessions)
-        order = list(range(len(sessions)))[shift:] + list(range(len(sessions)))[:shift]
+        shift = r % len(makers)
+        order = list(range(len(makers)))[shift:] + list(range(len(makers)))[:shift]
+        sessions: list = [None] * len(makers)  # release the last round's sessions before creating new ones
+        for i in order:
+            sessions[i] = makers[i]()
         for _ in range(warmup):
             for i in order:
                 sessions[i].run(None, fed[i])

@@ -157,7 +157,7 @@ def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: Co
     models = [original, replacement]
     feeds = {"x": np.random.default_rng(0).standard_normal(shape.x_shape).astype(np.dtype(shape.dtype))}
     looks = schedule(min_runs, max_runs)
-    timed = time_rounds(lambda: [make_session(m, session) for m in models], [feeds, feeds], looks=looks,
+    timed = time_rounds([lambda m=m: make_session(m, session) for m in models], [feeds, feeds], looks=looks,
                         per_round=per_round(looks[0]), warmup=warmup, stop=_stop(margin, len(looks)),
                         max_seconds=budget_ms / 1000.0)
     return PairedTimes.of(timed)
@@ -292,7 +292,7 @@ def confirm(original: onnx.ModelProto, converted: onnx.ModelProto, latency: Late
     undecided verdict is ``resolved=False`` and does not convert."""
     feeds = random_feeds(original, input_shapes)
     looks = schedule(latency.confirm_runs, max(latency.confirm_runs, latency.confirm_max_runs))
-    timed = time_rounds(lambda: [make_session(original, latency.session), make_session(converted, latency.session)],
+    timed = time_rounds([lambda m=m: make_session(m, latency.session) for m in (original, converted)],
                         [feeds, feeds], looks=looks, per_round=per_round(looks[0]), warmup=3,
                         stop=_stop(0.0, len(looks)), max_seconds=latency.confirm_budget_ms / 1000.0, progress=progress)
     a, b = timed.stats

@@ -196,13 +196,11 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     per_pair = 2 * looks[-1]
     original_ms: list[float] = []
     for j, k in enumerate(order):
-        def sessions(point: onnx.ModelProto = built[k][0]) -> list:
-            return [make_session(model, lat.session), make_session(point, lat.session)]
-
         def decided(samples: list[list[float]], rounds: list[int]) -> bool:
             return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
 
-        timed = time_rounds(sessions, [feeds, feeds], looks=looks, per_round=per_round(looks[0]),
+        makers = [lambda: make_session(model, lat.session), lambda m=built[k][0]: make_session(m, lat.session)]
+        timed = time_rounds(makers, [feeds, feeds], looks=looks, per_round=per_round(looks[0]),
                             warmup=sweep_options.warmup, stop=decided, max_seconds=sweep_options.max_seconds,
                             progress=lambda d, t, j=j: tick("timing models", j * per_pair + d, len(order) * per_pair))
         a, b = timed.stats
@@ -211,7 +209,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         measured[k].update(latency_ms=b.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high,
                            runs=v.runs, resolved=v.resolved)
     if not order:  # nothing converted anywhere: the original alone, for its latency
-        timed = time_rounds(lambda: [make_session(model, lat.session)], [feeds], looks=(looks[0],),
+        timed = time_rounds([lambda: make_session(model, lat.session)], [feeds], looks=(looks[0],),
                             per_round=per_round(looks[0]), warmup=sweep_options.warmup,
                             progress=lambda d, t: tick("timing models", d, t))
         original_ms = list(timed.stats[0].samples)
