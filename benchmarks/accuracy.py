@@ -87,10 +87,11 @@ def settings(smoke: bool) -> list[tuple[str, dict]]:
         ("rank 1", {"rank": RankPolicy("fixed", 1)}),
         ("rank 2", {"rank": RankPolicy("fixed", 2)}),
         ("energy 0.9", {"rank": RankPolicy("energy", 0.9)}),
-        ("max-drift 0.01 (top1)", {"max_drift": 0.01, "metric": "top1"}),
+        # 300 calibration samples hold out 60: a top-1 budget below 4.9 % cannot be certified
+        ("max-drift 0.05 (top1)", {"max_drift": 0.05, "metric": "top1"}),
         ("max-drift 0.2 (rel_l2)", {"max_drift": 0.2, "metric": "rel_l2"}),
     ]
-    return out[:1] + out[3:4] if smoke else out
+    return out[:1] + out[4:5] if smoke else out  # the smoke's 24 samples certify no top-1 budget
 
 
 def run(smoke: bool = False, refit: str = "data-aware") -> list[Row]:

@@ -13,6 +13,10 @@
 6. calibration: the sequential refit (:mod:`convtool.search.calibrate`);
    then ``--finetune``: distillation of the original into the converted model
    (:mod:`convtool.search.finetune`; kept only if the held-out drift drops);
+   then ``--quantize int8``: cross-layer equalization of the converted pairs
+   (:mod:`convtool.graph.equalize`) and onnxruntime's static INT8 quantization
+   (:mod:`convtool.runtime.quantize`) on the calibration data's fit part, its drift against
+   the original measured on the held-out part;
 7. MACs, warnings and the drivers' summaries go into the record.
 
 Each driver calls the pure step (or plans) and returns a summary; nothing calls back up.
@@ -34,12 +38,12 @@ import onnx
 from convtool.analysis.costs import model_params
 from convtool.convert import convert, fill_macs, plan
 from convtool.core.plan import Override
-from convtool.errors import ConvToolError, OptionError
+from convtool.errors import CalibrationDataError, ConvToolError, OptionError
 from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, load, model_inputs, validate
+from convtool.runtime.inputs import Dataset, load, model_inputs, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -60,6 +64,25 @@ DATA_FREE_WARNING = (
 class ConversionResult:
     model: onnx.ModelProto
     record: ConversionRecord
+    #: with calibration data: the samples no fit used (the search's held-out part, else the
+    #: refit's), for measuring the result (``convert --report``); ``None`` without data
+    held_out: Dataset | None = None
+
+
+def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | None,
+                     options: ConvertOptions) -> Dataset | None:
+    """The calibration samples no fit saw: with a ``--max-drift`` search, its held-out split
+    (every refit and fine-tune used the rest); else the refit's held-out split (used only to
+    choose each layer's fit: its regulariser and whether to keep it).  Named in ``source``."""
+    from convtool.runtime.inputs import fixed_batch
+
+    cal = options.calibration_or_default
+    searched = fit_data is not None and fit_data is not data
+    _, held = data.split(cal.holdout, cal.seed + 1 if searched else cal.seed, fixed_batch(model) or 1)
+    if held is None:
+        return None
+    why = "held out from every fit" if searched else "held out by the refit, which used them only to choose each fit"
+    return replace(held, source=f"{data.source} ({why})")
 
 
 def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
@@ -105,7 +128,10 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         from convtool.search.finetune import check_ready
 
         check_ready(data)
-    warnings: list[str] = []
+    if options.quantize is not None and data is None:
+        raise OptionError("--quantize int8 needs calibration data (--calibration): the activation ranges are "
+                          "calibrated on it")
+    warnings: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
     overrides: dict[str, Override] = {}
     search = None
     fit_data = data
@@ -159,7 +185,12 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                 new_model = copy_model(model)
         record.latency = latency.summary(tuning, lat, verdict, reverted)
 
-    if fit_data is not None and record.totals.converted:
+    if search is not None and search.model is not None and record.totals.converted and tuning is None:
+        # the search's final model: the one whose held-out drift it measured (same plan, same weights)
+        new_model = copy_model(search.model)
+        record.calibration = search.calibration
+        _copy_layer_errors(record)
+    elif fit_data is not None and record.totals.converted:
         from convtool.search.calibrate import refit_layers
 
         cal_options = options.calibration_or_default
@@ -169,12 +200,7 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
                                       search.cache if search is not None else None,
                                       progress=_stage(progress, "refitting layers"), decisions=conversion.decisions)
         record.calibration = cal
-        by_name = {r.name: r for r in cal.layers}
-        for layer in record.layers:
-            r = by_name.get(layer.name)
-            if r is not None and r.output_error_before is not None:
-                layer.output_error_before = r.output_error_before
-                layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
+        _copy_layer_errors(record)
 
     # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
     if options.finetune is not None and data is not None and record.totals.converted:
@@ -191,6 +217,9 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             warnings.append(f"--finetune: {tuned.summary.decision}")
     # --- end --finetune ---
 
+    if options.quantize is not None and data is not None:
+        new_model, record.quantization = _quantize(model, new_model, record, data, options)
+
     totals = record.totals
     totals.params_after = model_params(new_model)
     warnings += fill_macs(model, new_model, conversion.sites, record.layers, options.input_shape_map, totals)
@@ -199,7 +228,45 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     if not totals.converted and search is None:
         warnings.append("no Conv qualified for conversion; the model is unchanged")
     record.warnings = list(record.warnings) + warnings
-    return ConversionResult(new_model, record)
+    held = held_out_samples(model, data, fit_data, options) if data is not None and not data.random else None
+    return ConversionResult(new_model, record, held)
+
+
+def _copy_layer_errors(record) -> None:
+    """Each refitted layer's output errors from the calibration summary into its record entry."""
+    if record.calibration is None:
+        return
+    by_name = {r.name: r for r in record.calibration.layers}
+    for layer in record.layers:
+        r = by_name.get(layer.name)
+        if r is not None and r.output_error_before is not None:
+            layer.output_error_before = r.output_error_before
+            layer.output_error_after = r.output_error_after if r.refitted else r.output_error_before
+
+
+def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: ConversionRecord, data: Dataset,
+              options: ConvertOptions):
+    """``--quantize int8``: equalize, quantize on the fit part, measure drift on the held-out part."""
+    from convtool.analysis.drift import compare_outputs
+    from convtool.graph.equalize import equalize_model
+    from convtool.runtime.inputs import fixed_batch
+    from convtool.runtime.quantize import quantize_model
+    from convtool.runtime.run import run_outputs
+
+    q = options.quantize
+    assert q is not None
+    cal = options.calibration_or_default
+    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    pairs: list = []
+    if q.equalize and record.totals.converted:
+        converted, pairs = equalize_model(converted, record.layers)
+    quantized = quantize_model(converted, fit, q)
+    drift, samples = None, 0
+    if held is not None:
+        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
+                                run_outputs(quantized.model, held, cal.batch_size)).drift
+        samples = held.count
+    return quantized.model, replace(quantized.summary, equalized=tuple(pairs), drift=drift, drift_samples=samples)
 
 
 def default_output(path: Path) -> Path:
@@ -241,7 +308,18 @@ def sweep_model(model: onnx.ModelProto, options: ConvertOptions, sweep_options: 
         raise OptionError("a sweep needs evaluation data that the search does not see (--inputs eval.npz)")
     evaluation = eval_data if isinstance(eval_data, Dataset) else validate(eval_data, model, "<arrays>",
                                                                            what="evaluation data")
-    return sweep(model, options, data, evaluation, sweep_options, source=source, progress=progress)
+    shared = shared_samples(data, evaluation) if data is not None else 0
+    if shared == evaluation.count:
+        raise CalibrationDataError(
+            f"the evaluation data {evaluation.source} is the calibration data: all {evaluation.count} of its samples are "
+            "calibration samples the search fits and measures on; pass samples it never sees")
+    result = sweep(model, options, data, evaluation, sweep_options, source=source, progress=progress)
+    notes = [*(data.notes if data is not None else ()), *evaluation.notes]
+    if shared:
+        notes.append(f"{shared} of the {evaluation.count} evaluation samples are also calibration samples: the "
+                     "evaluation is not entirely on data the search never saw")
+    result.record.warnings = [*notes, *result.record.warnings]
+    return result
 
 
 def sweep_file(input_path: str | Path, out_dir: str | Path, eval_path: str | Path, options: ConvertOptions,
@@ -265,5 +343,6 @@ def sweep_file(input_path: str | Path, out_dir: str | Path, eval_path: str | Pat
     return result
 
 
-__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "prepare_data",
+__all__ = ["ConversionResult", "ConvToolError", "convert_file", "convert_model", "default_output", "held_out_samples",
+           "prepare_data",
            "sweep_file", "sweep_model"]

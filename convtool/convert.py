@@ -20,7 +20,7 @@ import onnx
 
 from convtool.analysis.costs import model_params
 from convtool.core.plan import Decision, Override, plan_layer
-from convtool.errors import ModelLoadError, OptionError
+from convtool.errors import OptionError
 from convtool.graph.emit import Namer, replace_conv
 from convtool.graph.export import copy_model, finish
 from convtool.graph.io import check_model

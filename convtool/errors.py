@@ -29,3 +29,7 @@ class GateFailure(ConvToolError):
     """A CI gate failed (exit code 1, not 2: the input was fine, the result was not)."""
 
     exit_code = 1
+
+
+class QuantizationError(ConvToolError):
+    """onnxruntime's quantization tools failed on the model, or their output did not validate."""

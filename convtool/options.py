@@ -12,10 +12,12 @@ flag names live here except in error messages, which name the flag a CLI user wo
 * :class:`FinetuneOptions`: ``--finetune`` distillation.
 * :class:`LatencyOptions`: ``--latency-aware`` timing (and every other measurement).
 * :class:`SweepOptions`: ``convtool sweep``'s budgets and timing runs.
+* :class:`QuantizeOptions`: ``--quantize int8`` (onnxruntime's static INT8 quantization).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +35,10 @@ DRIFT_METRICS: tuple[str, ...] = ("rel_l2", "top1")
 Objective = Literal["latency", "macs", "params"]
 OBJECTIVES: tuple[str, ...] = ("latency", "macs", "params")
 CPU_PROVIDER = "CPUExecutionProvider"
+QuantTypeName = Literal["uint8", "int8"]
+QUANT_TYPES: tuple[str, ...] = ("uint8", "int8")
+CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,8 @@ class SweepOptions:
     def __post_init__(self) -> None:
         if not self.budgets:
             raise OptionError("--budgets needs at least one value")
+        if any(not math.isfinite(b) for b in self.budgets):  # nan is not "< 0", and inf is no budget
+            raise OptionError(f"--budgets must be finite numbers, got {','.join(f'{b:g}' for b in self.budgets)}")
         if any(not b >= 0.0 for b in self.budgets):
             raise OptionError(f"--budgets must be >= 0, got {','.join(f'{b:g}' for b in self.budgets)}")
         if self.runs < 3:
@@ -346,6 +354,7 @@ class ConvertOptions:
     finetune: FinetuneOptions | None = None  # --finetune (needs calibration data)
     objective: Objective = "latency"
     timing: LatencyOptions | None = None
+    quantize: QuantizeOptions | None = None  # --quantize int8 (needs calibration data)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -385,3 +394,47 @@ class ConvertOptions:
         """How every measurement of this conversion is taken (``--latency-aware``'s options when
         on, else ``timing``, else the defaults): threads, opt level, providers, cache."""
         return self.latency_aware or self.timing or LatencyOptions()
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Static INT8 quantization with onnxruntime's tools (see :mod:`convtool.runtime.quantize`,
+    whose docstring has the measurements behind these defaults).
+
+    ``activations`` / ``weights``: the integer types (QDQ format); ``per_channel``: one weight
+    scale per output channel; ``method``: how activation ranges are calibrated (``minmax``,
+    ``percentile``, ``entropy``); ``op_types``: the op types to quantize (empty: every op type
+    onnxruntime quantizes); ``equalize``: cross-layer equalization of converted depthwise ->
+    pointwise pairs first (:mod:`convtool.core.equalize`); ``samples``: at most this many
+    calibration samples (seeded choice); ``batch_size``: samples per calibration run.
+    """
+
+    activations: QuantTypeName = "uint8"
+    weights: QuantTypeName = "int8"
+    per_channel: bool = True
+    method: CalibrationMethodName = "minmax"
+    op_types: tuple[str, ...] = ()
+    float_tail: bool = True
+    equalize: bool = True
+    samples: int = 64
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for what, value in (("activation", self.activations), ("weight", self.weights)):
+            if value not in QUANT_TYPES:
+                raise OptionError(f"{what} type must be one of {', '.join(QUANT_TYPES)}, got {value!r}")
+        if self.method not in CALIBRATION_METHODS:
+            raise OptionError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                              f"got {self.method!r}")
+        if self.samples < 1:
+            raise OptionError(f"quantization calibration samples must be >= 1, got {self.samples}")
+        if self.batch_size < 1:
+            raise OptionError(f"quantization batch size must be >= 1, got {self.batch_size}")
+
+    def describe(self) -> str:
+        """e.g. ``QDQ, uint8 activations (minmax), int8 weights per channel``."""
+        weights = f"{self.weights} weights {'per channel' if self.per_channel else 'per tensor'}"
+        ops = f", ops {'/'.join(self.op_types)}" if self.op_types else ""
+        tail = ", float output tail" if self.float_tail else ""
+        return f"QDQ, {self.activations} activations ({self.method}), {weights}{ops}{tail}"

@@ -2,7 +2,7 @@
 
 Plain data: the pure conversion step (:mod:`convtool.convert`) creates the record, each driver
 returns its own summary (:class:`CalibrationSummary`, :class:`SearchSummary`,
-:class:`LatencySummary`, :class:`FinetuneSummary`) which :mod:`convtool.api` attaches in one place, ``render/`` draws
+:class:`LatencySummary`, :class:`FinetuneSummary`, :class:`QuantizationSummary`) which :mod:`convtool.api` attaches in one place, ``render/`` draws
 them, ``--json`` writes ``ConversionRecord.to_dict()``.  The JSON keys are a contract with
 deployment pipelines: add keys freely, never rename or remove one.  Unknown numbers are
 ``None`` (``null``), never 0.
@@ -187,6 +187,12 @@ class SearchSummary:
     end_to_end: EndToEnd | None = None  # the final model against the original, interleaved
     dropped: tuple[str, ...] = ()  # layers dropped after the search so the whole model is faster
     slower: bool = False  # written although measured slower (only for --objective macs/params)
+    bound: float | None = None  # 95 % upper confidence bound of the held-out drift (None: too few samples)
+    certified: bool = False  # the bound keeps the budget
+    attempts: tuple[dict, ...] = ()  # the verifications: internal budget, layers, drift, bound, kept, gain
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
+    capture_bytes: int = 0  # memory held by the cached activations and moments
+    local_drift: float | None = None  # held-out drift of the plan with the local (sensitivity) fits
 
 
 @dataclass(frozen=True)
@@ -244,6 +250,57 @@ class FinetuneSummary:
     torch_version: str | None = None
 
 
+@dataclass(frozen=True)
+class EqualizedPair:
+    """One depthwise -> pointwise (or 1x1 -> depthwise) pair rescaled by cross-layer equalization
+    (:mod:`convtool.core.equalize`): the two conv nodes, how many channels, the smallest and
+    largest scale ``c`` applied to the first conv's channels, and the spread of the per-channel
+    range ratios ``max(r1/r2, r2/r1)`` (geometric mean over channels) before and after (1 after
+    a perfect balance)."""
+
+    layer: str
+    first: str
+    second: str
+    channels: int
+    scale_min: float
+    scale_max: float
+    imbalance_before: float
+    imbalance_after: float
+
+
+@dataclass(frozen=True)
+class QuantizationSummary:
+    """``--quantize int8``: onnxruntime's static quantization of the written model.
+
+    ``options``: the settings in words (format, types, calibration method); ``preprocess``:
+    what onnxruntime's pre-processing step did (``"done"``, or why it was skipped);
+    ``quantized_nodes``: the nodes with quantized inputs (DequantizeLinear consumers);
+    ``equalized``: the pairs rescaled first; ``drift`` / ``drift_samples``: the quantized model
+    against the *original* model (conversion and quantization together), on held-out
+    calibration samples the quantizer did not see (``None`` when none were held out);
+    ``size_before`` / ``size_after``: bytes of the serialised float and quantized models.
+    """
+
+    options: str
+    activations: str
+    weights: str
+    per_channel: bool
+    method: str
+    op_types: tuple[str, ...]
+    calibration: str
+    samples: int
+    preprocess: str
+    quantized_nodes: int
+    float_nodes: int  # the output tail left in float (QuantizeOptions.float_tail)
+    onnxruntime: str
+    seconds: float
+    size_before: int
+    size_after: int
+    equalized: tuple[EqualizedPair, ...] = ()
+    drift: float | None = None
+    drift_samples: int = 0
+
+
 @dataclass
 class ConversionRecord:
     """The whole conversion: per-layer changes, whole-model totals, warnings, driver summaries."""
@@ -258,6 +315,7 @@ class ConversionRecord:
     search: SearchSummary | None = None
     latency: LatencySummary | None = None
     finetune: FinetuneSummary | None = None
+    quantization: QuantizationSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` record (non-finite floats become ``null``)."""
@@ -280,6 +338,7 @@ class ConversionRecord:
             "calibration": calibration,
             "latency": None if self.latency is None else asdict(self.latency),
             "finetune": None if self.finetune is None else asdict(self.finetune),
+            "quantization": None if self.quantization is None else asdict(self.quantization),
         }
         return finite(data)
 
@@ -317,7 +376,7 @@ class SweepPoint:
     dropped: tuple[str, ...] = ()
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
-    finetuned: bool = False  # --finetune: the fine-tuned weights were kept (held-out drift dropped)
+    finetuned: bool | None = None  # --finetune: its weights were kept (held-out drift dropped); None: not asked
     runs: int | None = None  # paired timed runs behind the speedup
     resolved: bool | None = None  # False: the interval still includes 1 at the timing's cap
 

@@ -41,14 +41,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from convtool.analysis.costs import NodeCost, model_params
-from convtool.analysis.drift import Drift, compare_outputs, looks_like_class_scores, top1_accuracy
+from convtool.analysis.costs import NodeCost, folded_batchnorms, model_params
+from convtool.analysis.drift import Drift, compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
 from convtool.core.decide import Speedup, resolved, speedup
 from convtool.errors import CalibrationDataError, OptionError
 from convtool.graph.io import load_model
 from convtool.options import CPU_PROVIDER, SessionOptions
 from convtool.records import finite
-from convtool.runtime.inputs import model_inputs
+from convtool.runtime.inputs import Dataset, model_inputs
 from convtool.runtime.observe import OBSERVED_NOTE, model_costs
 from convtool.runtime.session import Environment
 from convtool.runtime.timing import LatencyStats
@@ -416,8 +416,12 @@ def build_report(
     options: ReportOptions | None = None,
     *,
     progress: Progress | None = None,
+    data: Dataset | None = None,
 ) -> Report:
     """Measure one model, or compare an original (first) with a converted model (second).
+
+    ``data``: samples to run when ``options.inputs`` names none (``convert --report`` passes
+    the calibration samples no fit used); seeded random inputs when neither is given.
 
     Raises :class:`~convtool.errors.ConvToolError` subclasses for bad input (missing or
     unreadable files, bad shapes or data, gates that cannot be computed). Failed gates do not
@@ -437,7 +441,7 @@ def build_report(
     if len(models) == 2:
         _same_inputs(models[0], models[1], paths)
 
-    data = load(options.inputs, models[0], what="--inputs") if options.inputs else None
+    data = load(options.inputs, models[0], what="--inputs") if options.inputs else data
     shapes = options.input_shape_map
     if data is not None:
         shapes = input_shapes_from_data(models[0], data, shapes)
@@ -447,7 +451,7 @@ def build_report(
     costs = [model_costs(m, shapes) for m in models]
     params = [model_params(m) for m in models]
     macs = [c.macs for c in costs]
-    notes: list[str] = []
+    notes: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
     for p, cs in zip(paths, costs):
         if cs.shapes == "observed":
             notes.append(f"{p}: {OBSERVED_NOTE}")
@@ -537,6 +541,9 @@ def build_report(
     accuracies: list[float | None] = [None] * len(models)
     if data is not None and data.labels is not None:
         accuracies = [_accuracy(o, data.labels, p) for o, p in zip(outputs, paths) if o is not None]  # type: ignore[misc]
+        scores = next((v for v in (outputs[0] or {}).values() if looks_like_class_scores(v)), None)
+        problem = label_problem(scores, data.labels, str(data.source)) if scores is not None else None
+        notes += [problem] if problem else []
 
     records = tuple(
         ModelRecord(
@@ -602,9 +609,11 @@ def _pair_layers(
 
     cost_before = {c.name: c for c in before.nodes}
     cost_after = {c.name: c for c in after.nodes}
+    folded = folded_batchnorms(original, converted)  # a layer's params include its folded BN (as convert's)
     layers = []
     for mapping in map_converted_layers(original, converted):
         b = cost_before[mapping.original]
+        bn_params = sum(cost_before[n].params for n in folded.get(mapping.original, ()) if n in cost_before)
         parts = [cost_after[n] for n in mapping.replacements if n in cost_after]
         macs_after = None if any(p.macs is None for p in parts) else sum(p.macs or 0 for p in parts)
         t_before = t_after = None
@@ -622,7 +631,7 @@ def _pair_layers(
                 params=sum(p.params for p in parts),
                 macs=macs_after,
                 latency_ms=t_after,
-                params_before=b.params,
+                params_before=b.params + bn_params,
                 macs_before=b.macs,
                 latency_ms_before=t_before,
                 replaced_by=mapping.replacements,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
-    # this checkout's convtool, not whichever one is pip-installed (the scripts never edit sys.path)
+    # this checkout's convtool, not whichever one is pip-installed (as pytest's own pythonpath does)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600, env=env)
@@ -74,3 +74,18 @@ def test_timing_calibration_smoke():
     out = run_benchmark("timing_calibration.py")
     assert "| threads | pair | protocol | long-run speedup | 95% CI covers it |" in out
     assert "| 1 | A/B | report |" in out and "| 1 | A/A | one pair, 6 runs |" in out
+
+
+def test_int8_smoke(tmp_path):
+    out = run_benchmark("int8.py", cwd=tmp_path)
+    for variant in ("fp32 original", "INT8 original", "convtool fp32", "convtool+INT8", "convtool+EQ+INT8"):
+        assert f"| {variant} " in out
+    assert "equalization off/on" in out and "| conv2 " in out
+    assert "Collecting tensor data" not in out  # onnxruntime's calibrator prints are not passed on
+    assert max(len(line) for line in out.splitlines() if line.startswith("|")) <= 80
+
+
+@pytest.mark.slow
+def test_int8_real_model_smoke():
+    out = run_benchmark("int8.py", "--models", "yolov8n")
+    assert "| INT8 original " in out or "skipped:" in out

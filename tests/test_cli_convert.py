@@ -171,6 +171,61 @@ def test_convert_with_report(vgg, tmp_path):
     assert data["models"][1]["latency_ms"]["runs"] == 3
 
 
+def test_convert_report_with_calibration_measures_drift_on_the_held_out_samples(tmp_path):
+    """Issue 14 item 10: it measured on 4 random inputs and said "pass --inputs", which convert
+    does not take; now the drift is on the calibration samples no fit used, and it says so."""
+    samples = ROOT / "sample_models"
+    rep = tmp_path / "report.json"
+    res = invoke("convert", samples / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--calibration",
+                 samples / "digits_calib.npz", "--calibration-samples", "60", "--holdout", "0.2", "--rank", "2",
+                 "--report", "--report-runs", "3", "--report-json", rep)
+    assert res.exit_code == 0, res.output
+    data = json.loads(rep.read_text())
+    assert data["inputs_random"] is False, data["inputs"]
+    assert "digits_calib.npz (held out by the refit" in data["inputs"]
+    assert data["comparison"]["drift"]["samples"] == 12  # 20 % of 60: the refit's held-out split
+    assert "on 12 samples of" in res.output and "held out by the refit" in res.output
+    assert "pass --inputs" not in res.output and "random" not in res.output.split("\n")[0]
+
+
+def test_convert_report_without_data_names_commands_that_exist(vgg, tmp_path):
+    res = invoke("convert", vgg, "-o", tmp_path / "o.onnx", "--report", "--report-runs", "3")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "seeded random inputs" in text and "pass --inputs" not in text
+    assert "convtool report MODEL CONVERTED --inputs DATA" in text
+
+
 def test_report_needs_a_written_model(vgg):
     res = invoke("convert", vgg, "--dry-run", "--report")
     assert res.exit_code == 2 and "error: --report needs a written model" in res.output, res.output
+
+
+def test_a_layers_parameters_are_counted_alike_by_convert_and_report(tmp_path):
+    """Issue 14 item 12: conv2 of the digits sample had 4.74k params in convert (its folded
+    BatchNormalization counted) and 4.61k in report.  One definition: the Conv's constants plus
+    the BatchNormalization folded into it."""
+    record, rep = tmp_path / "c.json", tmp_path / "r.json"
+    res = invoke("convert", ROOT / "sample_models" / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--json", record,
+                 "--report", "--report-runs", "3", "--report-json", rep)
+    assert res.exit_code == 0, res.output
+    convert_layers = {layer["name"]: layer for layer in json.loads(record.read_text())["layers"]
+                      if layer["status"] == "converted"}
+    report_layers = {layer["name"]: layer for layer in json.loads(rep.read_text())["layers"]}
+    assert convert_layers and set(convert_layers) == set(report_layers)
+    for name, layer in convert_layers.items():
+        assert report_layers[name]["params_before"] == layer["params_before"], name
+        assert report_layers[name]["params"] == layer["params_after"], name
+    assert any(layer.get("folded_batchnorm") for layer in convert_layers.values())  # the case that differed
+
+
+def test_float64_calibration_data_is_cast_with_a_warning(tmp_path):
+    """Issue 14 item 11: float64 data is accepted (cast within its kind) and the command says so."""
+    samples = np.load(ROOT / "sample_models" / "digits_calib.npz")
+    cal = tmp_path / "cal64.npz"
+    np.savez(cal, **{k: samples[k][:16].astype(np.float64) if samples[k].dtype.kind == "f" else samples[k][:16]
+                     for k in samples.files})
+    res = invoke("convert", ROOT / "sample_models" / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--calibration", cal,
+                 "--rank", "2", "--refit", "pointwise")
+    assert res.exit_code == 0, res.output
+    assert "is float64, cast to the model's float32" in " ".join(res.output.split()), res.output

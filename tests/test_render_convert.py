@@ -58,25 +58,39 @@ def test_a_refit_reused_from_the_search_does_not_claim_it_took_no_time():
     assert "5 of 5 layers refitted" in line and "reused from the search" in line
     assert "0.0 s" not in line
     line = render.summary_lines(record([layer("c")], calibration=calibration(reused=0, seconds=1.84)))[0]
-    assert line.startswith("calibration: 240 samples (48 held out) of cal.npz") and line.endswith("in 1.8 s")
+    assert line.startswith("calibration: 240 samples of cal.npz (192 fitted, 48 held out to choose each layer's fit)")
+    assert line.endswith("in 1.8 s")
     line = render.summary_lines(record([layer("c")], calibration=calibration(reused=2, seconds=3.0)))[0]
     assert "2 reused from the search, the others solved in 3.0 s" in line
 
 
 def _search(refit: bool, data: str, top1: float | None) -> SearchSummary:
     return SearchSummary(metric="rel_l2", max_drift=0.05, drift=0.0473, rel_l2=0.0473, plain_rel_l2=0.0311,
-                         top1_agreement=top1, data=data, samples=16, refit=refit, evaluations=20, seconds=15.2,
+                         top1_agreement=top1, data=data, samples=300 if refit else 16, refit=refit, evaluations=20, seconds=15.2,
                          ranks={"c": 1}, held_out_samples=60 if refit else 0, fitted_drift=0.0418 if refit else None)
 
 
 def test_search_line_names_both_drifts_and_qualifies_random_inputs():
     line = render.summary_lines(record([layer("c")], search=_search(True, "cal.npz", 0.998)))[0]
-    assert "drift 0.0473 (per-channel rel. L2) on 60 held-out samples of cal.npz" in line
+    assert "drift 0.0473 (per-channel rel. L2) on 60 of the 300 samples of cal.npz (held out from every fit)" in line
     assert "whole-tensor rel. L2 0.0311" in line and "top-1 agreement 99.8%" in line
     assert line.endswith("20 model evaluations in 15.2 s")
     line = render.summary_lines(record([layer("c")], search=_search(False, "16 seeded random inputs", 0.0)))[0]
     assert "16 seeded random inputs, which say little about accuracy" in line
     assert "top-1 agreement" not in line  # meaningless on random inputs
+
+
+def test_the_search_and_the_refit_count_samples_the_same_way():
+    """Issue 14 item 12: "240 samples (48 held out)" next to "60 held-out samples" - of what?"""
+    search = SearchSummary(metric="rel_l2", max_drift=0.05, drift=0.0473, rel_l2=0.0473, plain_rel_l2=0.0311,
+                           top1_agreement=None, data="cal.npz", samples=300, refit=True, evaluations=20, seconds=15.2,
+                           ranks={"c": 1}, held_out_samples=60, fitted_drift=0.0418)
+    cal = CalibrationSummary(source="cal.npz", samples=240, fit_samples=192, held_out_samples=48, method="pointwise",
+                             layers_refitted=1, layers_kept_data_free=0, sessions=1, layers_reused=0, seconds=1.0)
+    lines = render.summary_lines(record([layer("c")], search=search, calibration=cal))
+    assert "on 60 of the 300 samples of cal.npz (held out from every fit)" in lines[0]
+    assert lines[1].startswith("calibration: the 240 of the 300 samples of cal.npz the search fits on (192 fitted, "
+                               "48 held out to choose each layer's fit); 1 of 1 layer refitted"), lines[1]
 
 
 def test_unknown_macs_are_unknown_never_zero():

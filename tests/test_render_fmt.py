@@ -21,7 +21,7 @@ def test_unknown_is_never_zero():
     assert fmt.count(None) == "unknown" and fmt.counts(None, None) == "unknown"
     assert fmt.counts(100, None) == "100→unknown"
     assert fmt.ratio(None, 5) == "" and fmt.ratio(0, 5) == ""
-    assert fmt.fewer(None, "MACs") == "MACs unknown"
+    assert fmt.less("MACs", None, 5) == "MACs unknown"
 
 
 def test_pairs_ratios_percentages_times():
@@ -30,8 +30,9 @@ def test_pairs_ratios_percentages_times():
     assert fmt.times(1.2449) == "1.24x"
     assert fmt.pct(0.998) == "99.8%"
     assert fmt.signed_pct(-0.87) == "-87.0%" and fmt.signed_pct(0.021) == "+2.1%" and fmt.signed_pct(1e-6) == "0.0%"
-    assert fmt.fewer(0.68, "MACs") == "68.0% fewer MACs" and fmt.fewer(-0.1, "params") == "10.0% more params"
-    assert fmt.faster(1.24) == "1.24x faster" and fmt.faster(0.8) == "1.25x slower"
+    assert fmt.less("MACs", 1000, 431) == "MACs -56.9%" and fmt.less("params", 10, 11) == "params +10.0%"
+    assert not hasattr(fmt, "fewer")  # one way to say a change (issue 14, item 12)
+    assert fmt.faster(1.24) == "1.24x faster" and fmt.faster(0.8) == "0.80x (slower)"  # the table's number
     assert [fmt.ms(v) for v in (0.4123, 14.14, 152.3, 9.996)] == ["0.412", "14.1", "152", "10.0"]
     assert fmt.ms_pair(14.1, 8.3) == "14.1→8.30"
     assert [fmt.num(v) for v in (0.897, 1.004, 0.0473, 0.12, 0.0)] == ["0.897", "1.00", "0.0473", "0.120", "0"]
@@ -57,7 +58,12 @@ def test_shortened_names_stay_unique(width):
     assert all(len(s) <= width for s in short), short
 
 
-def test_faster_ci_names_the_interval_of_the_factor_it_names():
+def test_faster_ci_gives_the_speedup_with_its_interval():
     assert fmt.faster_ci(1.24, 1.2, 1.28) == "1.24x faster (95% CI 1.20x-1.28x)"
-    assert fmt.faster_ci(0.8, 0.714, 0.952) == "1.25x slower (95% CI 1.05x-1.40x)"
+    assert fmt.faster_ci(0.8, 0.714, 0.952) == "0.80x (slower) (95% CI 0.71x-0.95x)"
     assert fmt.faster_ci(1.1, None, None) == "1.10x faster"
+
+
+def test_counted_nouns_agree_with_their_number():
+    assert fmt.plural(1, "thread") == "1 thread" and fmt.plural(2, "layer") == "2 layers"
+    assert fmt.plurals("at 1 thread(s); dropped 3 layer(s) (0 pair(s))") == "at 1 thread; dropped 3 layers (0 pairs)"

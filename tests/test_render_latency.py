@@ -15,3 +15,26 @@ def test_nothing_to_render_without_measurements():
     assert render_latency.latency_table(result.record) is None
     assert render_latency.latency_line(result.record) is None
     assert result.record.to_dict()["latency"] is None
+
+
+def test_the_chosen_candidate_is_matched_by_rank_and_layout():
+    """Issue 14 item 6: candidates of ranks 2 and 4 in one layout; the record chose rank 4, the
+    table said "repeat r2" (it matched the layout only)."""
+    from rich.console import Console
+
+    from convtool.records import ConversionRecord, LayerChange, Totals
+
+    candidates = [{"layout": "repeat", "rank": 2, "speedup": 1.31}, {"layout": "repeat", "rank": 4, "speedup": 1.12},
+                  {"layout": "branches", "rank": 4, "speedup": 1.05}]
+    layer = LayerChange(name="conv2", status="converted", reason=None, kernel=[3, 3], in_channels=16,
+                        out_channels=32, group=1, rank=4, layout="repeat", params_before=4640, params_after=1000,
+                        latency_decision="converted", latency_candidates=candidates, latency_original_ms=0.2,
+                        latency_replacement_ms=0.18, latency_speedup=1.12)
+    record = ConversionRecord(input="m.onnx", output=None, layers=[layer],
+                              totals=Totals(1, 1, 0, 4640, 1000, 100, 50))
+    console = Console(width=120, record=True)
+    console.print(render_latency.latency_table(record, width=120))
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if line.startswith("conv2"))
+    assert "repeat r4" in row and "1.12x" in row, text
+    assert "also timed: repeat r2 1.31x, branches r4 1.05x" in " ".join(text.split()), text

@@ -202,6 +202,11 @@ def test_gates_pass_and_fail_with_exit_codes(pair, tmp_path):
     assert "gate failed: --min-param-reduction" in bad.output
     assert "gate failed: --max-drift" in bad.output
     assert "--min-mac-reduction" not in bad.output.split("gate failed")[-1]
+    # issue 14 item 12: fractions as percentages, like the before/after table beside the gates
+    assert re.search(r"gate failed: --min-param-reduction \d+\.\d% \(needs >= 90\.0%\)", bad.output), bad.output
+    gate_rows = [line for line in bad.output.splitlines() if line.startswith("--min-")]
+    assert gate_rows and all("0.900" not in line and "0.100" not in line for line in gate_rows), bad.output
+    assert any(">= 10.0%" in line for line in gate_rows), bad.output
     record = json.loads(js.read_text())  # the record is written even when a gate fails
     assert record["passed"] is False
     gates = {g["name"]: g for g in record["gates"]}
@@ -268,6 +273,21 @@ def test_top1_gate_without_class_scores_is_an_error(tmp_path):
 def _npz(path: Path, **arrays) -> Path:
     np.savez(path, **arrays)
     return path
+
+
+def test_labels_outside_the_classes_and_a_float64_cast_are_noted(pair, tmp_path):
+    """Issue 14 item 11: labels no class can match gave "accuracy 0.0%" silently; float64 data
+    was cast without a word while the README said wrong dtypes are an error."""
+    original, full, _ = pair
+    x = np.random.default_rng(1).standard_normal((10, CIN, 8, 8))  # float64
+    data = _npz(tmp_path / "d.npz", input=x, labels=np.arange(10) + COUT)  # every id past the last class
+    js = tmp_path / "r.json"
+    result = run(str(original), str(full), "--inputs", str(data), "--no-latency", "--json", str(js))
+    _assert_exit(result, 0)
+    notes = json.loads(js.read_text())["notes"]
+    assert any(f"10 of 10 labels are outside the model's {COUT} classes" in n for n in notes), notes
+    assert any("array 'input' is float64, cast to the model's float32" in n for n in notes), notes
+    assert "labels are outside" in " ".join(result.output.split())
 
 
 def test_npz_inputs_with_labels_give_accuracy(pair, tmp_path):
@@ -398,8 +418,8 @@ def test_verdict_line_on_real_samples(pair, tmp_path):
     _assert_exit(result, 0)
     drift = json.loads(js.read_text())["comparison"]["drift"]
     verdict = " ".join(result.stdout.split("Before / after")[0].split())  # the line, however the console wraps it
-    speed = r"(\d+\.\d\dx (faster|slower) \(95% CI [\d.]+x-[\d.]+x\)|speed not resolved at \d+ runs: [^,]+)"
-    assert re.match(rf"^{speed}, \d+\.\d% fewer MACs, ", verdict), verdict
+    speed = r"(\d+\.\d\dx (faster|\(slower\)) \(95% CI [\d.]+x-[\d.]+x\)|speed not resolved at \d+ runs: [^,]+)"
+    assert re.match(rf"^{speed}, MACs -\d+\.\d%, params -\d+\.\d%, ", verdict), verdict
     assert f"drift {fmt.num(drift['drift'])} on 12 samples of {data}" in verdict
     assert f"top-1 agreement {fmt.pct(drift['top1_agreement'])}" in verdict
     text = " ".join(result.stdout.split())
@@ -430,5 +450,5 @@ def test_markdown_opens_with_the_verdict(pair, tmp_path):
     _assert_exit(run(str(original), str(rank1), "--no-latency", "--min-mac-reduction", "0.1", "--markdown", str(md)), 0)
     lines = md.read_text().splitlines()
     bold = next(line for line in lines if line.startswith("**"))
-    assert "fewer MACs" in bold and "gate passed" in bold
+    assert "MACs -" in bold and "gate passed" in bold
     assert "_before→after: original→converted; .dw + .pw:" in md.read_text()

@@ -18,7 +18,7 @@ from convtool.analysis.drift import compare_outputs
 from convtool.runtime.run import run_outputs
 from convtool.options import CalibrationOptions
 from convtool.runtime.inputs import Dataset
-from convtool.errors import OptionError
+from convtool.errors import CalibrationDataError, OptionError
 from convtool.options import ConvertOptions, LatencyOptions
 from convtool.core.decide import verdict
 from convtool.search import latency as latency_mod
@@ -145,24 +145,32 @@ def test_budget_with_calibration_data_on_a_fixed_batch_model():
     assert search.held_out_samples > 0 and search.held_out_samples % 4 == 0  # whole batches, so they ran
 
 
-def test_digits_top1_budget_respected():
+def test_digits_top1_budget_respected_and_certified():
     model = onnx.load(str(DIGITS))
     with np.load(SAMPLES / "digits_calib.npz") as f:
         calib = {"input": f["input"][:96]}
-    budget = 0.02
-    # the budget is the point here; the pointwise refit keeps it a few seconds (the data-aware one
-    # inside the search takes most of a minute; its tests are test_search_calibrate*.py)
+    budget = 0.16  # 19 held-out samples: 0 disagreements bound the rate at 14.6 % (95 %)
     res = convert_model(model, ConvertOptions(max_drift=budget, metric="top1", search_ranks=(1, 2),
                                               calibration=CalibrationOptions(factors="pointwise"), objective="macs"),
                         calibration_data=calib)
     search = res.record.search
     assert search.drift <= budget and search.refit
+    assert search.bound is not None and search.bound <= budget and search.certified
     _, held = Dataset(calib).split(CalibrationOptions().holdout, CalibrationOptions().seed + 1)
     ref = run_outputs(model, held)["logits"].argmax(1)
     got = run_outputs(res.model, held)["logits"].argmax(1)
     assert np.mean(ref == got) >= 1 - budget
     assert search.top1_agreement == pytest.approx(np.mean(ref == got))
     assert res.record.totals.converted >= 1
+
+
+def test_a_top1_budget_too_small_for_the_held_out_set_is_refused_with_the_samples_it_needs():
+    model = onnx.load(str(DIGITS))
+    with np.load(SAMPLES / "digits_calib.npz") as f:
+        calib = {"input": f["input"][:96]}
+    with pytest.raises(CalibrationDataError, match=r"19 held-out samples.*14\.6%.*>= 149 held-out samples"):
+        convert_model(model, ConvertOptions(max_drift=0.02, metric="top1", search_ranks=(1,), objective="macs"),
+                      calibration_data=calib)
 
 
 def test_channel_normalised_drift_sees_small_channels():

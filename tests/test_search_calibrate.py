@@ -227,7 +227,7 @@ def test_cli_calibration_and_json(tmp_path, model_file):
                                  "--layout", "multiplier", "--min-in-channels", "1", "--json", str(rec)],
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "calibration: 10 samples (2 held out)" in result.stdout
+    assert "calibration: 10 samples of" in result.stdout and "(8 fitted, 2 held out" in result.stdout
     data = json.loads(rec.read_text())
     assert data["calibration"]["samples"] == 10
     converted = [layer for layer in data["layers"] if layer["status"] == "converted"]

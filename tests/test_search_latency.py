@@ -235,4 +235,8 @@ def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):
     # one timing per candidate layout of each measured layer, not one per search trial
     measured = [layer for layer in result.record.layers if layer.latency_decision]
     assert len(timer.calls) <= 2 * len(measured)
-    assert result.record.search.evaluations >= len(measured)
+    # whole-model runs: a few verifications (plus one per layer dropped by the end-to-end check),
+    # not one trial per candidate - candidates are measured on suffixes of the graph
+    from convtool.search.budget import MAX_VERIFICATIONS
+
+    assert 1 <= result.record.search.evaluations <= MAX_VERIFICATIONS + len(measured) + 1

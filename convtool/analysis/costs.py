@@ -51,7 +51,7 @@ import onnx
 from convtool.analysis.shapes import Shape, static_shapes
 
 __all__ = ["NodeCost", "Costs", "ShapeSource", "node_costs", "static_costs", "costs_from_shapes", "shape_needs",
-           "model_params", "model_macs", "tensor_elements"]
+           "model_params", "model_macs", "tensor_elements", "folded_batchnorms"]
 
 #: Where the dims of counted ops came from: ONNX shape inference alone, or (for at least one
 #: counted op) a run of the model with onnxruntime (:mod:`convtool.runtime.observe`).
@@ -263,3 +263,31 @@ def model_macs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]
     """Whole-model MACs from static shapes; ``None`` when any counted op's shapes are unknown
     (see the module docstring for what is counted)."""
     return static_costs(model, input_shapes).macs
+
+
+def folded_batchnorms(original: onnx.ModelProto, converted: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
+    """Node name -> the ``BatchNormalization`` nodes that read its output in ``original`` and are
+    gone from ``converted`` (folded into the node's replacement).
+
+    **A layer's parameters** are the constant elements of its Conv node plus those of the
+    BatchNormalization folded into it: the layer as it stands in the original model, the part
+    the replacement takes over.  ``convert`` (its per-layer ``params_before``) and ``report``
+    (a converted layer's ``params_before``) both count them so.  Names as in :class:`NodeCost`
+    (``op_type_i`` for unnamed nodes).
+    """
+    def names(model: onnx.ModelProto) -> list[str]:
+        return [n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)]
+
+    kept = set(names(converted))
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(original.graph.node):
+        for x in node.input:
+            readers.setdefault(x, []).append(i)
+    labels = names(original)
+    out: dict[str, tuple[str, ...]] = {}
+    for i, node in enumerate(original.graph.node):
+        bns = tuple(labels[j] for x in node.output for j in readers.get(x, ())
+                    if original.graph.node[j].op_type == "BatchNormalization" and labels[j] not in kept)
+        if bns:
+            out[labels[i]] = bns
+    return out

@@ -22,7 +22,9 @@ error, the smallest cosine and top-1 agreement. A gate on drift therefore holds 
 output.  :meth:`Drift.value` gives the number a metric budgets: ``rel_l2`` -> ``drift``,
 ``top1`` -> ``1 - top-1 agreement``.
 
-:func:`top1_accuracy` scores class-score outputs against integer labels.
+:func:`top1_accuracy` scores class-score outputs against integer labels;
+:func:`label_problem` says when labels cannot be classes of those scores (ids outside
+``0..C-1``: such samples always count as wrong, so the accuracy would mislead silently).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "compare_outputs",
     "looks_like_class_scores",
     "top1_accuracy",
+    "label_problem",
 ]
 
 
@@ -182,3 +185,16 @@ def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     if s.shape[0] == 0:
         raise ValueError("no samples")
     return float(np.mean(np.argmax(s, axis=1) == y))
+
+
+def label_problem(scores: np.ndarray, labels: np.ndarray, source: str = "labels") -> str | None:
+    """``None`` when every label is a class of ``scores`` ``[N, C]``, else a one-line warning:
+    ``eval.npz: 12 of 360 labels are outside the model's 10 classes (0-9; found 10..12): those
+    samples count as wrong``."""
+    c = int(np.asarray(scores).shape[-1])
+    y = np.asarray(labels).reshape(-1)
+    bad = (y < 0) | (y >= c)
+    if not bad.any():
+        return None
+    return (f"{source}: {int(bad.sum())} of {y.size} labels are outside the model's {c} classes "
+            f"(0-{c - 1}; found {int(y[bad].min())}..{int(y[bad].max())}): those samples count as wrong")

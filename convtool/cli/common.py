@@ -94,7 +94,9 @@ class UI:
         """``warning: ...`` on stderr (even with ``--quiet``); the message is plain text, never markup."""
         from rich.text import Text
 
-        self.err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+        from convtool.render.fmt import plurals
+
+        self.err.print(Text.assemble(("warning:", "yellow"), " ", plurals(message)), highlight=False, soft_wrap=True)
 
     def print(self, *items: RenderableType | str | None) -> None:
         """Print renderables unless ``--quiet`` (``None`` items are skipped); a table wider

@@ -7,7 +7,9 @@ Order, so that a refused or failed run writes nothing:
 2. every input and output path is checked (:mod:`convtool.cli.outputs`): no output replaces
    an input or another output, every output folder exists and is writable;
 3. the conversion (:func:`convtool.api.convert_file`) and, with ``--report``, the comparison
-   (:func:`convtool.report.build_report`) run inside one transaction with the record writes:
+   (:func:`convtool.report.build_report`; with ``--calibration`` its drift is measured on the
+   calibration samples no fit used, else on seeded random inputs) run inside one transaction
+   with the record writes:
    if any step fails, every file this run wrote is removed and replaced files are restored.
 """
 
@@ -63,6 +65,7 @@ def convert(
     finetune: params.Finetune = False,
     finetune_steps: params.FinetuneSteps = 600,
     finetune_seconds: params.FinetuneSeconds = 180.0,
+    quantize: params.Quantize = None,
 ) -> None:
     """Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel)."""
     run(ctx, Clock())
@@ -98,8 +101,10 @@ def run(ctx: typer.Context, clock: Clock) -> None:
             if report_options is not None:
                 from convtool.report import build_report
 
+                # drift on the calibration samples no fit used (seeded random inputs without data)
                 measured = ui.run(lambda progress: build_report([model, Path(result.record.output or "")],
-                                                                report_options, progress=progress))
+                                                                report_options, progress=progress,
+                                                                data=result.held_out))
             files.write_json(record_out, result.record.to_dict())
             if measured is not None:
                 from convtool.render import report as render_report

@@ -8,12 +8,16 @@ A command declares what it reads (:meth:`Outputs.read`) and what it will write
   with JSON;
 * two outputs naming the same file (``-o g2.onnx --json g2.onnx``), or both naming stdout
   (``-``), are refused;
-* every output's folder must exist and be writable, and the output must not be a folder.
+* every output's folder must exist and be writable, and the output must not be a folder -
+  except a folder the command creates (:meth:`Outputs.folder`, e.g. ``sweep --out DIR``): no
+  part of its path may be a file (``notes.txt/sub``) and its nearest existing parent must be
+  a writable folder.  It is created only when the work is done (:meth:`Outputs.make_folders`,
+  inside the transaction), so a failed run leaves no empty folder behind.
 
 The work then runs inside :meth:`Outputs.transaction`: existing files about to be replaced
 are kept (a hard link, else a copy) and, if anything fails - a later step, a write, Ctrl-C -
-every file this run wrote is removed and every replaced file restored, so a failed command
-leaves the folder as it found it.  Each write is itself atomic (temporary file + rename,
+every file this run wrote is removed, every replaced file restored and every folder it
+created removed, so a failed command leaves the disk as it found it.  Each write is itself atomic (temporary file + rename,
 :mod:`convtool.graph.io`).
 
 ``-`` as a text output (``--json -``, ``--markdown -``) means stdout; the command then sends
@@ -72,6 +76,23 @@ class Outputs:
     def __init__(self) -> None:
         self.inputs: list[tuple[str, Path]] = []
         self.targets: list[Target] = []
+        self.folders: list[tuple[str, Path]] = []
+        self._created: list[Path] = []
+
+    def folder(self, flag: str, path: Path) -> None:
+        """``flag`` names a folder this command creates if needed (checked by :meth:`check`,
+        created by :meth:`make_folders`); outputs may then be declared inside it."""
+        self.folders.append((flag, Path(path)))
+
+    def _pending(self, folder: Path) -> bool:
+        """``folder`` does not exist yet but is (inside) a folder this command will create."""
+        return not folder.exists() and any(_key(folder) == _key(f) or _key(f) in _key(folder).parents
+                                           for _, f in self.folders)
+
+    def make_folders(self) -> None:
+        """Create the declared folders (and missing parents); a failed transaction removes them."""
+        for _, folder in self.folders:
+            folder.mkdir(parents=True, exist_ok=True)
 
     def read(self, what: str, path: Path | None) -> None:
         """``what`` (e.g. ``"the input model"``) is read from ``path``; no output may replace it."""
@@ -99,6 +120,11 @@ class Outputs:
 
     def check(self) -> None:
         """Refuse collisions and unwritable outputs before any work (raises OptionError)."""
+        for flag, folder in self.folders:
+            self._check_folder(flag, folder)
+            # missing now: whoever creates them during the work (this class or the library), a
+            # failed transaction removes them again, deepest first, if the run left them empty
+            self._created += [p for p in reversed((folder, *folder.parents)) if not p.exists()]
         for i, target in enumerate(self.targets):
             for other in self.targets[:i]:
                 if target.stdout and other.stdout:
@@ -117,10 +143,22 @@ class Outputs:
             self._check_writable(target)
 
     @staticmethod
-    def _check_writable(target: Target) -> None:
+    def _check_folder(flag: str, folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise OptionError(f"{flag} {folder} is a file, not a folder")
+        parent = next((p for p in folder.parents if p.exists()), Path("."))
+        if not folder.exists() and not parent.is_dir():
+            raise OptionError(f"{flag} {folder}: {parent} is a file, not a folder")
+        existing = folder if folder.exists() else parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OptionError(f"{flag}: cannot write into {existing} (permission denied)")
+
+    def _check_writable(self, target: Target) -> None:
         path = target.path
         assert path is not None
         folder = path.parent if str(path.parent) else Path(".")
+        if self._pending(folder):
+            return  # created by make_folders, checked by _check_folder
         if not folder.is_dir():
             raise OptionError(f"{target.flag}: output folder {folder} does not exist")
         if path.is_dir():
@@ -148,6 +186,9 @@ class Outputs:
                         os.replace(backup, path)
                     elif path.exists():
                         path.unlink()
+            for folder in reversed(self._created):  # deepest first; only if this run left it empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise
         else:
             for backup in backups.values():

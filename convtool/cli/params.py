@@ -27,15 +27,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from convtool.cli.parsers import input_shapes, is_image_folder, parse_input_shapes, parse_numbers, parse_rank
+from convtool.cli.parsers import (input_shapes, is_image_folder, parse_budgets, parse_input_shapes, parse_numbers,
+                                  parse_rank)
 from convtool.errors import OptionError
 
 __all__ = [
     # parsers, re-exported for callers of the old location
-    "parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes",
+    "parse_numbers", "parse_budgets", "parse_rank", "parse_input_shapes", "input_shapes",
     "Applies", "check_rules", "given", "flag_name",
     "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
-    "finetune_options",
+    "finetune_options", "quantize_options",
     "report_options", "CONVERT_RULES", "REPORT_RULES", "SWEEP_RULES",
 ]
 
@@ -181,6 +182,17 @@ Objective = Annotated[str, typer.Option(
          "with a warning).")]
 SearchRanks = Annotated[str, typer.Option("--search-ranks", metavar="R,R,...", rich_help_panel=BUDGET,
                                           help="Ranks --max-drift may choose from.")]
+
+# ----------------------------------------------------------------------------- flags: INT8
+
+QUANTIZE_PANEL = "INT8 (--quantize int8; needs --calibration)"
+
+Quantize = Annotated[Optional[str], typer.Option(
+    "--quantize", metavar="int8", rich_help_panel=QUANTIZE_PANEL,
+    help="After conversion, refit and fine-tune: equalize the converted depthwise/pointwise pairs and quantize "
+         "the result with onnxruntime's static INT8 quantization (QDQ, per-channel int8 weights, uint8 "
+         "activations calibrated by MinMax on the --calibration data, output tail kept float); validated, then "
+         "written as the output model.")]
 
 # ----------------------------------------------------------------------------- flags: fine-tune
 
@@ -330,6 +342,8 @@ CONVERT_RULES: tuple[Applies, ...] = (
     Applies(("finetune",), lambda p: p.get("calibration") is not None,
             message="--finetune needs --calibration DATA (the samples it trains on)"),
     Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
+    Applies(("quantize",), lambda p: p.get("calibration") is not None,
+            message="--quantize int8 needs --calibration DATA (the samples its activation ranges are calibrated on)"),
     Applies(("image_size", "image_mean", "image_std", "image_layout", "channel_order"),
             lambda p: is_image_folder(p["calibration"]), "--calibration naming a folder of images"),
 )
@@ -342,6 +356,8 @@ def _runs_anything(p: Values) -> bool:
 
 SWEEP_RULES: tuple[Applies, ...] = (
     Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
+    Applies(("finetune",), lambda p: p.get("calibration") is not None,
+            message="--finetune needs --calibration DATA (the samples it trains on)"),
     Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
 )
 
@@ -436,7 +452,20 @@ def convert_options(p: Values):
         objective=p["objective"],
         search_ranks=parse_numbers(p["search_ranks"], "--search-ranks", int),  # type: ignore[arg-type]
         finetune=finetune_options(p),
+        quantize=quantize_options(p),
     )
+
+
+def quantize_options(p: Values):
+    """``--quantize`` -> :class:`QuantizeOptions` (``None`` when off); only ``int8`` exists."""
+    from convtool.options import QuantizeOptions
+
+    value = p.get("quantize")
+    if value is None:
+        return None
+    if str(value).lower() != "int8":
+        raise OptionError(f"--quantize must be int8, got {value!r}")
+    return QuantizeOptions()
 
 
 def finetune_options(p: Values):

@@ -7,25 +7,54 @@ flag, with an example of what it expects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from convtool.errors import OptionError
 from convtool.options import RankPolicy
 
-__all__ = ["parse_numbers", "parse_rank", "parse_input_shapes", "input_shapes", "is_image_folder"]
+__all__ = ["parse_numbers", "parse_budgets", "parse_rank", "parse_input_shapes", "input_shapes", "is_image_folder"]
 
 
 def parse_numbers(text: str | None, option: str, kind: type = float) -> tuple | None:
-    """``"0.5,0.25"`` -> ``(0.5, 0.25)`` for comma-separated option values; OptionError if bad."""
+    """``"0.5,0.25"`` -> ``(0.5, 0.25)`` for comma-separated option values; OptionError if bad:
+    an empty item (``0.05,,0.1``, a trailing comma), a word, ``nan`` or ``inf``."""
     if text is None:
         return None
-    try:
-        values = tuple(kind(v) for v in str(text).replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise OptionError(f"{option} must be comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}") from None
-    if not values:
+    items = str(text).replace(" ", "").split(",")
+    if items == [""]:
         raise OptionError(f"{option} needs at least one value")
+    if "" in items:
+        raise OptionError(f"{option} has an empty item in {text!r}; separate the values with single commas")
+    what = "integers" if kind is int else "numbers"
+    try:
+        values = tuple(kind(v) for v in items)
+    except ValueError:
+        raise OptionError(f"{option} must be comma-separated {what}, got {text!r}") from None
+    bad = [item for item, v in zip(items, values) if not math.isfinite(v)]
+    if bad:
+        raise OptionError(f"{option} must be finite numbers, got {bad[0]!r} in {text!r}")
+    return values
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    """``--budgets``: distinct drift budgets > 0, each a finite number (see :func:`parse_numbers`).
+
+    A budget of 0 is refused (it allows no drift, so it converts nothing: the original, which
+    the sweep already measures and draws); a budget given twice is refused (one point each).
+    """
+    values = parse_numbers(text, "--budgets")
+    assert values is not None
+    for v in values:
+        if v <= 0:
+            raise OptionError(f"--budgets must be > 0, got {v:g} (a budget of 0 allows no drift, so it converts "
+                              "nothing: that point is the original, which the sweep measures anyway)")
+    seen: set[float] = set()
+    for v in values:
+        if v in seen:
+            raise OptionError(f"--budgets lists {v:g} twice; give each budget once")
+        seen.add(v)
     return values
 
 

@@ -27,7 +27,7 @@ EvalInputs = Annotated[Path, typer.Option(
          "and, for top-1 accuracy, a 'labels' array (or a folder like --calibration).")]
 Budgets = Annotated[str, typer.Option(
     "--budgets", metavar="D,D,...", rich_help_panel=SWEEP,
-    help="The drift budgets (--max-drift values), one point each.")]
+    help="The drift budgets (what 'convert --max-drift' takes), one point each: distinct numbers > 0.")]
 OutDir = Annotated[Path, typer.Option(
     "--out", metavar="DIR", rich_help_panel=SWEEP, show_default=False,
     help="Folder for sweep.json, sweep.md (with Mermaid charts) and sweep.svg (created if needed).")]
@@ -98,23 +98,26 @@ def sweep(
             timing=LatencyOptions(threads=threads, opt_level=opt_level,  # type: ignore[arg-type]
                                   cache_dir=str(cache_dir) if cache_dir is not None else None, use_cache=not no_cache,
                                   providers=params.providers(provider)))
-        sweep_options = SweepOptions(budgets=params.parse_numbers(budgets, "--budgets"),  # type: ignore[arg-type]
-                                     runs=runs, save_models=save_models)
+        sweep_options = SweepOptions(budgets=params.parse_budgets(budgets), runs=runs, save_models=save_models)
+        if calibration is not None and _same_path(calibration, inputs):
+            raise OptionError(f"--inputs and --calibration both name {inputs}: the evaluation data must be samples "
+                              "the search never sees; pass held-out data to --inputs")
         files = Outputs()
         files.read("the input model", model)
         files.read("the calibration data", calibration)
         files.read("the evaluation data (--inputs)", inputs)
-        if out.exists() and not out.is_dir():
-            raise OptionError(f"--out {out} is a file, not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        files.folder("--out", out)  # created once the sweep has succeeded (nothing is left on failure)
         json_out = files.write("--out", out / "sweep.json", stdout=False)
         md_out = files.write("--out", out / "sweep.md", stdout=False)
         svg_out = files.write("--out", out / "sweep.svg", stdout=False)
+        for budget in sweep_options.sorted_budgets if save_models else ():
+            files.write("--save-models", out / f"{model.stem}.drift-{budget:g}.onnx", stdout=False, sidecars=(".data",))
         files.check()
         ui = UI(quiet)
         with files.transaction():
             result = ui.run(lambda progress: sweep_file(model, out, inputs, options, sweep_options, progress=progress))
             record = result.record
+            files.make_folders()
             files.write_json(json_out, record.to_dict())
             files.write_text(md_out, render.markdown(record, picture="sweep.svg"))
             files.write_text(svg_out, render.svg(record))
@@ -122,6 +125,16 @@ def sweep(
         fail(exc)
     for warning in record.warnings:
         ui.warn(warning)
-    ui.print(render.table(record, title=f"convtool sweep {model.name}"), *render.summary_lines(record))
+    ui.print(render.table(record, title=f"convtool sweep {model.name}", width=ui.width), *render.summary_lines(record))
     saved = [p.model for p in record.points if p.model]
-    ui.print(closing_line([*files.written(), *saved], clock))
+    ui.print(closing_line([*(str(t.path) for t in (json_out, md_out, svg_out) if t is not None), *saved], clock))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """The same file or folder, after resolving ``./``, ``..`` and symlinks (or a hard link)."""
+    import os
+
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False

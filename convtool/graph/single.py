@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from convtool.core.plan import Decision
 from convtool.graph.emit import Namer, replace_conv
 
-__all__ = ["ConvShape", "conv_shape", "original_model", "replacement_model"]
+__all__ = ["ConvShape", "batch_free", "conv_shape", "original_model", "replacement_model"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,14 @@ def replacement_model(shape: ConvShape, decision: Decision, opset: int) -> onnx.
     replace_conv(graph, graph.nodes[0], None, decision, Namer.for_graph(graph))
     graph.cleanup().toposort()
     return export(graph, base)
+
+
+def batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the first dim of its inputs and outputs symbolic (``N``), in place: one
+    session then runs batches of any size."""
+    for vi in (*model.graph.input, *model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    return model

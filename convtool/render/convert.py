@@ -151,11 +151,34 @@ def summary_lines(record: ConversionRecord) -> list[str]:
             how = f"{cal.layers_reused} reused from the search, the others solved in {fmt.duration(cal.seconds)}"
         else:
             how = f"in {fmt.duration(cal.seconds)}"
-        lines.append(f"calibration: {cal.samples} samples ({cal.held_out_samples} held out) of {cal.source}; "
-                     f"{cal.layers_refitted} of {total} layers refitted{kept}, {how}")
+        lines.append(f"calibration: {_samples_phrase(record, cal)}; "
+                     f"{cal.layers_refitted} of {fmt.plural(total, 'layer')} refitted{kept}, {how}")
     if record.finetune is not None:
         lines.append(_finetune_line(record.finetune))
+    if record.quantization is not None:
+        lines.append(_quantization_line(record.quantization))
     return lines
+
+
+def _quantization_line(q) -> str:
+    """``--quantize int8`` in one line: what was written, equalization, drift, size, time."""
+    eq = f"{len(q.equalized)} depthwise/pointwise pairs equalized, " if q.equalized else ""
+    drift = (f"drift {fmt.num(q.drift)} against the original on {q.drift_samples} held-out samples, "
+             if q.drift is not None else "")
+    return (f"INT8: written quantized ({q.options}); {eq}calibrated on {q.samples} samples; {drift}"
+            f"{fmt.count(q.size_before)}B -> {fmt.count(q.size_after)}B, in {fmt.duration(q.seconds)}")
+
+
+def _samples_phrase(record: ConversionRecord, cal) -> str:
+    """Which samples the refit used, counted the way the search line counts them: ``the search's
+    240 fit samples of calib.npz (of 300; 48 of the 240 choose each layer's fit)``, or without a
+    search ``300 samples of calib.npz (240 fitted, 60 held out to choose each layer's fit)``."""
+    search = record.search
+    held = f"{cal.held_out_samples} held out to choose each layer's fit" if cal.held_out_samples else "none held out"
+    if search is not None and search.samples and search.samples != cal.samples:
+        return (f"the {cal.samples} of the {search.samples} samples of {cal.source} the search fits on "
+                f"({cal.fit_samples} fitted, {held})")
+    return f"{cal.samples} samples of {cal.source} ({cal.fit_samples} fitted, {held})"
 
 
 def _finetune_line(ft) -> str:
@@ -172,7 +195,7 @@ def _finetune_line(ft) -> str:
         agree = f", top-1 agreement {fmt.arrow(fmt.pct(ft.top1_agreement_before), fmt.pct(ft.top1_agreement_after))}"
     verdict = "kept" if ft.kept else "discarded, calibrated weights kept"
     return (f"fine-tune: {verdict}; {drift}{agree}; {ft.steps} steps (stopped by {ft.stopped_by}) on "
-            f"{ft.fit_samples} samples, {ft.parameters} parameters in {ft.layers} layers, "
+            f"{ft.fit_samples} samples, {ft.parameters} parameters in {fmt.plural(ft.layers, 'layer')}, "
             f"in {fmt.duration(ft.seconds)}")
 
 
@@ -192,7 +215,7 @@ def _search_line(search) -> str:
     if random:
         where = f"on {search.data}, which say little about accuracy (pass --calibration)"
     elif search.held_out_samples:
-        where = f"on {search.held_out_samples} held-out samples of {search.data}"
+        where = f"on {search.held_out_samples} of the {search.samples} samples of {search.data} (held out from every fit)"
     else:
         where = f"on {search.samples} samples of {search.data}"
     return (f"max-drift search: {measured} {where}, budget {search.max_drift:g}{also}; "

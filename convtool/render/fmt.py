@@ -10,11 +10,17 @@ Every number a user reads goes through one of these functions, so ``convert`` an
   a pair on a wide enough column);
 * **ratios** (after / before, speedups): two decimals and ``x``: ``0.13x``, ``1.24x``;
 * **percentages** (fractions of 1): one decimal: ``87.0%``; changes carry a sign, ``-87.0%``,
-  ``+2.1%``; "fewer"/"faster" phrases for sentences;
+  ``+2.1%``; "faster" phrases for sentences keep the ratio (``0.82x (slower)``);
 * **times**: milliseconds with three significant digits, ``0.412``, ``14.1``, ``152``;
   durations of a command in seconds or minutes;
 * **errors and drifts** (relative, unitless): three significant digits keeping trailing
-  zeros, ``0.897``, ``1.00``, ``0.0473``.
+  zeros, ``0.897``, ``1.00``, ``0.0473``;
+* **counted nouns** agree with their number: ``1 thread``, ``2 threads``, ``1 layer``
+  (:func:`plural`; :func:`plurals` mends ``3 layer(s)`` in text that comes from elsewhere).
+
+Changes are said one way in every command: ``MACs -56.9%`` (a signed change, as the totals
+line writes it), never "56.9% fewer MACs" or "MACs removed"; a speedup is a ratio, ``0.82x``,
+in tables and sentences alike.
 
 Pure functions: numbers in, strings out.
 """
@@ -22,6 +28,7 @@ Pure functions: numbers in, strings out.
 from __future__ import annotations
 
 import math
+import re
 
 __all__ = [
     "ARROW",
@@ -34,13 +41,15 @@ __all__ = [
     "pct",
     "signed_pct",
     "change",
-    "fewer",
     "faster",
     "faster_ci",
     "ms",
     "ms_pair",
     "num",
     "duration",
+    "plural",
+    "plurals",
+    "less",
 ]
 
 ARROW = "→"
@@ -119,33 +128,22 @@ def change(before: float | None, after: float | None) -> float | None:
     return after / before - 1.0
 
 
-def fewer(reduction: float | None, what: str) -> str:
-    """``0.68, 'MACs' -> '68.0% fewer MACs'``; a negative reduction reads ``more``."""
-    if reduction is None:
-        return f"{what} {UNKNOWN}"
-    if abs(reduction) < 5e-4:
-        return f"same {what}"
-    word = "fewer" if reduction > 0 else "more"
-    return f"{pct(abs(reduction))} {word} {what}"
-
-
 def faster(speedup: float | None) -> str:
-    """``1.24 -> '1.24x faster'``, ``0.8 -> '1.25x slower'`` (always a ratio above 1)."""
+    """``1.24 -> '1.24x faster'``, ``0.82 -> '0.82x (slower)'``: the speedup itself, the number
+    the tables show, never its inverse."""
     if speedup is None or not math.isfinite(speedup) or speedup <= 0:
         return f"speed {UNKNOWN}"
     if speedup >= 1.0:
         return f"{times(speedup)} faster"
-    return f"{times(1.0 / speedup)} slower"
+    return f"{times(speedup)} (slower)"
 
 
 def faster_ci(speedup: float | None, low: float | None, high: float | None) -> str:
-    """:func:`faster` with the interval of the factor it names: ``'1.24x faster (95% CI
-    1.20x-1.28x)'``, ``'1.25x slower (95% CI 1.05x-1.40x)'``."""
-    if low is None or high is None or not (low > 0 and high > 0) or speedup is None or speedup <= 0:
+    """:func:`faster` with the speedup's 95 % interval: ``'1.24x faster (95% CI 1.20x-1.28x)'``,
+    ``'0.80x (slower) (95% CI 0.71x-0.95x)'``."""
+    if low is None or high is None or speedup is None or not speedup > 0:
         return faster(speedup)
-    if speedup >= 1.0:
-        return f"{faster(speedup)} (95% CI {times(low)}-{times(high)})"
-    return f"{faster(speedup)} (95% CI {times(1.0 / high)}-{times(1.0 / low)})"
+    return f"{faster(speedup)} (95% CI {times(low)}-{times(high)})"
 
 
 def ms(value: float | None) -> str:
@@ -188,3 +186,19 @@ def duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(round(seconds)), 60)
     return f"{minutes} min {rest} s"
+
+
+def plural(n: int, word: str) -> str:
+    """``1, 'thread' -> '1 thread'``, ``2 -> '2 threads'``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def plurals(text: str) -> str:
+    """``'1 layer(s)' -> '1 layer'``, ``'3 layer(s)' -> '3 layers'`` wherever a number precedes."""
+    return re.sub(r"\b(\d+) (\w+)\(s\)", lambda m: plural(int(m.group(1)), m.group(2)), text)
+
+
+def less(what: str, before: float | None, after: float | None) -> str:
+    """The one way a change is said: ``MACs -56.9%`` (``MACs unknown`` when it is)."""
+    change_ = change(before, after)
+    return f"{what} {UNKNOWN}" if change_ is None else f"{what} {signed_pct(change_)}"

@@ -29,7 +29,8 @@ def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
     layouts, times, speedups, decisions = [], [], [], []
     for layer in rows:
         candidates = list(layer.latency_candidates or [])
-        best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout), None)
+        best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout
+                     and c.get("rank") in (None, layer.rank)), None)  # the chosen (rank, layout), not its layout
         best = best or max(candidates, key=lambda c: c.get("speedup") or 0.0, default=None)
         others = [f"{_label(c)} {fmt.times(c.get('speedup'))}" for c in candidates if c is not best]
         kept = ("kept" if layer.latency_resolved is not False

@@ -3,8 +3,8 @@
 Pure functions: they take the report and return renderables or text; nothing here prints,
 times or reads files. The terminal and the Markdown show the same content:
 
-1. the verdict in one line (:func:`verdict`): for a pair, e.g. ``1.24x faster, 68.0% fewer
-   MACs, drift 0.0120 on 497 samples of eval.npz, top-1 agreement 99.8%``; on seeded random
+1. the verdict in one line (:func:`verdict`): for a pair, e.g. ``1.24x faster, MACs -68.0%,
+   params -70.1%, drift 0.0120 on 497 samples of eval.npz, top-1 agreement 99.8%``; on seeded random
    inputs it says that drift then says little about accuracy, and top-1 agreement (the arg-max
    of random inputs' scores) is not shown at all;
 2. a summary (one model) or before/after table (a pair): parameters, MACs, FLOPs (2 x MACs),
@@ -15,7 +15,8 @@ times or reads files. The terminal and the Markdown show the same content:
 3. per-layer: for a pair, every converted layer with its replacement nodes (``.dw + .pw``),
    parameters, MACs and (with ``--profile``) time before and after, slower layers flagged; for
    one model, the nodes with the most MACs;
-4. the gates with threshold, value and PASS/FAIL;
+4. the gates with threshold, value and PASS/FAIL, in the tables' units (fractions as
+   percentages: ``--min-mac-reduction 0.3`` reads ``>= 30.0%``; speedups as ``1.20x``);
 5. the measurement environment, notes and a legend of the abbreviations.
 
 Numbers use :mod:`convtool.render.fmt`, the vocabulary ``convert`` uses too; tables fit the
@@ -56,7 +57,8 @@ fmt_count = fmt.count
 _GOOD, _BAD, _DIM = "green", "red", "dim"
 RANDOM_NOTE = ("drift was measured on seeded random inputs: relative L2 and cosine show how far the outputs "
                "moved, not whether predictions changed, and top-1 agreement on random inputs says nothing "
-               "about accuracy (not shown); pass --inputs with real samples")
+               "about accuracy (not shown); measure on real samples: 'convtool report MODEL CONVERTED --inputs "
+               "DATA', or 'convtool convert --calibration DATA --report' (its held-out samples)")
 
 
 def random_inputs(report: Report) -> bool:
@@ -74,8 +76,8 @@ def _inputs_phrase(report: Report, samples: int | None) -> str:
 
 
 def speed_text(comp) -> str:
-    """``1.24x faster (95% CI 1.20x-1.28x)``, ``1.16x slower (95% CI 1.05x-1.25x)`` (the interval
-    of the factor the phrase names), or ``speed not resolved at 800 runs: 1.01x (95% CI ...)``."""
+    """``1.24x faster (95% CI 1.20x-1.28x)``, ``0.86x (slower) (95% CI 0.80x-0.95x)``, or ``speed
+    not resolved at 800 runs: 1.01x (95% CI 0.98x-1.03x)``."""
     low, high, sp = comp.ci_low, comp.ci_high, comp.speedup
     if comp.resolved is False and low is not None and high is not None:
         return f"speed not resolved at {comp.runs} runs: {fmt.times(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
@@ -98,8 +100,8 @@ def verdict(report: Report) -> str:
     parts = []
     if comp.speedup is not None:
         parts.append(speed_text(comp))
-    parts.append(fmt.fewer(comp.mac_reduction, "MACs"))
-    parts.append(fmt.fewer(comp.param_reduction, "params"))
+    parts.append(_less("MACs", comp.mac_reduction))
+    parts.append(_less("params", comp.param_reduction))
     d = comp.drift
     if d is not None:
         samples = getattr(d, "samples", 0) or None
@@ -116,6 +118,11 @@ def verdict(report: Report) -> str:
         parts.append(("gate passed" if n == 1 else f"all {n} gates passed") if not failed
                      else f"{failed} of {n} gate{'s' if n != 1 else ''} failed")
     return ", ".join(parts)
+
+
+def _less(what: str, reduction: float | None) -> str:
+    """``MACs -68.0%``: a reduction said the way every command says a change (:mod:`fmt`)."""
+    return f"{what} {fmt.UNKNOWN}" if reduction is None else f"{what} {fmt.signed_pct(-reduction)}"
 
 
 # ----------------------------------------------------------------------------- rows
@@ -234,9 +241,22 @@ def _layer_rows(report: Report) -> tuple[str, list[str], list[list[str]], list[b
     return title, header, rows, [False] * len(rows)
 
 
+#: Gates whose values are fractions of 1: shown as percentages, like the tables beside them.
+_PERCENT_GATES = ("--min-top1-agreement", "--max-accuracy-drop", "--min-param-reduction", "--min-mac-reduction")
+
+
+def _gate_number(g: GateResult, value: float | None) -> str:
+    """A gate's threshold or value in the tables' vocabulary: ``30.0%``, ``1.20x``, ``0.0500``."""
+    if g.flag in _PERCENT_GATES:
+        return fmt.pct(value)
+    if g.flag == "--min-speedup":
+        return fmt.times(value)
+    return fmt.num(value)
+
+
 def _gate_rows(gates: Sequence[GateResult]) -> list[list[str]]:
-    return [[g.flag, f"{g.direction} {fmt.num(g.threshold)}", fmt.num(g.value), "PASS" if g.passed else "FAIL"]
-            for g in gates]
+    return [[g.flag, f"{g.direction} {_gate_number(g, g.threshold)}", _gate_number(g, g.value),
+             "PASS" if g.passed else "FAIL"] for g in gates]
 
 
 def environment_text(report: Report) -> str:
@@ -287,7 +307,7 @@ def notes(report: Report) -> list[str]:
 
 def gate_failure_lines(report: Report) -> list[str]:
     """``gate failed: --max-drift 0.120 (needs <= 0.0500)`` lines, one per failed gate."""
-    return [f"gate failed: {g.flag} {fmt.num(g.value)} (needs {g.direction} {fmt.num(g.threshold)})"
+    return [f"gate failed: {g.flag} {_gate_number(g, g.value)} (needs {g.direction} {_gate_number(g, g.threshold)})"
             for g in report.failed_gates]
 
 

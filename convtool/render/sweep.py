@@ -2,17 +2,23 @@
 functions: a record in, a table or text out).
 
 * :func:`table`: the terminal table, one row per budget (the quality measure of the picture
-  only; the Markdown and the JSON have every measure);
+  only; the Markdown and the JSON have every measure), fitted to the console like every other
+  table (:mod:`convtool.render.table`): at 80 columns the headers shorten and, if still too
+  wide, the latency column goes (the speedup stays), never a cut number or a lost column;
 * :func:`markdown`: ``sweep.md`` - the same table, the setting it was measured in, and two
   Mermaid ``xychart-beta`` charts that GitHub renders (speedup per budget as bars; the quality
   measure per budget as a line);
 * :func:`svg`: ``sweep.svg`` - the picture to pick a budget from: speedup (y) against the
   quality measure (x: accuracy with labels, else top-1 agreement, else drift, which runs
   right to left so that "better" is always to the right), one labelled point per budget, the
-  original as a square at (perfect quality, 1x), the Pareto front filled and joined by a line,
-  dominated points hollow.  Written by hand: no plotting library.
+  original as a square at (perfect quality, 1.00x) drawn on top of budgets that converted
+  nothing (they are the original), the Pareto front filled and joined by a line, dominated
+  points hollow.  The x axis spans the data (with a margin), not a fixed range.  Whether
+  ``--finetune`` ran, and where its weights were kept, is in the subtitle, the tooltips and
+  the table.  Written by hand: no plotting library.
 
-Numbers go through :mod:`convtool.render.fmt`, like every other table.
+Numbers go through :mod:`convtool.render.fmt`, like every other table: a speedup is always a
+ratio (``0.82x``, never "1.21x slower"), a MAC change is signed (``MACs -56.9%``).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from __future__ import annotations
 import math
 from html import escape
 
-from rich.table import Table
+from rich.console import Group, RenderableType
+from rich.text import Text
 
 from convtool.records import SweepPoint, SweepRecord
 from convtool.render import fmt
+from convtool.render.table import Column, build, fit
 
-__all__ = ["markdown", "nice_ticks", "rows", "svg", "table"]
+__all__ = ["legend", "markdown", "nice_ticks", "rows", "svg", "table"]
 
 PARETO = "*"
 _QUALITY = {"accuracy": "accuracy", "top1_agreement": "top-1 agreement", "drift": "drift"}
@@ -39,10 +47,20 @@ def _quality_text(value: float | None, axis: str) -> str:
     return fmt.num(value) if axis == "drift" else fmt.pct(value)
 
 
-def _reduction(before: float | None, after: float | None) -> float | None:
-    if not before or after is None:
-        return None
-    return 1.0 - after / before
+def _finetuned(p: SweepPoint) -> str:
+    """``yes``: the fine-tuned weights were kept; ``no``: fine-tuned, not kept (or nothing to
+    tune); empty: --finetune was not asked for."""
+    if p.finetuned is None:
+        return ""
+    return "yes" if p.finetuned else "no"
+
+
+def _plural(n: int | None, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _finetune_ran(record: SweepRecord) -> bool:
+    return any(p.finetuned is not None for p in record.points)
 
 
 def rows(record: SweepRecord) -> list[dict[str, str]]:
@@ -53,8 +71,8 @@ def rows(record: SweepRecord) -> list[dict[str, str]]:
         out.append({
             "budget": f"{p.budget:g}",
             "converted": f"{p.converted}/{n}",
-            "MACs removed": fmt.pct(_reduction(record.original.macs, p.macs)),
-            "params removed": fmt.pct(_reduction(record.original.params, p.params)),
+            "MACs": fmt.signed_pct(fmt.change(record.original.macs, p.macs)),
+            "params": fmt.signed_pct(fmt.change(record.original.params, p.params)),
             "drift (search)": fmt.num(p.search_drift),
             "drift (eval)": fmt.num(p.drift),
             "top-1 agreement": fmt.pct(p.top1_agreement),
@@ -64,31 +82,40 @@ def rows(record: SweepRecord) -> list[dict[str, str]]:
                                  if p.speedup is not None and p.ci_low is not None and p.ci_high is not None
                                  else fmt.times(p.speedup)),
             "Pareto": PARETO if p.pareto else "",
+            "fine-tuned": _finetuned(p),
         })
     return out
+
+
+#: The terminal's headers, widest arrangement first: the long header, then the short one.
+_SHORT = {"converted": "layers", "drift (eval)": "drift", "top-1 agreement": "agreement", "latency ms": "ms",
+          "fine-tuned": "tuned"}
 
 
 def _terminal_columns(record: SweepRecord) -> list[str]:
     """The terminal's narrower choice: the quality measure of the x axis only, no search drift."""
     quality = {"accuracy": ["accuracy"], "top1_agreement": ["top-1 agreement"]}.get(record.x_axis, [])
-    return ["budget", "converted", "MACs removed", "drift (eval)", *quality, "latency ms", "speedup (95% CI)",
-            "Pareto"]
+    tuned = ["fine-tuned"] if _finetune_ran(record) else []
+    return ["budget", "converted", "MACs", "drift (eval)", *quality, "latency ms", "speedup (95% CI)", "Pareto",
+            *tuned]
 
 
 def _columns(record: SweepRecord) -> list[str]:
-    cols = ["budget", "converted", "MACs removed", "params removed", "drift (search)", "drift (eval)"]
+    cols = ["budget", "converted", "MACs", "params", "drift (search)", "drift (eval)"]
     if any(p.top1_agreement is not None for p in record.points):
         cols.append("top-1 agreement")
     if record.original.accuracy is not None:
         cols.append("accuracy")
-    return cols + ["latency ms", "speedup (95% CI)", "Pareto"]
+    return cols + ["latency ms", "speedup (95% CI)", "Pareto"] + (["fine-tuned"] if _finetune_ran(record) else [])
 
 
 def _setting(record: SweepRecord) -> str:
     env = record.environment
     providers = ", ".join(env.get("providers", ())) or "CPUExecutionProvider"
+    threads = env.get("threads")
     return (f"objective {record.objective}, budget metric {record.metric}; evaluation: {record.eval_samples} samples "
-            f"of {record.evaluation}, not seen by the search; timing: {env.get('threads')} thread(s), opt level "
+            f"of {record.evaluation}, not seen by the search; timing: "
+            f"{_plural(threads, 'thread') if isinstance(threads, int) else f'{threads} threads'}, opt level "
             f"{env.get('opt_level')}, {providers}, onnxruntime {env.get('onnxruntime')}, {env.get('cpu')}, "
             f"each point against the original as `convtool report` times a pair: {env.get('runs')} to "
             f"{env.get('max_runs')} paired runs interleaved in rounds of fresh sessions, until the 95% CI "
@@ -101,17 +128,47 @@ def _baseline(record: SweepRecord) -> str:
     return f"original: {fmt.count(o.macs)} MACs, {fmt.count(o.params)} params, {fmt.ms(o.latency_ms)} ms{acc}"
 
 
-def table(record: SweepRecord, title: str | None = None) -> Table:
-    """The terminal table (numeric columns right-aligned, never wrapped)."""
-    t = Table(title=title or f"convtool sweep {record.input}", caption=_baseline(record), caption_justify="left")
-    cols = _terminal_columns(record)
+def _table_columns(record: SweepRecord, short: bool, latency: bool) -> list[Column]:
     cells = rows(record)
-    for c in cols:  # cells are never cut: a narrow console gets the table at its own width
-        width = max([len(c), *(len(r[c]) for r in cells)])
-        t.add_column(c, justify="left" if c == "Pareto" else "right", no_wrap=True, min_width=width)
-    for r in cells:
-        t.add_row(*(r[c] for c in cols))
-    return t
+    cols = []
+    for c in _terminal_columns(record):
+        if c == "latency ms" and not latency:
+            continue
+        header = _SHORT.get(c, c) if short else c
+        left = c in ("Pareto", "fine-tuned")
+        cols.append(Column(header, [r[c] for r in cells], justify="left" if left else "right"))
+    return cols
+
+
+def table(record: SweepRecord, title: str | None = None, width: int = 120) -> RenderableType:
+    """The terminal table for a console ``width`` wide (numbers never cut, no column lost; see
+    the module docstring), the original's numbers and a legend under it."""
+    cols = fit([lambda: _table_columns(record, short=False, latency=True),
+                lambda: _table_columns(record, short=True, latency=True),
+                lambda: _table_columns(record, short=True, latency=False)], width)
+    built = build(cols, width, title=title or f"convtool sweep {record.input}")
+    return Group(built, Text(_baseline(record)), legend(record, [c.header for c in cols]))
+
+
+def legend(record: SweepRecord, headers: list[str] | None = None) -> Text:
+    """What the terminal table's columns mean, in one dim line."""
+    headers = headers or _terminal_columns(record)
+    n = record.original.convs
+    parts = [f"{'layers' if 'layers' in headers else 'converted'}: Conv layers converted, of {n}",
+             "MACs: change from the original",
+             f"{'drift' if 'drift' in headers else 'drift (eval)'}: on the {record.eval_samples} evaluation samples, "
+             "which the search never saw"]
+    if "ms" in headers:
+        parts.append("ms: median latency")
+    parts.append(f"{PARETO}: on the Pareto front")
+    if "tuned" in headers or "fine-tuned" in headers:
+        parts.append("fine-tuned: --finetune's weights kept (yes) or discarded (no)")
+    return Text("; ".join(parts), style="dim")
+
+
+def _speed(p: SweepPoint) -> str:
+    """``speedup 1.98x`` - the table's number, the same way everywhere (never "x slower")."""
+    return f"speedup {fmt.times(p.speedup)}"
 
 
 def _ci(p: SweepPoint) -> str:
@@ -133,8 +190,8 @@ def summary_lines(record: SweepRecord) -> list[str]:
                 "no budget gave a model faster than the original without losing quality: keep the original"]
     axis = record.x_axis
     return [*unresolved_lines(record), "Pareto front: " + "; ".join(
-        f"budget {p.budget:g}: {fmt.faster(p.speedup)}{_ci(p)}, {_QUALITY[axis]} "
-        f"{_quality_text(_quality(p, axis), axis)}" for p in front)]
+        f"budget {p.budget:g}: {_speed(p)}{_ci(p)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
+        for p in front)]
 
 
 def markdown(record: SweepRecord, picture: str | None = "sweep.svg") -> str:
@@ -152,7 +209,7 @@ def markdown(record: SweepRecord, picture: str | None = "sweep.svg") -> str:
         lines += [f"![speedup against {_QUALITY[record.x_axis]}, one point per budget]({picture})", ""]
     lines += mermaid(record)
     if record.warnings:
-        lines += ["", "Warnings:", ""] + [f"- {w}" for w in record.warnings]
+        lines += ["", "Warnings:", ""] + [f"- {fmt.plurals(w)}" for w in record.warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -211,9 +268,13 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     ys = [s for _, _, s in pts] + [1.0]
     if drift_axis:
         xt = nice_ticks(0.0, max(xs)) if xs and max(xs) > 0 else [0.0, 0.01]
-    else:  # a fraction: never past 100 %, at least a 2-point span
-        lo = min(xs) if xs else 0.9
-        xt = [t for t in nice_ticks(min(lo, 0.98), 1.0) if t <= 1.0 + 1e-12]
+    else:  # a fraction: the span of the data (original included), never past 100 %
+        lo, hi = (min(xs), max(xs)) if xs else (0.9, 1.0)
+        span = max(hi - lo, 0.002)  # at least 0.2 points, so that equal values get a readable axis
+        lo, hi = max(0.0, lo - 0.1 * span), min(1.0, hi + 0.1 * span)
+        xt = [t for t in nice_ticks(lo, hi) if t <= 1.0 + 1e-12]
+        if xt[-1] < hi:  # ticks past 100 % were dropped: the data still ends inside the frame
+            xt.append(1.0)
     yt = nice_ticks(min(0.9, min(ys)), max(ys))
     left, right, top, bottom = 70, 30, 50, 60
     pw, ph = width - left - right, height - top - bottom
@@ -230,7 +291,9 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     def xlabel(q: float) -> str:
         return f"{q:g}" if drift_axis else f"{q * 100:.4g}%"
 
-    subtitle = f"{record.environment.get('threads')} thread(s), objective {record.objective}; filled: Pareto front"
+    threads = record.environment.get("threads")
+    subtitle = (f"{_plural(threads, 'thread') if isinstance(threads, int) else f'{threads} threads'}, "
+                f"objective {record.objective}, {_finetune_words(record)}; filled: Pareto front")
     name = _QUALITY[axis] + (" on the evaluation data (lower is better, right)" if drift_axis else
                              " on the evaluation data")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -259,10 +322,6 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     if len(front) > 1:
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
         out.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
-    if orig_q is not None:
-        x, y = x_of(orig_q), y_of(1.0)
-        out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666"/>')
-        out.append(f'<text x="{x:.1f}" y="{y + 20:.1f}" text-anchor="middle" fill="#444">original</text>')
     labels: dict[tuple[int, int], list[str]] = {}  # budgets landing on one spot share one label
     for p, q, s in pts:
         x, y = x_of(q), y_of(s)
@@ -273,10 +332,25 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     for (x, y), budgets in labels.items():  # right half: labels to the left of the point
         anchor, dx = ("end", -9) if x > left + pw / 2 else ("start", 9)
         out.append(f'<text x="{x + dx}" y="{y - 8}" text-anchor="{anchor}">{escape(", ".join(budgets))}</text>')
+    if orig_q is not None:  # last, so that it stays visible above budgets that converted nothing
+        x, y = x_of(orig_q), y_of(1.0)
+        out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666">'
+                   f'<title>the original: speedup 1.00x</title></rect>')
+        out.append(f'<text x="{x:.1f}" y="{y + 20:.1f}" text-anchor="middle" fill="#444">original</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
+def _finetune_words(record: SweepRecord) -> str:
+    """``no --finetune`` / ``--finetune kept at budgets 0.05, 0.1`` (the subtitle's words)."""
+    if not _finetune_ran(record):
+        return "no --finetune"
+    kept = [f"{p.budget:g}" for p in record.points if p.finetuned]
+    return (f"--finetune kept at budget{'s' if len(kept) != 1 else ''} {', '.join(kept)}" if kept
+            else "--finetune ran, kept nowhere")
+
+
 def _tooltip(p: SweepPoint, axis: str) -> str:
-    return (f"budget {p.budget:g}: {fmt.faster(p.speedup)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}, "
-            f"{p.converted} layers converted")
+    tuned = {None: "", True: ", fine-tuned", False: ", fine-tune discarded"}[p.finetuned]
+    return (f"budget {p.budget:g}: {_speed(p)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}, "
+            f"{_plural(p.converted, 'layer')} converted{tuned}")

@@ -17,9 +17,14 @@ Checks (:func:`validate`; each failure is a one-line
 :class:`~convtool.errors.CalibrationDataError`): every model input has an array; arrays are
 non-empty, have the input's rank and its static dims (the first axis is the sample axis); all
 inputs (and ``labels``) have the same number of samples; float values are finite.  Dtypes are
-cast within their kind (float64 -> float32, int32 -> int64); integer or boolean data for a
-float input is refused (usually labels or raw pixels fed by mistake), float data for an integer
-input likewise.  ``labels`` is 1-D (or ``[N, 1]``) of integers.
+cast within their kind (float64 -> float32, int32 -> int64) and the dataset's ``notes`` say so
+(the commands print them); integer or boolean data for a float input is refused (usually labels
+or raw pixels fed by mistake), float data for an integer input likewise.  ``labels`` is 1-D (or
+``[N, 1]``) of integers.  Whether labels fit the model's classes is known only from its
+outputs: :func:`convtool.analysis.drift.label_problem` says.
+
+Overlap (:func:`shared_samples`): how many samples of one dataset also occur, bit for bit, in
+another - evaluation data that the search saw is no evaluation.
 
 Batching (:func:`batches`): a model whose inputs have a fixed batch dim ``B`` runs on chunks of
 exactly ``B`` samples; a remainder smaller than ``B`` is not run, and :func:`usable` says how
@@ -40,7 +45,7 @@ from convtool.errors import CalibrationDataError, OptionError
 from convtool.options import ImagePreprocess
 
 __all__ = ["LABELS", "InputSpec", "Dataset", "model_inputs", "validate", "load", "random_dataset", "random_feeds",
-           "fixed_batch", "batches", "usable", "input_shapes_from_data"]
+           "fixed_batch", "batches", "usable", "input_shapes_from_data", "shared_samples"]
 
 LABELS = "labels"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -85,6 +90,7 @@ class Dataset:
     labels: np.ndarray | None = None
     source: str = "<memory>"
     random: bool = False
+    notes: tuple[str, ...] = ()  # what validation did to the data (dtype casts), for the user
 
     @property
     def count(self) -> int:
@@ -92,7 +98,7 @@ class Dataset:
 
     def take(self, index: np.ndarray) -> Dataset:
         labels = None if self.labels is None else self.labels[index]
-        return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.random)
+        return Dataset({k: v[index] for k, v in self.arrays.items()}, labels, self.source, self.random, self.notes)
 
     def split(self, holdout: float, seed: int, multiple: int = 1) -> tuple[Dataset, Dataset | None]:
         """(fit, held-out): a seeded shuffle; no held-out part when ``holdout`` is 0 or there
@@ -163,7 +169,10 @@ def validate(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, source: s
     extra = sorted(set(arrays) - set(names) - {LABELS})
     if extra:
         raise fail(f"array {extra[0]!r} is not a model input (inputs: {', '.join(names)}; optional: {LABELS})")
-    out = {s.name: _check_array(np.asarray(arrays[s.name]), s, fail) for s in specs}
+    raw = {s.name: np.asarray(arrays[s.name]) for s in specs}
+    out = {s.name: _check_array(raw[s.name], s, fail) for s in specs}
+    notes = tuple(f"{what} {source}: array {s.name!r} is {raw[s.name].dtype}, cast to the model's {s.dtype}"
+                  for s in specs if raw[s.name].dtype != out[s.name].dtype)
     counts = {k: v.shape[0] for k, v in out.items()}
     labels = None
     if LABELS in arrays:
@@ -178,7 +187,7 @@ def validate(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, source: s
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
         raise fail(f"arrays have different numbers of samples ({detail})")
-    data = Dataset(out, labels, source)
+    data = Dataset(out, labels, source, notes=notes)
     if max_samples is not None and data.count > max_samples:
         data = data.take(np.sort(np.random.default_rng(seed).choice(data.count, max_samples, replace=False)))
     return data
@@ -359,3 +368,21 @@ def input_shapes_from_data(model: onnx.ModelProto, data: Dataset,
         first = spec.dims[0] if spec.dims and spec.dims[0] is not None else 1
         shapes[spec.name] = (int(first), *data.arrays[spec.name].shape[1:])
     return shapes
+
+
+def _sample_keys(data: Dataset) -> list[bytes]:
+    """One key per sample: the bytes of that sample in every input (inputs in name order)."""
+    names = sorted(data.arrays)
+    flat = [np.ascontiguousarray(data.arrays[n]).reshape(data.count, -1) for n in names]
+    return [b"".join(f[i].tobytes() for f in flat) for i in range(data.count)]
+
+
+def shared_samples(seen: Dataset, other: Dataset) -> int:
+    """How many samples of ``other`` occur, bit for bit in every input, in ``seen`` (0 when the
+    inputs or per-sample shapes differ)."""
+    if sorted(seen.arrays) != sorted(other.arrays) or any(
+            seen.arrays[k].shape[1:] != other.arrays[k].shape[1:] or seen.arrays[k].dtype != other.arrays[k].dtype
+            for k in seen.arrays):
+        return 0
+    known = set(_sample_keys(seen))
+    return sum(key in known for key in _sample_keys(other))

@@ -2,29 +2,26 @@
 what the user deploys for - measured time (``--objective latency``, the default), MACs or
 parameters - while the whole model's drift on data no fit saw stays within ``D``.
 
+Cost grows with the model, not with the search: one capture pass, one suffix run per candidate,
+one knapsack and a handful of whole-model verifications per budget.
+
 Data
 ----
-With calibration data the samples are split once (seeded, ``holdout`` of them, at least one):
-the refits of every trial use only the *fit* part (the refit itself holds out part of it again
-to choose its regulariser), and every drift - each trial's and the final one - is measured on
-the *held-out* part, so ``D`` is a promise about unseen data.  The summary records the drift
-on the fitted samples beside it.  Without calibration data, seeded random inputs are used (no
-refit, nothing to hold out), and the record says so: drift on random inputs says little about
-accuracy.
-
-Refits of the trials.  A data-aware refit (both factors, :mod:`convtool.core.als`) costs
-seconds per layer, a pointwise refit a fraction of that, so trials refit the pointwise weights;
-a trial that comes out at most :data:`ESCALATE` times over the budget is measured again with
-the data-aware factors (which drift less), and once such a trial is accepted every later trial
-of that selection is data-aware.  The chosen plan then gets the data-aware factors only if
-their measured held-out drift keeps the budget (else the pointwise refit the search measured),
-and the summary's ``factors`` says which - the final model is always the one whose drift was
-measured.  On the digits sample at ``--max-drift 0.05`` this took the search from 186 s to
-70 s (2 cores, timing cached) at 50% instead of 61% fewer MACs.
+With calibration data the samples are split once (seeded, ``holdout`` of them, whole batches
+for fixed-batch models): every fit uses only the *fit* part (and holds part of it out again to
+choose its regulariser), every drift is measured on the *held-out* part, so ``D`` is a promise
+about unseen data.  Acceptance uses the 95 % upper confidence bound of the held-out value
+(:mod:`convtool.analysis.bounds`: Clopper-Pearson on disagreements for ``top1``, a bootstrap
+over samples for ``rel_l2``), and the record carries the value, the bound and the sample count.
+A ``top1`` budget that even zero disagreements on the held-out samples cannot certify is
+refused before any work, with the number of samples it needs (a plan could only be accepted on
+a promise the data cannot back).  Without calibration data seeded random inputs are used
+(data-free factors, nothing held out, no bound), and the record says so.
 
 The metric (:mod:`convtool.analysis.drift`): ``rel_l2`` budgets the worst output's relative L2,
 normalised per channel for outputs with a channel axis; ``top1`` budgets ``1 - top-1
-agreement`` on outputs shaped like class scores.
+agreement``.  Selection always ranks layers by the continuous per-channel drift (top-1 is too
+coarse to rank by); verification certifies in the user's metric.
 
 Candidates and their gain
 -------------------------
@@ -32,68 +29,72 @@ A candidate is one way to convert one layer: a rank of ``search_ranks`` (capped 
 full rank) and a layout.  Its *gain* is what it saves in the objective's unit:
 
 * ``latency``: milliseconds, measured - the layer's original conv and each replacement layout
-  worth trying (:func:`convtool.core.plan.candidate_layouts`; every form under ``--layout
-  auto``) are timed alone at the layer's real input shape with the deployment's session
-  options (:class:`convtool.search.latency.LayerTuner`: interleaved, spinning off, cached).
-  Only replacements faster beyond noise (:func:`convtool.core.decide.verdict`, with the
-  ``--latency-aware`` margin) are candidates; per rank the fastest depthwise-first form is
-  kept, and ``pointwise_first`` too when it passes and is faster still (its drift differs: it
-  is not refitted).  ``gain = median(original) - median(replacement)``;
+  worth trying are timed alone at the layer's real input shape with the deployment's session
+  options (:class:`convtool.search.latency.LayerTuner`: interleaved, spinning off, cached on
+  disk).  Only replacements faster beyond noise are candidates; per rank the fastest
+  depthwise-first form is kept, and ``pointwise_first`` too when it is faster still.
+  ``gain = median(original) - median(replacement)``;
 * ``macs``: ``MACs_before x (1 - r / Cout_g - r / K)`` (``r / K + r / Cin_g`` for
-  ``pointwise_first``), the layout being the planner's;
+  ``pointwise_first``);
 * ``params``: the weights and bias the replacement saves.
-
-A layer with no candidate (never faster, or never cheaper) stays unconverted, and its record
-says why.
 
 The search
 ----------
-Each trial is one call of the pure conversion step (:func:`convtool.convert.convert`) with a
-plan of per-layer overrides, then - with data - the sequential refit
-(:mod:`convtool.search.calibrate`) and one run over the held-out samples.  Trials are memoised
-by plan, so a sweep over budgets (:mod:`convtool.search.sweep`) re-runs none twice.
+1. Sensitivity (:mod:`convtool.search.sensitivity`): one pass of the original model over the
+   calibration samples streams every candidate layer's input-patch moments and keeps, for the
+   held-out samples, every layer input and every tensor a suffix of the graph reads (memory:
+   ``capture_bytes`` in the record).  Each candidate is fitted from its layer's moments alone
+   (:data:`SENSE_ITERATIONS` alternating rounds: the whitened-SVD start and the pointwise solve,
+   within a few % of the full fit's layer error at a quarter of its cost on YOLOv8n), and its
+   drift alone is measured by running only the graph downstream of the layer.
+2. Selection: the whole-model drift is modelled as ``sqrt(sum d_l^2)`` over the chosen layers'
+   drifts alone; a multiple-choice knapsack (:mod:`convtool.core.knapsack`) picks every layer's
+   candidate at once, maximising the gain with ``sum d_l^2 <= b^2`` for an internal budget
+   ``b``.  The plan is verified: converted with its local fits and run once over the held-out
+   samples.  ``b`` starts at ``D`` (``rel_l2``) and is rescaled by the measured interaction
+   (``b D / measured``) or bisected, inside the bracket of the largest kept and the smallest
+   rejected ``b``, for at most :data:`MAX_VERIFICATIONS` verifications; the kept plan with the
+   largest gain wins.  Every attempt is in the record.
+3. Never slower: under ``latency`` the final model is timed against the original end to end
+   (interleaved A/B, :func:`convtool.search.latency.confirm`); while it is not faster beyond
+   noise the chosen layer with the least gain per unit of drift is dropped and the model
+   re-verified and re-timed.  Under ``macs`` / ``params`` a slower model is kept with a warning.
+4. Final weights: the chosen plan is refitted sequentially (:mod:`convtool.search.calibrate`:
+   each layer fitted to the original's output from its converted predecessors, with the user's
+   ``--refit``) and measured; it is kept when its bound keeps the budget and its held-out drift
+   is no worse than the local fits', else the local fits are kept.  Either way the written
+   model is the one whose drift was measured (``SearchResult.model``), for ``convert`` and for
+   every ``sweep`` point alike.
 
-1. Sensitivity: each candidate is converted alone and its drift measured.
-2. Greedy: layers are ordered by gain per unit of drift (their best candidate alone; the
-   per-channel drift orders even when the budget is on top-1, which is too coarse to rank by).
-   Each layer in turn tries its candidates that fit the budget alone, largest gain first; one
-   is kept when the whole model with every layer accepted so far plus this one stays within
-   the budget (re-checked, with the refit redone, since errors compound); otherwise the layer
-   stays unconverted.
-3. Never slower: the final model is timed against the original end to end (interleaved A/B,
-   :func:`convtool.search.latency.confirm`).  Under ``latency``, while it is not faster beyond
-   noise (the paired interval's lower end above 1) - or its drift exceeds the budget - the
-   chosen layer with the least gain per unit of drift is dropped and the model re-timed; the
-   dropped layers are recorded.  Under ``macs`` / ``params`` a slower model is kept (that is
-   what was asked for) with a warning.  ``LatencyOptions.confirm=False`` skips this step.
-
-Cost: with ``L`` layers, ``R`` ranks and ``F`` forms per rank, ``L R F`` timed pairs
-(latency only; cached on disk), at most ``2 L R`` trials (fewer under latency: candidates that
-are not faster are never trialled), one end-to-end timing per dropped layer plus one; trials
-sharing a prefix of converted layers reuse its refits.
+Cost on YOLOv8n (nudenet 320n, 38 candidate layers, 48 calibration images, 2 cores): see the
+README's "Budget search on real models" table (``benchmarks/search_time.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import onnx
 
+from convtool.analysis.bounds import drift_upper, samples_needed
 from convtool.analysis.drift import Drift, compare_outputs
-from convtool.convert import Conversion, convert, plan
+from convtool.convert import convert, plan
+from convtool.core import knapsack
 from convtool.core.decide import Verdict
 from convtool.core.factorize import mac_ratio
 from convtool.core.plan import Decision, Override, plan_layer
-from convtool.errors import ConvToolError, OptionError
+from convtool.errors import CalibrationDataError, ConvToolError, OptionError
+from convtool.graph import weights
 from convtool.graph.select import ConvSite
-from convtool.options import CalibrationOptions, ConvertOptions, RankPolicy
-from convtool.records import LatencySummary, LayerChange, SearchSummary, Sensitivity
+from convtool.options import ConvertOptions, RankPolicy
+from convtool.records import CalibrationSummary, LatencySummary, LayerChange, SearchSummary, Sensitivity
 from convtool.runtime.inputs import Dataset, fixed_batch, random_dataset
 from convtool.runtime.run import run_outputs
-from convtool.search import latency
+from convtool.search import latency, sensitivity
 from convtool.search.calibrate import RefitCache, refit_layers
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,15 @@ log = logging.getLogger(__name__)
 __all__ = ["BudgetSearch", "Candidate", "Selection", "SearchResult", "search"]
 
 RANDOM_SAMPLES = 16
-#: A pointwise-refit trial at most this factor over the budget is re-measured with the data-aware
-#: factors (which drift less); from the first such acceptance on, the selection's trials are
-#: data-aware.
-ESCALATE = 1.5
+#: Whole-model verifications per budget (each: one conversion and one held-out run).
+MAX_VERIFICATIONS = 8
+#: The internal-budget bracket is closed when ``hi / lo < 1 + BRACKET``.
+BRACKET = 0.05
+#: Alternating rounds of the sensitivity fits: 0 = the whitened-SVD start and the pointwise solve,
+#: within a few % of the full fit's layer error at a quarter of its cost (YOLOv8n, module docstring).
+SENSE_ITERATIONS = 0
+#: Confidence of the held-out upper bound the acceptance uses.
+CONFIDENCE = 0.95
 RANDOM_WARNING = ("--max-drift without --calibration: drift measured on {n} seeded random inputs, "
                   "which say little about real data; pass --calibration data.npz")
 #: Held-out samples below this make the budget's promise weak; the record warns.
@@ -175,6 +181,34 @@ class Selection:
     dropped: tuple[str, ...] = ()
     slower: bool = False
     warnings: list[str] = field(default_factory=list)
+    bound: float | None = None  # 95 % upper confidence bound of ``value``
+    factors: str = "local"  # the final model's weights: "local" fits, or the sequential refit's method
+    calibration: CalibrationSummary | None = None  # the sequential refit, when it was kept
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A model's held-out drift: the budgeted value, every measure, the 95 % upper bound."""
+
+    value: float
+    drift: Drift
+    bound: float | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One verification: the internal budget, the plan's size, what the held-out run measured."""
+
+    internal: float
+    layers: int
+    value: float
+    bound: float | None
+    kept: bool
+    gain: float
+
+    def to_dict(self) -> dict:
+        return {"internal_budget": self.internal, "layers": self.layers, "drift": self.value, "bound": self.bound,
+                "kept": self.kept, "gain": self.gain}
 
 
 @dataclass(frozen=True)
@@ -189,7 +223,9 @@ class SearchResult:
     notes: dict[str, str] = field(default_factory=dict)  # per layer: why chosen or left
     choices: dict[str, latency.LayerChoice] = field(default_factory=dict)  # timed layers (latency)
     latency: LatencySummary | None = None  # how the timing ran (latency objective)
-    factors: str = "pointwise"  # the refit the final model must get: the one its drift was measured with
+    factors: str = "pointwise"  # the final model's weights: "local" fits or the sequential refit's method
+    model: onnx.ModelProto | None = None  # the final model: the one whose held-out drift was measured
+    calibration: CalibrationSummary | None = None  # its sequential refit, when that was kept
 
     @property
     def timed(self) -> bool:
@@ -212,6 +248,26 @@ def _drift(reference: dict, candidate: dict, metric: str) -> tuple[float, Drift]
         raise OptionError("--metric top1 needs an output shaped like class scores [N, C]; use --metric rel_l2") from None
 
 
+def _value(drift: Drift, metric: str) -> float:
+    try:
+        return drift.value(metric)
+    except ValueError:
+        raise OptionError("--metric top1 needs an output shaped like class scores [N, C]; use --metric rel_l2") from None
+
+
+def _check_certifiable(budget: float | None, held: int, zero: Drift) -> None:
+    """A ``top1`` budget that even 0 disagreements on ``held`` samples cannot certify is refused."""
+    _value(zero, "top1")  # class scores at all
+    if budget is None:
+        return
+    need = samples_needed(budget, CONFIDENCE)
+    if held < need:
+        raise CalibrationDataError(
+            f"--max-drift {budget:g} --metric top1 cannot be certified with {held} held-out samples: even 0 "
+            f"disagreements bound the rate at {1 - (1 - CONFIDENCE) ** (1 / max(held, 1)):.1%} (95%); it needs "
+            f">= {need} held-out samples (more --calibration data or a larger --holdout)")
+
+
 def _same_family(a: str, b: str) -> bool:
     return (a == "pointwise_first") == (b == "pointwise_first")
 
@@ -228,7 +284,6 @@ class BudgetSearch:
         self.cal = options.calibration_or_default
         # trials refit only the pointwise weights (seconds per trial); the chosen plan then gets the
         # data-aware factors, kept only if they hold the budget on the held-out split (final_factors)
-        self.trial_cal = replace(self.cal, factors="pointwise")
         self.timing = options.timing_options
         if self.objective == "latency" or self.timing.confirm:
             from convtool.runtime.session import check_providers
@@ -252,11 +307,18 @@ class BudgetSearch:
         self.fit, self.held = fit, held
         self.batch = self.cal.batch_size
         self.reference = run_outputs(model, held, self.batch)
+        self._zero = compare_outputs(self.reference, self.reference)
+        if self.metric == "top1" and self.refit:
+            _check_certifiable(options.max_drift, held.count, self._zero)
         self.cache = RefitCache()
         self.evaluations = 0
-        self._memo: dict[tuple, tuple[float, Drift]] = {}
-        self._aware = False  # this selection's trials refit with the data-aware factors
-        self._last: tuple[tuple, onnx.ModelProto] | None = None
+        self._memo: dict[tuple, Measured] = {}
+        self.fitted: dict[tuple[str, int, str], sensitivity.Fitted] = {}
+        self.phases: dict[str, float] = {}
+        self.attempts: dict[float, tuple[Attempt, ...]] = {}
+        self.capture_bytes = 0
+        self.sites: list[ConvSite] = []
+        self.sequential: dict[float, Measured] = {}  # per budget: the sequential refit's measurement
         self.names: list[str] = []  # every layer that qualifies at some rank, graph order
         self.candidates: dict[str, list[Candidate]] = {}
         self.left: dict[str, str] = {}  # layers without a candidate: why
@@ -267,7 +329,7 @@ class BudgetSearch:
         self.tuner: latency.LayerTuner | None = None
         self.timed_candidates = 0
 
-    # -- trials ------------------------------------------------------------------------------------
+    # -- plans and their models ---------------------------------------------------------------------
 
     def _tick(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -277,85 +339,97 @@ class BudgetSearch:
     def plan_key(overrides: Mapping[str, Override]) -> tuple:
         return tuple(sorted((n, o.rank, o.layout) for n, o in overrides.items() if o.rank))
 
-    def build(self, overrides: Mapping[str, Override], cal: CalibrationOptions | None = None) -> Conversion:
-        """The conversion of one plan, refitted on the fit split when there is data (trials: the
-        pointwise refit; ``cal``: another refit, e.g. the data-aware one for the final plan)."""
-        conv = convert(self.model, self.base, overrides, source=self.source, count_macs=False)
-        if self.refit and conv.record.totals.converted:
-            conv.model, _ = refit_layers(self.model, conv.model, conv.record.layers, self.fit, cal or self.trial_cal,
-                                         self.cache, decisions=conv.decisions)
-        return conv
-
-    def final_factors(self, selection: Selection) -> tuple[Selection, str]:
-        """The chosen plan with data-aware factors when the user asked for them and they keep the
-        budget on the held-out split (their drift is measured, not assumed); else the pointwise
-        refit the search measured.  Returns the selection to report and the refit it used."""
-        if not self.refit:
-            return selection, "none"
-        if self._aware:  # the selection was measured with the data-aware refit already
-            return selection, "data-aware"
-        if not (selection.chosen and self.cal.factors == "data-aware"):
-            return selection, self.trial_cal.factors
-        self._tick("data-aware factors", 0, 1)
-        model = self.build(selection.overrides, self.cal).model
-        value, drift = _drift(self.reference, run_outputs(model, self.held, self.batch), self.metric)
-        self._tick("data-aware factors", 1, 1)
-        if value <= selection.budget:
-            return replace(selection, value=value, drift=drift, model=model), "data-aware"
-        warning = (f"--max-drift: the data-aware factors drifted {value:.4g} > {selection.budget:g} on the held-out "
-                   f"samples for the chosen layers; kept the pointwise refit the search measured ({selection.value:.4g})")
-        return replace(selection, warnings=[*selection.warnings, warning]), "pointwise"
-
-    def trial_model(self, overrides: Mapping[str, Override], aware: bool | None = None) -> onnx.ModelProto:
-        aware = self._aware if aware is None else aware
-        key = (self.plan_key(overrides), aware)
-        if self._last is not None and self._last[0] == key:
-            return self._last[1]
-        model = self.build(overrides, self.cal if aware else None).model if key[0] else self.model
-        self._last = (key, model)
-        return model
-
-    def evaluate(self, overrides: Mapping[str, Override], aware: bool | None = None) -> tuple[float, Drift]:
-        """The budgeted drift (and every measure) of a plan on the held-out samples; memoised.
-        ``aware``: with the data-aware refit (default: the current selection's mode)."""
-        aware = self._aware if aware is None else aware
-        key = (self.plan_key(overrides), aware)
-        if key not in self._memo:
-            self.evaluations += 1
-            self._memo[key] = _drift(self.reference,
-                                     run_outputs(self.trial_model(overrides, aware), self.held, self.batch),
-                                     self.metric)
-        return self._memo[key]
-
-    def _alone(self, c: Candidate, budget: float) -> float:
-        """``c``'s drift alone; a pointwise value just over the budget is re-measured data-aware."""
-        value = self.alone[c.key][0]
-        if self._escalates(value, budget):
-            value = min(value, self.evaluate(self.plan_of({c.name: c}), aware=True)[0])
-        return value
-
-    def _escalates(self, value: float, budget: float) -> bool:
-        """A pointwise-refit trial just over the budget is worth a data-aware trial."""
-        return (self.refit and not self._aware and self.cal.factors == "data-aware"
-                and budget < value <= ESCALATE * budget)
-
     def plan_of(self, chosen: Mapping[str, Candidate]) -> dict[str, Override]:
         """Every qualifying layer off except the chosen ones."""
         return {**{n: Override(rank=0) for n in self.names}, **{n: c.override for n, c in chosen.items()}}
 
+    def local_model(self, chosen: Mapping[str, Candidate]) -> onnx.ModelProto:
+        """The plan converted, each layer with its local fit from the sensitivity pass."""
+        if not chosen:
+            return self.model
+        conv = convert(self.model, self.base, self.plan_of(chosen), source=self.source, count_macs=False)
+        for layer in conv.record.layers:
+            c = chosen.get(layer.name)
+            if c is None or not layer.converted:
+                continue
+            f = self.fitted[c.key]
+            weights.write_factors(conv.model, list(layer.new_nodes), layer.layout or "multiplier", f.factors,
+                                  f.bias, layer.group)
+        return conv.model
+
+    def sequential_model(self, chosen: Mapping[str, Candidate]) -> tuple[onnx.ModelProto, CalibrationSummary | None]:
+        """The plan converted and refitted sequentially on the fit split (what ``convert
+        --calibration`` does to a fixed plan)."""
+        conv = convert(self.model, self.base, self.plan_of(chosen), source=self.source, count_macs=False)
+        if not (self.refit and conv.record.totals.converted):
+            return conv.model, None
+        return refit_layers(self.model, conv.model, conv.record.layers, self.fit, self.cal, self.cache,
+                            decisions=conv.decisions)
+
+    def measure(self, model: onnx.ModelProto) -> Measured:
+        """Held-out drift of ``model``, the budgeted value and its upper confidence bound."""
+        self.evaluations += 1
+        outputs = run_outputs(model, self.held, self.batch)
+        value, drift = _drift(self.reference, outputs, self.metric)
+        bound = drift_upper(self.reference, outputs, self.metric, drift.top1_agreement, self.held.count,
+                            CONFIDENCE) if self.refit else None
+        return Measured(value, drift, bound)
+
+    def verify(self, chosen: Mapping[str, Candidate]) -> Measured:
+        """The plan's local model measured on the held-out samples; memoised by plan."""
+        key = self.plan_key(self.plan_of(chosen))
+        if key not in self._memo:
+            self._memo[key] = self.measure(self.local_model(chosen)) if key else Measured(0.0, self._zero, 0.0)
+        return self._memo[key]
+
+    def keeps(self, m: Measured, budget: float) -> bool:
+        """Acceptance: the upper bound keeps the budget (the value, where there is no bound)."""
+        return m.value <= budget and (m.bound is None or m.bound <= budget)
+
     # -- 1. candidates and sensitivity ---------------------------------------------------------------
 
     def analyse(self) -> BudgetSearch:
-        """Candidates (timed under the latency objective), then each one's drift alone."""
+        """Candidates (timed under the latency objective), then each one's fit and drift alone."""
+        t0 = time.perf_counter()
         self._candidates()
-        todo = [c for n in self.names for c in self.candidates.get(n, [])]
-        for i, c in enumerate(todo):
-            self._tick("sensitivity", i, len(todo))
-            self.alone[c.key] = self.evaluate(self.plan_of({c.name: c}))
-        self._tick("sensitivity", len(todo), len(todo))
+        self.phases["candidates"] = round(time.perf_counter() - t0, 3)
+        self._sense()
         ratio = {n: max(self.ratio(c) for c in cs) for n, cs in self.candidates.items() if cs}
         self.order = sorted(ratio, key=lambda n: -ratio[n])
         return self
+
+    def _sense(self) -> None:
+        """Step 1 of the module docstring: one capture, a local fit and a suffix run per candidate."""
+        t0 = time.perf_counter()
+        todo = [c for n in self.names for c in self.candidates.get(n, [])]
+        if not todo:
+            return
+        by_name = {s.name: s for s in self.sites}
+        sites = [by_name[n] for n in self.names if self.candidates.get(n)]
+        decisions = {c.key: self._decision(by_name[c.name], c) for c in todo}
+        first = {c.name: decisions[c.key] for c in reversed(todo)}
+        cap = sensitivity.capture(self.model, sites, first, self.fit, self.held, self.cal, moments=self.refit,
+                                  progress=lambda d, t: self._tick("capturing activations", d, t))
+        self.capture_bytes, self.phases["capture"] = cap.nbytes, cap.seconds
+        runner = sensitivity.SuffixRunner(self.model, cap)
+        t1 = time.perf_counter()
+        for i, c in enumerate(todo):
+            self._tick("sensitivity", i, len(todo))
+            d = decisions[c.key]
+            fitted = (sensitivity.fit_candidate(d, cap.moments[c.name], self.cal, SENSE_ITERATIONS) if self.refit
+                      else sensitivity.Fitted(d.factors, d.bias, "data-free"))
+            self.fitted[c.key] = fitted
+            drift, _ = runner.drift(by_name[c.name], d, fitted)
+            self.alone[c.key] = (_value(drift, self.metric), drift)
+        self._tick("sensitivity", len(todo), len(todo))
+        self.phases["sensitivity"] = round(time.perf_counter() - t1, 3)
+        self.phases["capture+sensitivity"] = round(time.perf_counter() - t0, 3)
+
+    def _decision(self, site: ConvSite, c: Candidate) -> Decision:
+        d = plan_layer(site.layer, RankPolicy.fixed(c.rank), c.layout, Override(rank=c.rank, layout=c.layout))
+        if not isinstance(d, Decision):
+            raise ConvToolError(f"{c.name}: candidate rank {c.rank} ({c.layout}) cannot be planned: {d}")
+        return d
 
     def ratio(self, c: Candidate) -> float:
         """Gain per unit of (per-channel) drift, alone."""
@@ -367,6 +441,7 @@ class BudgetSearch:
         ranks = sorted({int(r) for r in self.options.search_ranks})
         planned = plan(self.model, replace(self.base, rank=RankPolicy.fixed(ranks[0])), source=self.source)
         sites = [s for s in planned.sites if isinstance(s, ConvSite)]
+        self.sites = sites
         try:
             costs = node_costs(self.model, self.options.input_shape_map)
         except ConvToolError:
@@ -445,37 +520,80 @@ class BudgetSearch:
     # -- 2. greedy, 3. never slower -----------------------------------------------------------------
 
     def select(self, budget: float) -> Selection:
-        """The greedy selection under ``budget``, then the end-to-end check (module docstring)."""
-        chosen: dict[str, Candidate] = {}
-        notes: dict[str, str] = dict(self.left)
-        totals: dict[str, float] = {}
-        self._aware = False
-        for i, name in enumerate(self.order):
-            self._tick("greedy", i, len(self.order))
-            cands = sorted(self.candidates[name], key=lambda c: -c.gain(self.objective))
-            fits = [c for c in cands if self._alone(c, budget) <= budget]
-            if not fits:
-                best = min(self.alone[c.key][0] for c in cands)
-                notes[name] = f"alone it drifts {best:.4g} > budget {budget:g}"
-                continue
-            for c in fits:
-                plan = self.plan_of({**chosen, name: c})
-                value, _ = self.evaluate(plan)
-                if self._escalates(value, budget):
-                    aware_value, _ = self.evaluate(plan, aware=True)
-                    if aware_value <= budget:  # from here on every trial of this selection is data-aware
-                        self._aware, value = True, aware_value
-                if value <= budget:
-                    chosen[name] = c
-                    totals[name] = value
-                    break
+        """The knapsack plan under ``budget``, verified, then the end-to-end check (module docstring)."""
+        t0 = time.perf_counter()
+        names = [n for n in self.names if self.candidates.get(n)]
+        options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
+        top = math.sqrt(sum(max(cost for cost, _ in opts) for opts in options)) if options else 0.0
+        attempts: list[Attempt] = []
+        best: tuple[dict[str, Candidate], Measured, float] = ({}, self.verify({}), 0.0)
+        lo, hi = 0.0, math.inf
+        internal = min(budget, top) if self.metric == "rel_l2" else top / 4
+        for step in range(MAX_VERIFICATIONS):
+            if not options or internal <= 0:
+                break
+            self._tick("verifying plans", step, MAX_VERIFICATIONS)
+            picks = knapsack.solve(options, internal * internal)
+            chosen = {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
+            m = self.verify(chosen)
+            ok = self.keeps(m, budget)
+            attempts.append(Attempt(internal, len(chosen), m.value, m.bound, ok,
+                                    sum(c.gain(self.objective) for c in chosen.values())))
+            if ok:
+                lo = internal
+                if sum(c.gain(self.objective) for c in chosen.values()) > sum(
+                        c.gain(self.objective) for c in best[0].values()):
+                    best = (chosen, m, internal)
             else:
-                notes[name] = f"with the layers already chosen every rank exceeds budget {budget:g}"
-        self._tick("greedy", len(self.order), len(self.order))
-        for name, c in chosen.items():
-            notes[name] = (f"chosen at rank {c.rank} ({c.layout}): {describe_gain(c, self.objective)}, drift alone "
-                           f"{self.alone[c.key][0]:.4g}; whole model {totals[name]:.4g} <= {budget:g} when added")
-        return self._finish(budget, chosen, notes)
+                hi = internal
+            if ok and internal >= top:
+                break  # every layer at its largest gain keeps the budget
+            internal = self._next_internal(internal, m, budget, lo, hi, top)
+            if internal is None:
+                break
+        self._tick("verifying plans", MAX_VERIFICATIONS, MAX_VERIFICATIONS)
+        self.attempts[budget] = tuple(attempts)
+        chosen, measured, internal = best
+        notes: dict[str, str] = dict(self.left)
+        bound = "" if measured.bound is None else f" (95% bound {measured.bound:.4g})"
+        for name in names:
+            if name in chosen:
+                c = chosen[name]
+                notes[name] = (f"chosen at rank {c.rank} ({c.layout}): {describe_gain(c, self.objective)}, drift "
+                               f"alone {self.alone[c.key][0]:.4g}; whole model {measured.value:.4g}{bound} <= "
+                               f"{budget:g}")
+            else:
+                alone = min(self.alone[c.key][0] for c in self.candidates[name])
+                notes[name] = (f"alone it drifts {alone:.4g} > budget {budget:g}" if alone > budget else
+                               f"not in the best plan within budget {budget:g} (least drift alone {alone:.4g})")
+        self.phases[f"selection {budget:g}"] = round(time.perf_counter() - t0, 3)
+        return self._finish(budget, dict(chosen), notes)
+
+    def _next_internal(self, internal: float, m: Measured, budget: float, lo: float, hi: float,
+                       top: float) -> float | None:
+        """The next internal budget: scaled by the measured interaction under ``rel_l2`` (the
+        whole-model drift grows about linearly with ``sqrt(sum d_l^2)``), else bisected in log
+        space; always inside the bracket ``(lo, hi)``; ``None`` when the bracket is closed."""
+        if hi < math.inf and lo > 0 and hi / lo < 1.0 + BRACKET:
+            return None
+        measured = m.bound if m.bound is not None else m.value
+        guess = None
+        if self.metric == "rel_l2" and measured > 0:
+            guess = internal * budget / measured * (0.97 if measured > budget else 1.0)
+        if hi == math.inf:
+            nxt = min(top, max(guess or 0.0, internal * 2.0))
+        elif lo == 0.0:
+            nxt = min(guess, internal / 2.0) if guess is not None else internal / 4.0
+        else:
+            mid = math.sqrt(lo * hi)
+            nxt = guess if guess is not None and lo < guess < hi else mid
+        if nxt <= 0 or nxt == internal or (hi < math.inf and nxt >= hi) or nxt <= lo:
+            nxt = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else None
+        return nxt
+
+    def cost(self, c: Candidate) -> float:
+        """The knapsack weight: the squared per-channel drift the candidate causes alone."""
+        return max(self.alone[c.key][1].drift, _DRIFT_FLOOR) ** 2
 
     def _finish(self, budget: float, chosen: dict[str, Candidate], notes: dict[str, str]) -> Selection:
         warnings: list[str] = []
@@ -484,9 +602,9 @@ class BudgetSearch:
         slower = False
         check = self.timing.confirm
         while True:
-            overrides = self.plan_of(chosen)
-            value, drift = self.evaluate(overrides)
-            model = self.trial_model(overrides)
+            m = self.verify(chosen)
+            value, drift = m.value, m.drift
+            model = self.local_model(chosen)
             if not chosen:
                 verdict = None
                 break
@@ -524,12 +642,38 @@ class BudgetSearch:
             if name not in chosen and name in overrides:
                 overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
         return Selection(budget, dict(chosen), overrides, value, drift, model, notes, verdict, tuple(dropped),
-                         slower, warnings)
+                         slower, warnings, bound=m.bound)
 
     def _time_whole(self, converted: onnx.ModelProto) -> Verdict:
         return latency.confirm(self.model, converted, self.timing, self.options.input_shape_map,
                                progress=None if self.progress is None else
                                (lambda d, t: self._tick("timing models", d, t)))
+
+    # -- 4. the final weights --------------------------------------------------------------------------
+
+    def final_factors(self, selection: Selection) -> tuple[Selection, str]:
+        """The chosen plan refitted sequentially (each layer fitted to the original's output from
+        its converted predecessors) when that measures no worse on the held-out samples than the
+        local fits the search verified, and keeps the budget; else the local fits.  The final
+        model is always the one whose drift was measured.  Returns the selection and its weights'
+        source (``"local"``, or the refit's method)."""
+        if not (self.refit and selection.chosen):
+            return selection, "local" if self.refit else "none"
+        t0 = time.perf_counter()
+        self._tick("sequential refit", 0, 1)
+        model, cal = self.sequential_model(selection.chosen)
+        m = self.measure(model)
+        self._tick("sequential refit", 1, 1)
+        self.phases["sequential refit"] = round(time.perf_counter() - t0, 3)
+        self.sequential[selection.budget] = m
+        if self.keeps(m, selection.budget) and m.value <= selection.value:
+            return replace(selection, value=m.value, drift=m.drift, bound=m.bound, model=model,
+                           factors=self.cal.factors, calibration=cal), self.cal.factors
+        local = sensitivity.local_summary({n: self.fitted[c.key] for n, c in selection.chosen.items()},
+                                          self.data.source if self.data is not None else "<memory>",
+                                          self.data.count if self.data is not None else 0, self.fit.count,
+                                          self.held.count, self.phases.get("sensitivity", 0.0))
+        return replace(selection, calibration=local), "local"
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -571,7 +715,12 @@ class BudgetSearch:
             layouts={n: c.layout for n, c in selection.chosen.items()}, timed_candidates=self.timed_candidates,
             end_to_end=None if v is None else EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low,
                                                        v.ci_high, v.runs),
-            dropped=selection.dropped, slower=selection.slower)
+            dropped=selection.dropped, slower=selection.slower, bound=selection.bound,
+            certified=selection.bound is not None and selection.bound <= selection.budget,
+            attempts=tuple(a.to_dict() for a in self.attempts.get(selection.budget, ())),
+            phases=dict(self.phases), capture_bytes=self.capture_bytes,
+            local_drift=self._memo.get(self.plan_key(selection.overrides), Measured(selection.value, selection.drift,
+                                                                                   None)).value)
 
     def result(self, selection: Selection) -> SearchResult:
         choices: dict[str, latency.LayerChoice] = {}
@@ -582,7 +731,8 @@ class BudgetSearch:
                                                 chosen=None if c is None else (c.rank, c.layout))
         return SearchResult(selection.overrides, self.summary(selection), tuple(self.warnings + selection.warnings),
                             self.fit if self.refit else None, self.cache, dict(selection.notes), choices,
-                            self.latency_summary(selection))
+                            self.latency_summary(selection), selection.factors, selection.model,
+                            selection.calibration)
 
 
 def _best_speedup(choice: latency.LayerChoice) -> float:

@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 
 from convtool.analysis.costs import model_macs, model_params
-from convtool.analysis.drift import compare_outputs, looks_like_class_scores, top1_accuracy
+from convtool.analysis.drift import compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
 from convtool.convert import convert
 from convtool.core.decide import resolved, verdict
 from convtool.errors import CalibrationDataError, ConvToolError
@@ -54,11 +54,10 @@ from convtool.records import SweepBaseline, SweepPoint, SweepRecord
 from convtool.runtime.inputs import Dataset, random_feeds
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
-from convtool.search.calibrate import refit_layers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SweepResult", "pareto", "quality_axis", "sweep"]
+__all__ = ["SweepResult", "pareto", "quality_axis", "sweep", "sweep_words"]
 
 #: ``progress(stage, done, total)``
 Progress = Callable[[str, int, int], None]
@@ -102,6 +101,13 @@ def pareto(points: Sequence[Mapping], axis: str, original: Mapping | None = None
     return flags
 
 
+def sweep_words(warning: str) -> str:
+    """A search warning in the sweep's terms: the sweep has ``--budgets``, not ``--max-drift``."""
+    text = warning.removeprefix("--max-drift: ")
+    text = text.replace("--max-drift without", "sweep without").replace("a larger --max-drift", "larger --budgets")
+    return text.replace("--max-drift", "--budgets")
+
+
 def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float | None:
     for value in outputs.values():
         if looks_like_class_scores(value) and value.shape[0] == labels.shape[0]:
@@ -122,7 +128,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             progress(stage, done, total)
 
     search = BudgetSearch(model, replace(options, max_drift=None), data, source=source, progress=progress).analyse()
-    warnings = list(search.warnings)
+    warnings = [sweep_words(w) for w in search.warnings]
     budgets = sweep_options.sorted_budgets
     selections: list[Selection] = []
     refits: list[str] = []  # the refit each point's drift was measured with
@@ -131,7 +137,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         selection, refit = search.final_factors(search.select(budget))  # as convert --max-drift does
         selections.append(selection)
         refits.append(refit)
-        warnings += [f"budget {budget:g}: {w}" for w in selection.warnings]
+        warnings += [f"budget {budget:g}: {sweep_words(w)}" for w in selection.warnings]
     tick("budgets", len(budgets), len(budgets))
 
     # 3. the point models, built as convert builds them; identical plans share one model
@@ -145,11 +151,9 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         if key in built:
             continue
         conv = convert(model, final, selection.overrides, source=source, count_macs=True)
-        out = conv.model
-        if search.refit and conv.record.totals.converted:
-            cal = replace(search.cal, factors=key[1]) if key and key[1] in ("data-aware", "pointwise") else search.cal
-            out, _ = refit_layers(model, out, conv.record.layers, search.fit, cal, search.cache,
-                                  decisions=conv.decisions)
+        # the point's model is the search's final model for this budget - exactly what
+        # `convert --max-drift B` writes (same plan, same weights, the drift the search measured)
+        out = selection.model if conv.record.totals.converted else conv.model
         if options.finetune is not None and data is not None and conv.record.totals.converted:
             from convtool.search import finetune as ft  # the [finetune] extra; checked before any work
 
@@ -174,6 +178,10 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     acc_original = _accuracy(reference, labels) if labels is not None else None
     if labels is not None and acc_original is None:
         raise CalibrationDataError(f"{eval_data.source}: labels given, but no output looks like class scores [N, C]")
+    if labels is not None:
+        scores = next(v for v in reference.values() if looks_like_class_scores(v) and v.shape[0] == labels.shape[0])
+        problem = label_problem(scores, labels, eval_data.source)
+        warnings += [problem] if problem else []
     measured: dict[tuple, dict] = {}
     for i, key in enumerate(built):
         tick("evaluating", i, len(built))
@@ -226,7 +234,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             budget=selection.budget, search_drift=selection.value, macs=macs, params=model_params(out),
             converted=len(selection.chosen), ranks={n: c.rank for n, c in selection.chosen.items()},
             layouts={n: c.layout for n, c in selection.chosen.items()}, dropped=selection.dropped,
-            finetuned=finetuned.get(key, False), **m))
+            finetuned=finetuned.get(key, False) if options.finetune is not None else None, **m))
     has_agreement = any(p["top1_agreement"] is not None for p in points)
     axis = quality_axis(labels is not None, has_agreement)
     original = dict(speedup=1.0, drift=0.0, top1_agreement=1.0 if has_agreement else None, accuracy=acc_original)
