@@ -24,6 +24,10 @@ def _label(candidate: dict) -> str:
     return f"{candidate.get('layout', '-')}" + (f" r{rank}" if rank is not None else "")
 
 
+def _ci(low: float | None, high: float | None) -> str:
+    return f" ({low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+
+
 def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
     rows = [layer for layer in record.layers if layer.latency_decision is not None]
     layouts, times, speedups, decisions = [], [], [], []
@@ -32,15 +36,14 @@ def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
         best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout
                      and c.get("rank") in (None, layer.rank)), None)  # the chosen (rank, layout), not its layout
         best = best or max(candidates, key=lambda c: c.get("speedup") or 0.0, default=None)
-        others = [f"{_label(c)} {fmt.times(c.get('speedup'))}" for c in candidates if c is not best]
+        others = [f"{_label(c)} {fmt.times(c.get('speedup'))}{_ci(c.get('ci_low'), c.get('ci_high'))}"
+                  for c in candidates if c is not best]
         kept = ("kept" if layer.latency_resolved is not False
                 else f"kept: not resolved at {best.get('runs') if best else '?'} runs")
         decision = ("converted" if layer.converted else kept) + (f"; also timed: {', '.join(others)}" if others else "")
         layouts.append(_label(best) if best else "-")
         times.append(fmt.ms_pair(layer.latency_original_ms, layer.latency_replacement_ms))
-        ci = (f" ({layer.latency_ci_low:.2f}-{layer.latency_ci_high:.2f})"
-              if layer.latency_ci_low is not None and layer.latency_ci_high is not None else "")
-        speedups.append(fmt.times(layer.latency_speedup) + ci)
+        speedups.append(fmt.times(layer.latency_speedup) + _ci(layer.latency_ci_low, layer.latency_ci_high))
         decisions.append(Text(decision, style="green" if layer.converted else "yellow"))
     names = Column("layer / decision" if decision_below else "layer", [layer.name for layer in rows],
                    justify="left", names=True)
