@@ -203,7 +203,13 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         _copy_layer_errors(record)
 
     # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
-    if options.finetune is not None and data is not None and record.totals.converted:
+    if search is not None and search.finetune is not None and search.model is not None and tuning is None:
+        from convtool.search import finetune as ft  # the search fine-tuned its plans already
+
+        record.finetune = ft.with_search_note(search.finetune)
+        if not search.finetune.kept:
+            warnings.append(f"--finetune: {search.finetune.decision}")
+    elif options.finetune is not None and data is not None and record.totals.converted:
         from convtool.search import finetune as ft
 
         train, held = ft.split(data, fit_data, options.calibration_or_default)

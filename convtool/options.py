@@ -152,7 +152,8 @@ class CalibrationOptions:
     least squares (seeded subsampling; 0 = all).  ``factors``: ``"data-aware"`` fits both
     factors to the data (alternating least squares on input-patch moments, kept only where it
     lowers the held-out error, see :mod:`convtool.core.als`); ``"pointwise"`` refits only the
-    pointwise weights.  ``iterations``: at most this many alternating rounds per layer.
+    pointwise weights.  ``iterations``: at most this many alternating rounds per layer (0: the
+    whitened-SVD start and the pointwise solve only).
     """
 
     source: str | None = None
@@ -168,8 +169,8 @@ class CalibrationOptions:
     def __post_init__(self) -> None:
         if self.factors not in ("data-aware", "pointwise"):
             raise OptionError(f"--refit must be data-aware or pointwise, got {self.factors!r}")
-        if self.iterations < 1:
-            raise OptionError(f"ALS iterations must be >= 1, got {self.iterations}")
+        if self.iterations < 0:
+            raise OptionError(f"ALS iterations must be >= 0, got {self.iterations}")
         if not 0.0 <= self.holdout < 1.0:
             raise OptionError(f"--holdout must be in [0, 1), got {self.holdout}")
         if self.max_samples < 1:

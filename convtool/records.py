@@ -193,6 +193,7 @@ class SearchSummary:
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
     capture_bytes: int = 0  # memory held by the cached activations and moments
     local_drift: float | None = None  # held-out drift of the plan with the local (sensitivity) fits
+    finetune_attempts: tuple[dict, ...] = ()  # --finetune: each plan fine-tuned inside the search
 
 
 @dataclass(frozen=True)

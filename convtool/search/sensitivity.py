@@ -53,7 +53,7 @@ from convtool.runtime.session import make_session
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Capture", "Fitted", "LayerIO", "SuffixRunner", "capture", "fit_candidate", "layer_io", "local_summary"]
+__all__ = ["Capture", "Fitted", "LayerIO", "SuffixRunner", "capture", "fit_candidate", "fit_all", "layer_io", "local_summary"]
 
 #: Per batch and layer at most this many positions per moment dimension (as the refit).
 MOMENT_POSITIONS_PER_DIM = 32
@@ -223,6 +223,28 @@ def fit_candidate(decision: Decision, moments: tuple[PatchMoments, PatchMoments 
     return Fitted(Factors(first, second, res.rank, res.orientation), bias, best,
                   err.held if err.held is not None else err.fit,
                   res.data_free.held if res.data_free.held is not None else res.data_free.fit)
+
+
+def fit_all(jobs: Sequence[tuple[object, Decision, tuple[PatchMoments, PatchMoments | None]]],
+            cal: CalibrationOptions, iterations: int | None = None, *, fit: bool = True, workers: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> dict:
+    """:func:`fit_candidate` for every ``(key, decision, moments)``, on ``workers`` threads (default:
+    the CPU count, at most 4; numpy's solvers release the GIL and BLAS is held to one thread
+    per solve); ``fit=False`` gives every candidate its data-free factors.  ``{key: Fitted}``."""
+    if not fit:
+        return {key: Fitted(d.factors, d.bias, "data-free") for key, d, _ in jobs}
+    import os
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    out: dict = {}
+    with few_blas_threads(), ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fit_candidate, d, m, cal, iterations): key for key, d, m in jobs}
+        for i, future in enumerate(as_completed(futures)):
+            out[futures[future]] = future.result()
+            if progress is not None:
+                progress(i + 1, len(jobs))
+    return out
 
 
 class SuffixRunner:

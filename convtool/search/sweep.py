@@ -134,7 +134,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     refits: list[str] = []  # the refit each point's drift was measured with
     for i, budget in enumerate(budgets):
         tick("budgets", i, len(budgets))
-        selection, refit = search.final_factors(search.select(budget))  # as convert --max-drift does
+        selection, refit = search.final(budget)  # exactly what convert --max-drift does
         selections.append(selection)
         refits.append(refit)
         warnings += [f"budget {budget:g}: {sweep_words(w)}" for w in selection.warnings]
@@ -154,16 +154,10 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         # the point's model is the search's final model for this budget - exactly what
         # `convert --max-drift B` writes (same plan, same weights, the drift the search measured)
         out = selection.model if conv.record.totals.converted else conv.model
-        if options.finetune is not None and data is not None and conv.record.totals.converted:
-            from convtool.search import finetune as ft  # the [finetune] extra; checked before any work
-
-            train, held = ft.split(data, search.fit, search.cal)
-            tuned = ft.finetune(model, out, conv.record.layers, train, held, options.finetune,
-                                batch_size=search.batch, progress=ft.stage_progress(progress))
-            out = tuned.model
-            finetuned[key] = tuned.summary.kept
-            if not tuned.summary.kept:
-                warnings.append(f"budget {selection.budget:g}: --finetune: {tuned.summary.decision}")
+        if selection.finetune is not None:  # --finetune ran inside the search (BudgetSearch.deepen)
+            finetuned[key] = selection.finetune.kept
+            if not selection.finetune.kept:
+                warnings.append(f"budget {selection.budget:g}: --finetune: {selection.finetune.decision}")
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
     try:
