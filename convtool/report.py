@@ -526,9 +526,9 @@ def _int8_measure(models: Sequence[onnx.ModelProto], paths: Sequence[str], optio
         def tick(offset: int):
             return None if progress is None else (lambda d, t: progress("timing INT8", offset * t + d, 2 * t))
 
-        original = lambda: make_session(paths[0], config)  # noqa: E731
-        int8 = lambda: make_session(quantized.model, config)  # noqa: E731
-        converted = lambda: make_session(paths[1], config)  # noqa: E731
+        original = lambda: make_session(paths[0], config)
+        int8 = lambda: make_session(quantized.model, config)
+        converted = lambda: make_session(paths[1], config)
         timed, over = time_pair([original, int8], timing_batch, options, tick(0))
         latency = timed.stats[1]
         _, under = time_pair([int8, converted], timing_batch, options, tick(1))

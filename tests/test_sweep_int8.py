@@ -123,7 +123,7 @@ def test_cli_draws_the_int8_original_in_table_markdown_and_picture(tmp_path, wid
     assert "vs INT8" in table
     assert "INT8 original: speedup" in " ".join(res.stdout.split())
     md = (tmp_path / "out" / "sweep.md").read_text()
-    assert re.search(r"^\| INT8 \| - \|", md, re.M) and "vs INT8 (95% CI)" in md
+    assert re.search(r"^\| INT8 \| - \|", md, re.MULTILINE) and "vs INT8 (95% CI)" in md
     svg = ET.fromstring((tmp_path / "out" / "sweep.svg").read_text())
     assert any(e.tag.endswith("polygon") for e in svg.iter()) and "INT8 original" in "".join(svg.itertext())
 
