@@ -74,7 +74,8 @@ class Setup:
 SETUPS = {"yolov8n": Setup(48, 60, None), "ppocr_det": Setup(24, 40, (736, 736))}
 SMOKE_SETUPS = {"yolov8n": Setup(6, 4, None), "ppocr_det": Setup(4, 2, (128, 128))}
 #: --smoke: layer timings of a few runs each (the CLI's defaults time each pair for up to 400 ms)
-SMOKE_TIMING = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
+SMOKE_TIMING = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3, confirm_max_runs=3,
+                    confirm_budget_ms=1.0)
 #: --smoke: only a few layers may be converted (YOLOv8n: four 3x3 convs of the smallest head)
 SMOKE_INCLUDE = {"yolov8n": (r"^/model\.22/cv[23]\.2/",), "ppocr_det": ()}
 
@@ -316,7 +317,8 @@ def bench_sweep(budgets: Sequence[float], setup: Setup, args, workdir: Path) -> 
     options = convert_options(name, None, args.threads, cache_dir, args.smoke)
     log(f"sweep {name}: budgets {','.join(f'{b:g}' for b in budgets)}, cold timing cache")
     start = time.perf_counter()
-    result = sweep_model(model, options, SweepOptions(budgets=tuple(budgets), runs=args.runs),
+    timing = dict(max_runs=args.runs, max_seconds=2.0) if args.smoke else {}  # else the sweep's own caps
+    result = sweep_model(model, options, SweepOptions(budgets=tuple(budgets), runs=args.runs, **timing),
                          calibration_data=calib, eval_data=evaluation, source=name,
                          progress=StageLog(f"sweep {name}"))
     seconds = time.perf_counter() - start
@@ -329,7 +331,7 @@ def bench_sweep(budgets: Sequence[float], setup: Setup, args, workdir: Path) -> 
     lines = [f"### {name}: `convtool sweep`, {len(record.points)} budgets, {setup.calibration} calibration images",
              "", f"Wall time {seconds:.0f} s (cold timing cache, {args.threads} threads; the search inside "
              f"{record.seconds:.0f} s); drift and detections on the {len(images)} evaluation images; "
-             f"{record.environment.get('runs')} interleaved runs; picture: `{out.name}`", "",
+             f"timing: {record.environment.get('runs')} interleaved runs; picture: `{out.name}`", "",
              "layers: converted of the layers that qualify (the sweep's count; convert's tables count every Conv)", "",
              "| budget | layers | MACs | drift | speedup (95% CI) | P | identical | new |",
              "|---:|---:|---:|---:|---|---|---:|---:|"]

@@ -43,7 +43,7 @@ from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, load, model_inputs, shared_samples, validate
+from convtool.runtime.inputs import Dataset, fixed_batch, load, model_inputs, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -74,7 +74,6 @@ def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | 
     """The calibration samples no fit saw: with a ``--max-drift`` search, its held-out split
     (every refit and fine-tune used the rest); else the refit's held-out split (used only to
     choose each layer's fit: its regulariser and whether to keep it).  Named in ``source``."""
-    from convtool.runtime.inputs import fixed_batch
 
     cal = options.calibration_or_default
     searched = fit_data is not None and fit_data is not data
@@ -169,14 +168,14 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         assert lat is not None
         latency.apply_choices(record.layers, tuning.choices)
         verdict, reverted = None, False
-        if lat.confirm and record.totals.converted:
+        if lat.confirm and record.totals.converted and options.quantize is None:  # INT8: checked after quantizing
             verdict = latency.confirm(model, new_model, lat, options.input_shape_map,
                                       progress=_stage(progress, "timing models"))
-            if verdict.ci_high < 1.0:
+            if not verdict.convert:  # slower, or not resolved: the safe choice is the original
                 reverted = True
-                reason = (f"whole model {1 / verdict.speedup:.2f}x slower with the converted layers "
-                          f"({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured end to end); "
-                          "kept the original")
+                reason = (f"whole model {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) with the "
+                          f"converted layers ({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured "
+                          "end to end) is not faster beyond noise; kept the original")
                 for layer in record.layers:
                     if layer.converted:
                         layer.skip(reason)
@@ -203,7 +202,13 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         _copy_layer_errors(record)
 
     # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
-    if options.finetune is not None and data is not None and record.totals.converted:
+    if search is not None and search.finetune is not None and search.model is not None and tuning is None:
+        from convtool.search import finetune as ft  # the search fine-tuned its plans already
+
+        record.finetune = ft.with_search_note(search.finetune)
+        if not search.finetune.kept:
+            warnings.append(f"--finetune: {search.finetune.decision}")
+    elif options.finetune is not None and data is not None and record.totals.converted:
         from convtool.search import finetune as ft
 
         train, held = ft.split(data, fit_data, options.calibration_or_default)
@@ -217,8 +222,20 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             warnings.append(f"--finetune: {tuned.summary.decision}")
     # --- end --finetune ---
 
-    if options.quantize is not None and data is not None:
+    if search is not None and search.quantization is not None and tuning is None:
+        # the search quantized, measured and timed its model against the INT8 original itself
+        new_model, record.quantization = copy_model(search.model), search.quantization
+        if not record.totals.converted or not any(c for c in search.summary.ranks.values()):
+            for layer in record.layers:
+                if layer.converted:
+                    layer.skip(search.notes.get(layer.name, "left unconverted by --quantize int8"))
+            record.totals.converted = sum(1 for layer in record.layers if layer.converted)
+            record.totals.skipped = len(record.layers) - record.totals.converted
+    elif options.quantize is not None and data is not None:
         new_model, record.quantization = _quantize(model, new_model, record, data, options)
+        if tuning is not None and options.latency_aware is not None and options.latency_aware.confirm \
+                and record.totals.converted:
+            new_model = _never_slower_int8(model, new_model, record, data, options, warnings, progress)
 
     totals = record.totals
     totals.params_after = model_params(new_model)
@@ -249,7 +266,6 @@ def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: Con
     """``--quantize int8``: equalize, quantize on the fit part, measure drift on the held-out part."""
     from convtool.analysis.drift import compare_outputs
     from convtool.graph.equalize import equalize_model
-    from convtool.runtime.inputs import fixed_batch
     from convtool.runtime.quantize import quantize_model
     from convtool.runtime.run import run_outputs
 
@@ -267,6 +283,47 @@ def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: Con
                                 run_outputs(quantized.model, held, cal.batch_size)).drift
         samples = held.count
     return quantized.model, replace(quantized.summary, equalized=tuple(pairs), drift=drift, drift_samples=samples)
+
+
+def _never_slower_int8(original: onnx.ModelProto, quantized: onnx.ModelProto, record: ConversionRecord,
+                       data: Dataset, options: ConvertOptions, warnings: list[str],
+                       progress: Progress | None) -> onnx.ModelProto:
+    """``--latency-aware --quantize int8``: the quantized conversion against the INT8-quantized
+    original (what the user would otherwise ship); not faster beyond noise -> the latter."""
+    from convtool.runtime.quantize import quantize_model
+    from convtool.search import latency
+
+    q = options.quantize
+    lat = options.latency_aware
+    assert q is not None and lat is not None
+    cal = options.calibration_or_default
+    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    baseline = quantize_model(original, fit, q)
+    verdict = latency.confirm(baseline.model, quantized, lat, options.input_shape_map,
+                              progress=_stage(progress, "timing INT8 models"))
+    if record.latency is not None:
+        record.latency = replace(record.latency, end_to_end=latency.end_to_end(verdict))
+    if verdict.convert:
+        return quantized
+    reason = (f"the quantized converted model is {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) "
+              "the INT8-quantized original, not faster beyond noise; kept the original layers (quantized)")
+    for layer in record.layers:
+        if layer.converted:
+            layer.skip(reason)
+    record.totals.converted, record.totals.skipped = 0, len(record.layers)
+    if record.latency is not None:
+        record.latency = replace(record.latency, reverted=True)
+    drift, samples = None, 0
+    if held is not None:
+        from convtool.analysis.drift import compare_outputs
+        from convtool.runtime.run import run_outputs
+
+        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
+                                run_outputs(baseline.model, held, cal.batch_size)).drift
+        samples = held.count
+    record.quantization = replace(baseline.summary, drift=drift, drift_samples=samples)
+    warnings.append(f"--latency-aware --quantize int8: {reason}")
+    return baseline.model
 
 
 def default_output(path: Path) -> Path:

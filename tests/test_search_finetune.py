@@ -292,8 +292,14 @@ def test_finetune_composes_with_max_drift():
     result = convert_model(three_conv_model(), options, calibration_data=smooth_inputs(32))
     summary = result.record.finetune
     if result.record.totals.converted:
-        assert summary is not None and "the --max-drift search chose" in (summary.search or "")
+        assert summary is not None and "inside the --max-drift search" in (summary.search or "")
         assert summary.held_out_samples == result.record.search.held_out_samples
+        attempts = result.record.search.finetune_attempts
+        assert 1 <= len(attempts) <= 3
+        kept = [a for a in attempts if a["kept"]]
+        assert all(a["drift"] <= 0.5 for a in kept)
+        # the written model is the fine-tuned plan the search measured
+        assert result.record.search.drift == pytest.approx(max(kept, key=lambda a: a["gain"])["drift"])
 
 
 @finetune_mark

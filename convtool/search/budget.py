@@ -92,7 +92,8 @@ from convtool.errors import CalibrationDataError, ConvToolError, OptionError
 from convtool.graph import weights
 from convtool.graph.select import ConvSite
 from convtool.options import ConvertOptions, RankPolicy
-from convtool.records import CalibrationSummary, LatencySummary, LayerChange, SearchSummary, Sensitivity
+from convtool.records import (CalibrationSummary, FinetuneSummary, LatencySummary, LayerChange,
+                              QuantizationSummary, SearchSummary, Sensitivity)
 from convtool.runtime.inputs import Dataset, fixed_batch, random_dataset
 from convtool.runtime.run import run_outputs
 from convtool.search import latency, sensitivity
@@ -112,8 +113,12 @@ BRACKET = 0.05
 SENSE_ITERATIONS = 0
 #: Alternating rounds of the final sequential refit.  YOLOv8n, a 22-layer plan, 38 fit images
 #: (2 cores): 0 rounds 29 s, held-out drift 0.0211; 1 round 55 s, 0.0195; 10 rounds 287 s, 0.0190
-#: (the local fits alone: 0.0234).
-FINAL_ITERATIONS = 1
+#: (the local fits alone: 0.0234).  Under load the 1-round refit took 99 s of a 205 s search.
+FINAL_ITERATIONS = 0
+#: --finetune: fine-tunes per budget (the chosen plan, then deeper ones).
+FINETUNE_ATTEMPTS = 3
+#: --quantize int8: quantizations per budget (the chosen plan, then plans for smaller budgets).
+QUANT_ATTEMPTS = 3
 #: Confidence of the held-out upper bound the acceptance uses.
 CONFIDENCE = 0.95
 RANDOM_WARNING = ("--max-drift without --calibration: drift measured on {n} seeded random inputs, "
@@ -189,6 +194,8 @@ class Selection:
     bound: float | None = None  # 95 % upper confidence bound of ``value``
     factors: str = "local"  # the final model's weights: "local" fits, or the sequential refit's method
     calibration: CalibrationSummary | None = None  # the sequential refit, when it was kept
+    finetune: FinetuneSummary | None = None  # --finetune: the fine-tune of the kept plan
+    quantization: QuantizationSummary | None = None  # --quantize int8: the model is the quantized one
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,8 @@ class SearchResult:
     factors: str = "pointwise"  # the final model's weights: "local" fits or the sequential refit's method
     model: onnx.ModelProto | None = None  # the final model: the one whose held-out drift was measured
     calibration: CalibrationSummary | None = None  # its sequential refit, when that was kept
+    finetune: FinetuneSummary | None = None  # --finetune inside the search (``deepen``)
+    quantization: QuantizationSummary | None = None  # --quantize int8 inside the search
 
     @property
     def timed(self) -> bool:
@@ -324,6 +333,10 @@ class BudgetSearch:
         self.capture_bytes = 0
         self.sites: list[ConvSite] = []
         self.sequential: dict[float, Measured] = {}  # per budget: the sequential refit's measurement
+        self.ft_attempts: dict[float, list[dict]] = {}  # per budget: --finetune attempts (deepen)
+        self.q_attempts: dict[float, list[dict]] = {}  # per budget: --quantize int8 attempts
+        self._q_original = None  # the INT8-quantized original (--quantize int8), made once
+        self._q_original_measured: Measured | None = None
         self.names: list[str] = []  # every layer that qualifies at some rank, graph order
         self.candidates: dict[str, list[Candidate]] = {}
         self.left: dict[str, str] = {}  # layers without a candidate: why
@@ -362,15 +375,17 @@ class BudgetSearch:
                                   f.bias, layer.group)
         return conv.model
 
-    def sequential_model(self, chosen: Mapping[str, Candidate]) -> tuple[onnx.ModelProto, CalibrationSummary | None]:
+    def sequential_model(self, chosen: Mapping[str, Candidate]) -> tuple[onnx.ModelProto, CalibrationSummary | None,
+                                                                         list[LayerChange]]:
         """The plan converted and refitted sequentially on the fit split (what ``convert
-        --calibration`` does to a fixed plan)."""
+        --calibration`` does to a fixed plan); the model, the refit's summary, the layers."""
         conv = convert(self.model, self.base, self.plan_of(chosen), source=self.source, count_macs=False)
         if not (self.refit and conv.record.totals.converted):
-            return conv.model, None
+            return conv.model, None, conv.record.layers
         cal = replace(self.cal, iterations=min(self.cal.iterations, FINAL_ITERATIONS))
-        return refit_layers(self.model, conv.model, conv.record.layers, self.fit, cal, self.cache,
-                            decisions=conv.decisions)
+        model, summary = refit_layers(self.model, conv.model, conv.record.layers, self.fit, cal, self.cache,
+                                      decisions=conv.decisions)
+        return model, summary, conv.record.layers
 
     def measure(self, model: onnx.ModelProto) -> Measured:
         """Held-out drift of ``model``, the budgeted value and its upper confidence bound."""
@@ -493,7 +508,7 @@ class BudgetSearch:
         except ConvToolError as exc:
             self.warnings.append(f"--objective latency: input shapes unknown ({exc}); no layer can be measured")
             shapes = {}
-        self.tuner = tuner = latency.LayerTuner(self.timing, opset)
+        self.tuner = tuner = latency.LayerTuner(self.timing, opset, quantize=self.options.quantize)
         by_name = {s.name: s for s in sites}
         todo = [(by_name[n], d) for n in self.names for d in decisions[n]]
         for i, (site, d) in enumerate(todo):
@@ -525,8 +540,10 @@ class BudgetSearch:
 
     # -- 2. greedy, 3. never slower -----------------------------------------------------------------
 
-    def select(self, budget: float) -> Selection:
-        """The knapsack plan under ``budget``, verified, then the end-to-end check (module docstring)."""
+    def select(self, budget: float, promise: float | None = None) -> Selection:
+        """The knapsack plan under ``budget``, verified, then the end-to-end check (module docstring).
+        ``promise``: the user's budget when ``budget`` is a tighter one chosen internally
+        (``--quantize int8`` leaves room for the quantization's drift); the selection carries it."""
         t0 = time.perf_counter()
         names = [n for n in self.names if self.candidates.get(n)]
         options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
@@ -573,7 +590,14 @@ class BudgetSearch:
                 notes[name] = (f"alone it drifts {alone:.4g} > budget {budget:g}" if alone > budget else
                                f"not in the best plan within budget {budget:g} (least drift alone {alone:.4g})")
         self.phases[f"selection {budget:g}"] = round(time.perf_counter() - t0, 3)
-        return self._finish(budget, dict(chosen), notes)
+        selection = self._finish(budget, dict(chosen), notes)
+        if promise is not None:
+            return replace(selection, budget=promise)
+        need = samples_needed(budget, CONFIDENCE) if self.metric == "top1" and self.refit else 0
+        if need > self.held.count:
+            selection.warnings.append(f"--max-drift {budget:g} (top1) cannot be certified with {self.held.count} "
+                                      f"held-out samples (needs >= {need}); no plan was accepted")
+        return selection
 
     def _next_internal(self, internal: float, m: Measured, budget: float, lo: float, hi: float,
                        top: float) -> float | None:
@@ -606,7 +630,7 @@ class BudgetSearch:
         dropped: list[str] = []
         verdict = None
         slower = False
-        check = self.timing.confirm
+        check = self.timing.confirm and self.options.quantize is None  # --quantize int8: timed in INT8 later
         while True:
             m = self.verify(chosen)
             value, drift = m.value, m.drift
@@ -655,6 +679,19 @@ class BudgetSearch:
                                progress=None if self.progress is None else
                                (lambda d, t: self._tick("timing models", d, t)))
 
+    def final(self, budget: float) -> tuple[Selection, str]:
+        """Everything ``convert --max-drift budget`` does after the analysis - selection, final
+        weights, ``--finetune`` - so that a sweep point is built exactly as ``convert`` builds it.
+        Returns the selection (its ``model`` is the one to write) and its weights' source."""
+        selection, factors = self.final_factors(self.select(budget))
+        if self.options.finetune is not None and self.refit and selection.chosen:
+            selection = self.deepen(selection)
+            factors = selection.factors
+        if self.options.quantize is not None and self.refit:
+            selection = self.quantized(selection)
+            factors = selection.factors if selection.chosen else "none"
+        return selection, factors
+
     # -- 4. the final weights --------------------------------------------------------------------------
 
     def final_factors(self, selection: Selection) -> tuple[Selection, str]:
@@ -667,7 +704,7 @@ class BudgetSearch:
             return selection, "local" if self.refit else "none"
         t0 = time.perf_counter()
         self._tick("sequential refit", 0, 1)
-        model, cal = self.sequential_model(selection.chosen)
+        model, cal, _ = self.sequential_model(selection.chosen)
         m = self.measure(model)
         self._tick("sequential refit", 1, 1)
         self.phases["sequential refit"] = round(time.perf_counter() - t0, 3)
@@ -680,6 +717,146 @@ class BudgetSearch:
                                           self.data.count if self.data is not None else 0, self.fit.count,
                                           self.held.count, self.phases.get("sensitivity", 0.0))
         return replace(selection, calibration=local), "local"
+
+    # -- 6. --quantize int8: the deployed precision --------------------------------------------------
+
+    def quantized(self, selection: Selection) -> Selection:
+        """``--quantize int8``: the chosen model is equalized and quantized
+        (:mod:`convtool.runtime.quantize`, on the fit samples) and measured on the held-out
+        samples against the FLOAT original - the budget applies to what is deployed.  When it
+        breaks the budget, plans for smaller float budgets (scaled by ``budget / measured``)
+        are tried, at most :data:`QUANT_ATTEMPTS` quantizations.  The kept one is then timed
+        against the INT8-quantized original (what the user would otherwise ship); when it is not
+        faster beyond noise the plan is dropped: the original layers are kept, quantized, with
+        a warning.  The summary's ``quantization_attempts`` lists each try."""
+        from convtool.graph.equalize import equalize_model
+        from convtool.runtime.quantize import quantize_model
+
+        q = self.options.quantize
+        if q is None or self.data is None:
+            return selection
+        budget = selection.budget
+        if self._q_original is None:
+            self._tick("quantizing the original", 0, 1)
+            self._q_original = quantize_model(self.model, self.fit, q)
+            self._q_original_measured = self.measure(self._q_original.model)
+        attempts = self.q_attempts.setdefault(budget, [])
+        current, scale = selection, 1.0
+        for attempt in range(QUANT_ATTEMPTS):
+            if not current.chosen:
+                break
+            self._tick("quantizing", attempt, QUANT_ATTEMPTS)
+            conv = convert(self.model, self.base, self.plan_of(current.chosen), source=self.source, count_macs=False)
+            model, pairs = (equalize_model(current.model, conv.record.layers) if q.equalize
+                            else (current.model, []))
+            qm = quantize_model(model, self.fit, q)
+            m = self.measure(qm.model)
+            ok = self.keeps(m, budget)
+            verdict = self._time_pair(self._q_original.model, qm.model) if ok and self.timing.confirm else None
+            faster = verdict is None or verdict.convert
+            attempts.append({"layers": len(current.chosen), "float_drift": current.value, "drift": m.value,
+                             "bound": m.bound, "kept": ok and faster,
+                             "speedup_vs_int8": None if verdict is None else verdict.speedup,
+                             "ci_low": None if verdict is None else verdict.ci_low,
+                             "ci_high": None if verdict is None else verdict.ci_high})
+            if ok and faster:
+                summary = replace(qm.summary, equalized=tuple(pairs), drift=m.drift.drift,
+                                  drift_samples=self.held.count)
+                return replace(current, value=m.value, drift=m.drift, bound=m.bound, model=qm.model,
+                               quantization=summary, end_to_end=verdict or current.end_to_end)
+            if ok and not faster:
+                break  # a smaller plan is no faster: the INT8 original wins
+            scale *= 0.95 * budget / max(m.value, 1e-12)
+            current = self.select(budget * scale, promise=budget)
+        why = ("no converted plan kept the budget once quantized" if not attempts or not attempts[-1]["kept"] and
+               (attempts[-1]["bound"] or attempts[-1]["drift"]) > budget else
+               "the quantized converted model was not faster than the INT8-quantized original")
+        warning = f"--quantize int8: {why}; kept the original layers (quantized)"
+        m0 = self._q_original_measured
+        summary = replace(self._q_original.summary, drift=m0.drift.drift, drift_samples=self.held.count)
+        notes = {**selection.notes, **{n: f"left unconverted: {why}" for n in selection.chosen}}
+        overrides = {n: Override(rank=0, reason=f"left unconverted by --max-drift: {why}") for n in self.names}
+        return replace(selection, chosen={}, overrides=overrides, value=m0.value, drift=m0.drift, bound=m0.bound,
+                       model=self._q_original.model, notes=notes, quantization=summary, calibration=None,
+                       warnings=[*selection.warnings, warning])
+
+    def _time_pair(self, a: onnx.ModelProto, b: onnx.ModelProto) -> Verdict:
+        return latency.confirm(a, b, self.timing, self.options.input_shape_map,
+                               progress=None if self.progress is None else
+                               (lambda d, t: self._tick("timing models", d, t)))
+
+    # -- 5. --finetune: deeper plans, certified after fine-tuning -----------------------------------
+
+    def deepen(self, selection: Selection) -> Selection:
+        """With ``--finetune``: fine-tune the chosen plan, then plans selected at looser internal
+        budgets (each refitted, fine-tuned for at most ``--finetune-seconds`` and measured on the
+        held-out samples), and keep the deepest one whose fine-tuned drift - its bound - keeps
+        the budget (and, under ``latency``, that is faster end to end).  The internal budget
+        doubles after a kept attempt and is bisected after a rejected one, for at most
+        :data:`FINETUNE_ATTEMPTS` fine-tunes; every attempt is recorded."""
+        from convtool.search import finetune as ft
+
+        ftopt = self.options.finetune
+        if ftopt is None or not self.refit:
+            return selection
+        budget = selection.budget
+        names = [n for n in self.names if self.candidates.get(n)]
+        options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
+        top = math.sqrt(sum(max(cost for cost, _ in opts) for opts in options)) if options else 0.0
+        start = max((a.internal for a in self.attempts.get(budget, ()) if a.kept), default=0.0)
+        best, tried = selection, []
+        gain = sum(c.gain(self.objective) for c in selection.chosen.values())
+        lo, hi, internal = start, math.inf, start
+        for attempt in range(FINETUNE_ATTEMPTS):
+            t0 = time.perf_counter()
+            if attempt == 0:
+                chosen = dict(selection.chosen)
+            else:
+                internal = min(top, internal * 2.0 if hi == math.inf else math.sqrt(max(lo, 1e-12) * hi))
+                picks = knapsack.solve(options, internal * internal)
+                chosen = {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
+                if self.plan_key(self.plan_of(chosen)) in tried or not chosen:
+                    break
+            tried.append(self.plan_key(self.plan_of(chosen)))
+            self._tick("fine-tuning plans", attempt, FINETUNE_ATTEMPTS)
+            model, cal, layers = self.sequential_model(chosen)
+            before = self.measure(model)
+            tuned = ft.finetune(self.model, model, layers, self.fit, self.held, ftopt, batch_size=self.batch)
+            m = self.measure(tuned.model)
+            verdict = None
+            ok = self.keeps(m, budget)
+            if ok and self.objective == "latency" and self.timing.confirm and attempt > 0:
+                verdict = self._time_whole(tuned.model)
+                ok = verdict.convert
+            this = sum(c.gain(self.objective) for c in chosen.values())
+            self.ft_attempts.setdefault(budget, []).append(
+                {"internal_budget": internal, "layers": len(chosen), "gain": this, "drift_before": before.value,
+                 "drift": m.value, "bound": m.bound, "kept": ok, "finetune_kept": tuned.summary.kept,
+                 "steps": tuned.summary.steps, "seconds": round(time.perf_counter() - t0, 3)})
+            if ok and (attempt == 0 or this > gain):
+                notes = dict(best.notes)
+                for name in names:
+                    if name in chosen:
+                        c = chosen[name]
+                        notes[name] = (f"chosen at rank {c.rank} ({c.layout}) after fine-tuning: "
+                                       f"{describe_gain(c, self.objective)}; whole model {m.value:.4g} "
+                                       f"(bound {m.bound if m.bound is not None else float('nan'):.4g}) <= {budget:g}")
+                    elif name in best.chosen:
+                        notes[name] = f"not in the deeper plan kept after fine-tuning (budget {budget:g})"
+                overrides = self.plan_of(chosen)
+                for name, note in notes.items():
+                    if name not in chosen and name in overrides:
+                        overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
+                best = replace(best, chosen=chosen, overrides=overrides, value=m.value, drift=m.drift, bound=m.bound,
+                               model=tuned.model, notes=notes, factors=self.cal.factors, calibration=cal,
+                               end_to_end=verdict or best.end_to_end, finetune=tuned.summary)
+                gain, lo = this, internal
+            elif attempt > 0:
+                hi = internal
+            if attempt > 0 and hi < math.inf and hi / max(lo, 1e-12) < 1.0 + BRACKET:
+                break
+        self._tick("fine-tuning plans", FINETUNE_ATTEMPTS, FINETUNE_ATTEMPTS)
+        return best
 
     # -- the record -------------------------------------------------------------------------------
 
@@ -725,6 +902,8 @@ class BudgetSearch:
             certified=selection.bound is not None and selection.bound <= selection.budget,
             attempts=tuple(a.to_dict() for a in self.attempts.get(selection.budget, ())),
             phases=dict(self.phases), capture_bytes=self.capture_bytes,
+            finetune_attempts=tuple(self.ft_attempts.get(selection.budget, ())),
+            quantization_attempts=tuple(self.q_attempts.get(selection.budget, ())),
             local_drift=self._memo.get(self.plan_key(selection.overrides), Measured(selection.value, selection.drift,
                                                                                    None)).value)
 
@@ -738,7 +917,7 @@ class BudgetSearch:
         return SearchResult(selection.overrides, self.summary(selection), tuple(self.warnings + selection.warnings),
                             self.fit if self.refit else None, self.cache, dict(selection.notes), choices,
                             self.latency_summary(selection), selection.factors, selection.model,
-                            selection.calibration)
+                            selection.calibration, selection.finetune, selection.quantization)
 
 
 def _best_speedup(choice: latency.LayerChoice) -> float:
@@ -751,7 +930,7 @@ def search(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None
     if options.max_drift is None:
         raise ValueError("search needs options.max_drift")
     s = BudgetSearch(model, options, data, source=source, progress=progress).analyse()
-    selection, factors = s.final_factors(s.select(float(options.max_drift)))
+    selection, factors = s.final(float(options.max_drift))
     log.info("max-drift search: %d evaluations, drift %.4g (budget %g)", s.evaluations, selection.value,
              selection.budget)
     result = s.result(selection)

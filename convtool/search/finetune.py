@@ -47,11 +47,11 @@ held-out samples and its outputs must equal the trained torch student's (relativ
 weights are kept only if the held-out drift dropped; otherwise the calibrated model is handed
 back unchanged.  The summary records drifts before and after, steps, time and the decision.
 
-With ``--max-drift`` the configuration the search chose is fine-tuned, on the search's own fit
-and held-out split; the search itself accepted layers by their refitted drift.  Letting the
-search's acceptance use fine-tuned drift would need a fine-tune (minutes) for each of its up to
-``2 L R`` trials, which is not affordable; the record says which was done
-(``FinetuneSummary.search``).
+With ``--max-drift`` the search itself fine-tunes (:meth:`convtool.search.budget.BudgetSearch.deepen`):
+the plan it chose and up to two deeper plans selected at looser internal budgets, each bounded
+by ``--finetune-seconds``, on its own fit and held-out split; it keeps the deepest plan whose
+fine-tuned held-out drift keeps the budget.  The record says so (``FinetuneSummary.search`` and
+``search.finetune_attempts``).
 
 torch is imported lazily, inside functions (``import convtool.search.finetune`` costs nothing);
 a missing torch is one :class:`~convtool.errors.OptionError` saying how to install it.
@@ -446,8 +446,9 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
 
 # --- --max-drift ---------------------------------------------------------------------------------
 
-SEARCH_NOTE = ("fine-tuned the configuration the --max-drift search chose, on the search's fit and held-out "
-               "split (the search accepted layers by their refitted drift, not by fine-tuned drift)")
+SEARCH_NOTE = ("fine-tuned inside the --max-drift search, on its fit and held-out split: the chosen plan and "
+               "deeper ones selected at looser internal budgets; the deepest whose fine-tuned held-out drift "
+               "(its 95% bound) keeps the budget was kept (search.finetune_attempts)")
 
 
 def with_search_note(summary: FinetuneSummary) -> FinetuneSummary:
