@@ -131,15 +131,9 @@ def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float | 
 
 
 def _int8_original(search: BudgetSearch, quantize: QuantizeOptions | None):
-    """The INT8-quantized original on the search's fit samples: under ``--quantize int8`` the one
-    the search made and compared its plans with (one quantization, the same model), else made
-    here with the default options."""
-    from convtool.runtime.quantize import quantize_model
-
-    made = getattr(search, "_q_original", None)  # BudgetSearch.quantized() makes it once
-    if made is not None:
-        return made
-    return quantize_model(search.model, search.fit, quantize or QuantizeOptions())
+    """The INT8-quantized original on the search's fit samples: the one the search compares its
+    plans with under ``--quantize int8`` (one quantization, the same model)."""
+    return search.int8_original()
 
 
 def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None, eval_data: Dataset,
