@@ -7,10 +7,13 @@ For each model, ``convtool sweep`` (:func:`convtool.api.sweep_model`) runs
   hence the choices, depend on T), and
 * with ``--objective macs`` once (its choices do not depend on threads),
 
-each over the same calibration data and budgets.  Then, per thread count, the original and
-EVERY distinct point model of the model are timed in ONE interleaved loop (onnxruntime CPU,
-spinning off, ABBA order), so all speedups of a column saw the same machine state; the speedup
-is median(original) / median(point) with the paired 95 % interval.  Agreement is measured on
+each over the same calibration data and budgets.  Then, per thread count, every distinct point
+model is timed against the original as ``convtool report`` times a pair
+(``benchmarks/pairtiming.py``: its own two-model loop in rounds of fresh sessions, onnxruntime
+CPU, spinning off, ABBA order, from ``--runs`` paired runs doubling until the interval excludes
+1, or at most 8 x ``--runs`` runs or ``--max-seconds``); the speedup is the median of the paired
+ratios with its 95 % interval, one statistic.  (One loop over every model was the earlier
+protocol: it cycles each model's data out of the caches and biases small, fast models.)  Agreement is measured on
 held-out data the search never saw: top-1 agreement and accuracy for the digits CNN; for the
 real models (``--real``, the ``[models]`` extra) the task output - the same detections
 (YOLOv8n, same classes at IoU >= 0.5) or the same OCR text (PP-OCRv4 det) - on held-out images.
@@ -35,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
+
 from convtool.api import sweep_model
-from convtool.core.decide import verdict
-from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SessionOptions, SweepOptions
+from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SweepOptions
 from convtool.runtime.inputs import random_feeds
-from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
+from convtool.runtime.timing import latency_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "sample_models"
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="thread counts the final loops time at")
     p.add_argument("--tune-threads", default=None,
                    help="thread counts --objective latency is tuned at, one sweep each [default: --threads]")
-    p.add_argument("--runs", type=int, default=100, help="interleaved runs per model in the final loops")
+    pairtiming.add_arguments(p, runs=100, warmup=5)
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--calibration-samples", type=int, default=32)
     p.add_argument("--eval-samples", type=int, default=20)
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_threads = [int(t) for t in (args.tune_threads or args.threads).split(",")]
     lat_kw: dict = {}
     if args.smoke:
-        budgets, threads, tune_threads, args.runs = (0.05,), [1], [1], 3
+        budgets, threads, tune_threads = (0.05,), [1], [1]
+        pairtiming.smoke(args)
         lat_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
     if args.real:
         try:
@@ -129,15 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         speed: dict[int, dict[bytes, tuple[float, float, float]]] = {}
         feeds = random_feeds(model, {k: (1, *v.shape[1:]) for k, v in calib.items()})
         for t in threads:
-            session = SessionOptions(threads=t, opt_level="all", spinning=False)
-            sessions = [make_session(model, session)] + [make_session(distinct[k], session) for k in keys]
-            stats = time_models(sessions, [feeds] * len(sessions), runs=args.runs, warmup=5)
+            timing = pairtiming.options(args, threads=t)
             speed[t] = {b"": (1.0, 1.0, 1.0)}
-            for k, st in zip(keys, stats[1:]):
-                v = verdict(stats[0].samples, st.samples, margin=0.0)
-                speed[t][k] = (v.speedup, v.ci_low, v.ci_high)
-            print(f"# {name}: original {stats[0].median:.3g} ms at {t} thread(s), {args.runs} interleaved runs with "
-                  f"{len(keys)} variants", flush=True)
+            original_ms: list[float] = []
+            for k in keys:
+                pt = pairtiming.time_pair(model, distinct[k], feeds, timing)
+                speed[t][k] = (pt.speedup, *pt.ci)
+                original_ms += pt.original.samples
+            base = f"{latency_stats(original_ms).median:.3g} ms over {len(original_ms)} runs" if original_ms else "-"
+            print(f"# {name}: {len(keys)} variants, {pairtiming.describe(timing)}; original {base}", flush=True)
 
         task: dict[bytes, float] = {b"": 1.0}
         if images is not None:
