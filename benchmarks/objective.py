@@ -25,12 +25,25 @@ Usage::
         --eval-samples 20                                 # tens of minutes on 2 cores
     python benchmarks/objective.py --real ppocr_det --shape 480x480 --calibration-samples 24
     python benchmarks/objective.py --smoke                # CI: runs, numbers meaningless
+    python benchmarks/objective.py --readme               # the README's --max-drift 0.05 --threads 1 example
+
+``--readme`` runs the README's example of the default search through the CLI itself, on the
+bundled digits CNN - ``convtool convert sample_models/digits_cnn.onnx --calibration
+sample_models/digits_calib.npz --max-drift 0.05 --threads 1``, then ``convtool report`` of the
+original against the result ``--threads 1 --runs 200 --inputs sample_models/digits_eval.npz``
+- and prints one table row per run (``--repeats``, default 3: the search's layer timings, hence
+its choices, move with the machine's load): the layers chosen with rank and layout, MACs
+removed, the search's held-out drift with its bound, the wall time, and the report's speedup
+with its interval, drift and top-1 on the 360 evaluation images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +85,55 @@ def _real(args):
     return args.real, onnx.load(str(m.path)), calib, ev, images
 
 
+README_CONVERT = ("convert", "sample_models/digits_cnn.onnx", "--calibration", "sample_models/digits_calib.npz",
+                  "--max-drift", "0.05", "--threads", "1")
+README_REPORT = ("--threads", "1", "--runs", "200", "--inputs", "sample_models/digits_eval.npz")
+
+
+def _convtool(*args: str) -> None:
+    """One CLI run, from the repository root (the README's paths are relative to it)."""
+    proc = subprocess.run([sys.executable, "-m", "convtool", *args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"convtool {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+
+
+def readme_example(repeats: int, smoke: bool = False) -> str:
+    """The README's ``--max-drift 0.05 --threads 1`` example, run through the CLI ``repeats`` times."""
+    convert, report = list(README_CONVERT), list(README_REPORT)
+    if smoke:  # a tiny, fast stand-in for CI: fixed rank, no search, a short timing
+        convert = convert[:2] + ["--rank", "2"]
+        report = ["--threads", "1", "--runs", "6", "--inputs", "sample_models/digits_eval.npz"]
+    lines = [f"`convtool {' '.join(convert)}`, then `convtool report sample_models/digits_cnn.onnx OUT "
+             f"{' '.join(report)}`:", "",
+             "| run | layers chosen (rank, layout) | MACs removed | held-out drift (95% bound), samples | "
+             "search time | speedup, 1 thread (95% CI), runs | drift, evaluation images | top-1 |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            out, rec_path, rep_path = (str(Path(tmp) / f) for f in (f"r{i}.onnx", f"c{i}.json", f"r{i}.json"))
+            start = time.perf_counter()
+            _convtool(*convert, "-o", out, "--json", rec_path)
+            seconds = time.perf_counter() - start
+            _convtool("report", "sample_models/digits_cnn.onnx", out, *report, "--json", rep_path)
+            rec, rep = json.loads(Path(rec_path).read_text()), json.loads(Path(rep_path).read_text())
+            chosen = [f"{x['name']} ({x['rank']}, {x['layout']})" for x in rec["layers"] if x["status"] == "converted"]
+            search = (rec.get("calibration") or {}).get("search") or {}
+            bound = search.get("bound")
+            held = search.get("held_out_drift", search.get("drift"))
+            drift = "-" if held is None else (f"{held:.3f} ({'-' if bound is None else f'{bound:.3f}'}), "
+                                              f"{search.get('held_out_samples', 0)}")
+            cmp_ = rep["comparison"]
+            speed = f"{cmp_['speedup']:.2f}x ({cmp_['ci_low']:.2f}-{cmp_['ci_high']:.2f}), {cmp_['runs']}"
+            if not cmp_.get("resolved"):
+                speed += ", not resolved"
+            top1 = rep["models"][1]["accuracy"]
+            lines.append(f"| {i + 1} | {', '.join(chosen) or 'none'} | {rec['totals']['mac_reduction']:.1%} | {drift} | "
+                         f"{seconds:.0f} s | {speed} | {cmp_['drift']['drift']:.3f} | "
+                         f"{'-' if top1 is None else f'{top1:.1%}'} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", choices=["yolov8n", "ppocr_det"], help="a real model of the [models] extra")
@@ -85,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-samples", type=int, default=20)
     p.add_argument("--shape", help="HxW of the calibration inputs (real models)")
     p.add_argument("--cache-dir", default=None, help="layer timing cache [default: a fresh temp dir]")
+    p.add_argument("--readme", action="store_true",
+                   help="the README's `convert --max-drift 0.05 --threads 1` + `report` example instead (module docstring)")
+    p.add_argument("--repeats", type=int, default=3, help="--readme: runs of the example")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.readme:
+        print(readme_example(1 if args.smoke else args.repeats, smoke=args.smoke))
+        return 0
     budgets = tuple(float(b) for b in args.budgets.split(","))
     threads = [int(t) for t in args.threads.split(",")]
     tune_threads = [int(t) for t in (args.tune_threads or args.threads).split(",")]
