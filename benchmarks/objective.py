@@ -33,8 +33,8 @@ sample_models/digits_calib.npz --max-drift 0.05 --threads 1``, then ``convtool r
 original against the result ``--threads 1 --runs 200 --inputs sample_models/digits_eval.npz``
 - and prints one table row per run (``--repeats``, default 3: the search's layer timings, hence
 its choices, move with the machine's load): the layers chosen with rank and layout, MACs
-removed, the search's held-out drift with its bound, the wall time, and the report's speedup
-with its interval, drift and top-1 on the 360 evaluation images.
+removed, the search's held-out drift with its bound, the convert command's wall time, and the
+report's speedup with its interval, drift and top-1 on the 360 evaluation images.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def readme_example(repeats: int, smoke: bool = False) -> str:
     lines = [f"`convtool {' '.join(convert)}`, then `convtool report sample_models/digits_cnn.onnx OUT "
              f"{' '.join(report)}`:", "",
              "| run | layers chosen (rank, layout) | MACs removed | held-out drift (95% bound), samples | "
-             "search time | speedup, 1 thread (95% CI), runs | drift, evaluation images | top-1 |",
+             "convert wall time | speedup, 1 thread (95% CI), runs | drift, evaluation images | top-1 |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
