@@ -68,7 +68,7 @@ The search
    every ``sweep`` point alike.
 
 Cost on YOLOv8n (nudenet 320n, 38 candidate layers, 48 calibration images, 2 cores): see the
-README's "Budget search on real models" table (``benchmarks/search_time.py``).
+"Budget search on real models" in benchmarks/README.md (``benchmarks/search_real.py``).
 """
 
 from __future__ import annotations
