@@ -6,8 +6,9 @@ joined, ``# comments`` dropped) - must name a script that exists and be a comman
 script accepts: the script's ``main([*ARGS, "--help"])`` exits 0 (argparse converts and checks
 every value before it reaches ``--help``), and every ``--flag`` of ARGS is one its help lists
 (argparse would only complain about unknown flags after ``--help`` has exited).  One
-interpreter parses every command, with ``benchmarks/`` on its import path as when a script runs.  Each table
-whose introduction says it was measured must name such a command.  Nothing is measured here.
+interpreter parses every command, with ``benchmarks/`` on its import path as when a script runs.
+And a table in a section that says it was measured must have a benchmark script named in that
+section.  Nothing is measured here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from builders import ROOT
 
 DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
 INLINE = re.compile(r"`python\s+(benchmarks/[\w-]+\.py)([^`]*)`")
-LINE = re.compile(r"^\s*python\s+(benchmarks/[\w-]+\.py)(.*)$")
+LINE = re.compile(r"^\s*(?:\w+=\S*\s+)*python\s+(benchmarks/[\w-]+\.py)(.*)$")  # PYTHONPATH=. python ...
 
 
 def _fenced_blocks(text: str) -> list[str]:
@@ -101,28 +102,32 @@ def test_benchmark_command_parses(doc, script, args):
 
 
 def _measured_tables(text: str) -> list[tuple[str, str]]:
-    """(introduction, header row) of every table whose introduction says it was measured: the
-    prose between the previous table, heading or fenced block and the table."""
-    text = re.sub(r"```.*?```", "\n\n", text, flags=re.S)
+    """(section so far, header row) of every table whose section - the text since the last
+    ``#``-``###`` heading, that heading, code blocks and earlier tables included - says it was
+    measured."""
     out = []
-    intro: list[str] = []
-    in_table = False
+    section: list[str] = []
+    in_table = in_code = False
     for line in text.splitlines():
-        if line.startswith("|"):
-            if not in_table and re.search(r"\b(measured|re-measured)\b", " ".join(intro), re.I):
-                out.append((" ".join(intro), line))
-            in_table, intro = True, []
-        elif line.startswith("#"):
-            in_table, intro = False, []
-        else:
-            in_table = False
-            intro.append(line)
-            intro = intro[-12:]  # the paragraph(s) just above
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and re.match(r"#{1,3} ", line):
+            section = []
+        if not in_code and line.startswith("|") and not in_table:
+            if re.search(r"\bmeasured\b", " ".join(section), re.I):
+                out.append((" ".join(section), line))
+        in_table = not in_code and line.startswith("|")
+        section.append(line)
     return out
+
+
+def _names_script(section: str) -> bool:
+    """``benchmarks/X.py``, or a backticked ``X.py`` of benchmarks/, that exists."""
+    names = re.findall(r"benchmarks/([\w-]+\.py)", section) + re.findall(r"`([\w-]+\.py)\b", section)
+    return any((ROOT / "benchmarks" / n).is_file() for n in names)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_measured_tables_name_their_script(doc):
-    missing = [header for intro, header in _measured_tables(doc.read_text())
-               if not re.search(r"benchmarks/[\w-]+\.py", intro)]
-    assert not missing, f"{doc.name}: measured tables that name no script: {missing}"
+    missing = [header for section, header in _measured_tables(doc.read_text()) if not _names_script(section)]
+    assert not missing, f"{doc.name}: measured tables with no benchmark script in their section: {missing}"
