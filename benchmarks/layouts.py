@@ -1,16 +1,17 @@
 """Single conv layers: each emission layout's measured time against the original conv.
 
 For every geometry (C -> C channels, 3x3, stride 1, pad 1, at S x S), rank and layout, the
-original Conv alone and its replacement alone are timed interleaved in one process
-(:func:`convtool.runtime.timing.time_models`: ABBA order, onnxruntime CPU, spinning off, the
-given threads and optimisation level).  Printed per row:
+original Conv alone and its replacement alone are timed as ``convtool report`` times a pair
+(``benchmarks/pairtiming.py``: rounds of fresh sessions, interleaved ABBA, from ``--runs`` paired
+runs doubling until the interval excludes 1 or a cap; onnxruntime CPU, spinning off, the given
+threads and optimisation level).  Printed per row:
 
-* ``time``: median(replacement) / median(original) - below 1 is faster;
+* ``time``: 1 / speedup, the speedup being the median of the paired ratios - below 1 is faster;
 * ``MACs``: the replacement's MACs / the original's (from the converted model's shapes);
 * ``of MAC speedup``: achieved speedup / MAC-predicted speedup = ``MACs / time``; 1.0 means
   the replacement is exactly as much faster as its MAC count says, the issue's target is
   >= 2/3;
-* the paired 95 % interval of the speedup (see :mod:`convtool.core.decide`).
+* the speedup with its paired 95 % interval, one statistic (see :mod:`convtool.core.decide`).
 
 Usage::
 
@@ -28,12 +29,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
+
 from convtool.api import convert_model
-from convtool.options import SessionOptions
-from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
 from convtool.options import ConvertOptions, RankPolicy
-from convtool.core.decide import verdict
+from convtool.report import ReportOptions
 
 LAYOUTS = ("multiplier", "repeat", "branches", "pointwise_first")
 
@@ -51,8 +51,8 @@ def conv_layer(c_in: int, c_out: int, size: int, k: int = 3, seed: int = 0) -> o
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def measure(c: int, size: int, rank: int, layouts: list[str], config: SessionOptions, runs: int, warmup: int):
-    """One interleaved loop: the original and every layout's replacement of one layer."""
+def measure(c: int, size: int, rank: int, layouts: list[str], timing: ReportOptions):
+    """The original layer against every layout's replacement of it, one timed pair each."""
     original = conv_layer(c, c, size)
     variants = []
     for layout in layouts:
@@ -63,15 +63,12 @@ def measure(c: int, size: int, rank: int, layouts: list[str], config: SessionOpt
             continue
         variants.append((layout, layer.layout, result.model, layer.macs_after / layer.macs_before))
     feeds = {"x": np.random.default_rng(1).standard_normal((1, c, size, size)).astype(np.float32)}
-    sessions = [make_session(original, config)] + [make_session(m, config) for _, _, m, _ in variants]
-    stats = time_models(sessions, [feeds] * len(sessions), runs=runs, warmup=warmup)
     rows = []
-    for (asked, got, _, mac), st in zip(variants, stats[1:]):
-        v = verdict(stats[0].samples, st.samples, margin=0.0)
-        time_ratio = st.median / stats[0].median
+    for asked, got, replacement, mac in variants:
+        pt = pairtiming.time_pair(original, replacement, feeds, timing)
         rows.append(dict(C=c, S=size, r=rank, layout=got if got == asked else f"{asked}->{got}",
-                         orig_ms=stats[0].median, repl_ms=st.median, time=time_ratio, macs=mac,
-                         achieved=mac / time_ratio, ci=(v.ci_low, v.ci_high)))
+                         orig_ms=pt.original.median, repl_ms=pt.replacement.median, time=1.0 / pt.speedup, macs=mac,
+                         achieved=mac * pt.speedup, cell=pt.cell()))
     return rows
 
 
@@ -81,7 +78,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"| {r['C']} | {r['S']} | {r['r']} | {r['layout']} | {r['orig_ms']:.3f} | {r['repl_ms']:.3f} | "
               f"{r['time']:.2f} | {r['macs']:.3f} | {r['achieved']:.2f} | "
-              f"{1 / r['time']:.2f}x ({r['ci'][0]:.2f}-{r['ci'][1]:.2f}) |")
+              f"{r['cell']} |")
     sys.stdout.flush()
 
 
@@ -93,21 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--opt-level", default="all")
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    pairtiming.add_arguments(p, runs=30, warmup=5)
     p.add_argument("--smoke", action="store_true", help="tiny grid and run counts, for CI")
     args = p.parse_args(argv)
     if args.smoke:
-        args.channels, args.sizes, args.ranks, args.runs, args.warmup = [16, 32], [8], [1, 2], 3, 1
-    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
-    print(f"# single 3x3 conv layers, C -> C at S x S; onnxruntime, {args.threads} thread(s), "
-          f"opt level {args.opt_level}, spinning off, {args.runs} interleaved runs, medians")
+        args.channels, args.sizes, args.ranks = [16, 32], [8], [1, 2]
+        pairtiming.smoke(args)
+    timing = pairtiming.options(args, threads=args.threads, opt_level=args.opt_level)
+    print(f"# single 3x3 conv layers, C -> C at S x S; {pairtiming.describe(timing)}")
     rows: list[dict] = []
     for c in args.channels:
         for size in args.sizes:
             for rank in args.ranks:
                 layouts = [lay for lay in args.layouts if not (rank == 1 and lay in ("repeat", "branches"))]
-                rows.extend(measure(c, size, rank, layouts, config, args.runs, args.warmup))
+                rows.extend(measure(c, size, rank, layouts, timing))
     print_table(rows)
     # the issue's target: every rank reaches >= 2/3 of the MAC-predicted speedup with its best layout
     print()

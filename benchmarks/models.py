@@ -9,9 +9,11 @@ rank 1, and ``--latency-aware``), one row:
 
 * convertible convs: converted / all Conv nodes;
 * params and MACs of the whole model (at the package's default input shape);
-* latency: original and all variants timed in ONE interleaved loop on a real preprocessed
-  input (onnxruntime CPU, spinning off), medians; speedup = median(original) / median(variant)
-  with the paired 95 % interval of :mod:`convtool.core.decide`;
+* latency: every variant against the original on a real preprocessed input, timed as
+  ``convtool report`` times a pair (``benchmarks/pairtiming.py``: rounds of fresh sessions,
+  interleaved, onnxruntime CPU, spinning off, from ``--runs`` paired runs doubling until the
+  interval excludes 1 or a cap); medians, and the speedup as the median of the paired ratios
+  with its 95 % interval, one statistic (:mod:`convtool.core.decide`);
 * output drift: worst relative L2 error over the outputs, on real preprocessed inputs;
 * task agreement: the fraction of sample images on which the converted model gives the same
   task result as the original - the same recognised OCR text lines (det: full OCR of pages;
@@ -23,7 +25,7 @@ agreement columns show what that costs on trained models.
 Usage::
 
     python benchmarks/models.py                          # ppocr_det, ppocr_rec, yolov8n
-    python benchmarks/models.py --models yolov8n --runs 60 --threads 2
+    python benchmarks/models.py --models yolov8n --runs 60 --threads 2   # first look at 60 paired runs
     python benchmarks/models.py --smoke                  # one model, tiny counts
 """
 
@@ -36,16 +38,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
 import realmodels  # benchmarks/realmodels.py: `python benchmarks/models.py` puts this folder on sys.path
 
 from convtool.analysis.drift import compare_outputs
 from convtool.api import convert_model
-from convtool.options import SessionOptions
-from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
 from convtool.render.convert import human
-from convtool.core.decide import verdict
+from convtool.report import ReportOptions
+from convtool.runtime.session import make_session
+from convtool.runtime.timing import latency_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
@@ -66,14 +68,14 @@ def _run(session, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
     return {n: np.concatenate([o[k] for o in outs], axis=0) for k, n in enumerate(names)}
 
 
-def bench_model(name: str, settings, config: SessionOptions, runs: int, warmup: int, samples: int,
-                images: int, latency_kw: dict, cache_dir: str, workdir: Path) -> list[dict]:
+def bench_model(name: str, settings, timing: ReportOptions, samples: int, images: int, latency_kw: dict,
+                cache_dir: str, workdir: Path) -> list[dict]:
     rm = realmodels.get_model(name)
     model = onnx.load(str(rm.path))
     shapes = ((rm.input_name, tuple(rm.input_shape)),)
     variants = []
     for label, rank, layout, aware in settings:
-        latency = (LatencyOptions(threads=config.threads, opt_level=config.opt_level, cache_dir=cache_dir,
+        latency = (LatencyOptions(threads=timing.threads, opt_level=timing.opt_level, cache_dir=cache_dir,
                                   **latency_kw) if aware else None)
         result = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", rank), layout=layout,  # type: ignore[arg-type]
                                                      input_shapes=shapes, latency_aware=latency), source=name)
@@ -81,11 +83,12 @@ def bench_model(name: str, settings, config: SessionOptions, runs: int, warmup: 
         onnx.save(result.model, str(path))
         variants.append(dict(label=label, path=path, record=result.record))
 
-    # latency: original and all variants interleaved, on one real input
+    # latency: every variant against the original, one timed pair each, on one real input
     real = realmodels.calibration_inputs(name, 1, seed=0)[rm.input_name]
     feeds = {rm.input_name: real[:1]}
+    pairs = [pairtiming.time_pair(rm.path, v["path"], feeds, timing) for v in variants]
+    config = timing.session
     sessions = [make_session(rm.path, config)] + [make_session(v["path"], config) for v in variants]
-    stats = time_models(sessions, [feeds] * len(sessions), runs=runs, warmup=warmup)
 
     # drift on real inputs
     batch = realmodels.calibration_inputs(name, samples, seed=1)[rm.input_name]
@@ -96,17 +99,16 @@ def bench_model(name: str, settings, config: SessionOptions, runs: int, warmup: 
 
     rec0 = variants[0]["record"]
     rows = [dict(model=name, label="original", convs=f"-/{rec0.totals.conv_nodes}", params=rec0.totals.params_before,
-                 macs=rec0.totals.macs_before, ms=stats[0].median, speedup=1.0, ci=(1.0, 1.0), drift=0.0,
-                 agree=1.0, e2e=None)]
-    for v, st, sess in zip(variants, stats[1:], sessions[1:]):
+                 macs=rec0.totals.macs_before, ms=latency_stats([x for pt in pairs for x in pt.original.samples]).median,
+                 speedup=1.0, ci=(1.0, 1.0), drift=0.0, agree=1.0, e2e=None)]
+    for v, pt, sess in zip(variants, pairs, sessions[1:]):
         rec = v["record"]
-        vd = verdict(stats[0].samples, st.samples, margin=0.0)
         drift = compare_outputs(ref, _run(sess, rm.input_name, batch)).rel_l2
         agree = realmodels.agreement(name, task_ref, realmodels.task_outputs(name, v["path"], imgs,
                                                                               threads=config.threads))
         rows.append(dict(model=name, label=v["label"], convs=f"{rec.totals.converted}/{rec.totals.conv_nodes}",
-                         params=rec.totals.params_after, macs=rec.totals.macs_after, ms=st.median,
-                         speedup=vd.speedup, ci=(vd.ci_low, vd.ci_high), drift=drift, agree=agree,
+                         params=rec.totals.params_after, macs=rec.totals.macs_after, ms=pt.replacement.median,
+                         speedup=pt.speedup, ci=pt.ci, drift=drift, agree=agree,
                          e2e=rec.latency.end_to_end if rec.latency else None,
                          reverted=rec.latency.reverted if rec.latency else None))
     return rows
@@ -129,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(realmodels.MODEL_NAMES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--opt-level", default="all")
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=3)
+    pairtiming.add_arguments(p, runs=30, warmup=3)
     p.add_argument("--samples", type=int, default=8, help="real inputs for the output drift")
     p.add_argument("--images", type=int, default=12, help="sample images for the task agreement")
     p.add_argument("--cache-dir", default=None, help="timing cache for --latency-aware [default: a fresh temp dir]")
@@ -147,17 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     latency_kw: dict = {}
     settings = SETTINGS
     if args.smoke:
-        args.models, args.runs, args.warmup, args.samples, args.images = args.models[-1:], 3, 1, 2, 2
+        args.models, args.samples, args.images = args.models[-1:], 2, 2
+        pairtiming.smoke(args)
         latency_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
         settings = SETTINGS[1:2] + SETTINGS[3:4]
-    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
-    print(f"# real models; onnxruntime, {args.threads} thread(s), opt level {args.opt_level}, spinning off, "
-          f"{args.runs} interleaved runs (original and all variants in one loop), medians; data-free conversion")
+    timing = pairtiming.options(args, threads=args.threads, opt_level=args.opt_level)
+    print(f"# real models; {pairtiming.describe(timing)}; data-free conversion")
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            rows.extend(bench_model(name, settings, config, args.runs, args.warmup, args.samples, args.images,
-                                    latency_kw, args.cache_dir or tmp, Path(tmp)))
+            rows.extend(bench_model(name, settings, timing, args.samples, args.images, latency_kw,
+                                    args.cache_dir or tmp, Path(tmp)))
     print_table(rows, args.images)
     return 0
 

@@ -7,10 +7,13 @@ For each model, ``convtool sweep`` (:func:`convtool.api.sweep_model`) runs
   hence the choices, depend on T), and
 * with ``--objective macs`` once (its choices do not depend on threads),
 
-each over the same calibration data and budgets.  Then, per thread count, the original and
-EVERY distinct point model of the model are timed in ONE interleaved loop (onnxruntime CPU,
-spinning off, ABBA order), so all speedups of a column saw the same machine state; the speedup
-is median(original) / median(point) with the paired 95 % interval.  Agreement is measured on
+each over the same calibration data and budgets.  Then, per thread count, every distinct point
+model is timed against the original as ``convtool report`` times a pair
+(``benchmarks/pairtiming.py``: its own two-model loop in rounds of fresh sessions, onnxruntime
+CPU, spinning off, ABBA order, from ``--runs`` paired runs doubling until the interval excludes
+1, or at most 8 x ``--runs`` runs or ``--max-seconds``); the speedup is the median of the paired
+ratios with its 95 % interval, one statistic.  (One loop over every model was the earlier
+protocol: it cycles each model's data out of the caches and biases small, fast models.)  Agreement is measured on
 held-out data the search never saw: top-1 agreement and accuracy for the digits CNN; for the
 real models (``--real``, the ``[models]`` extra) the task output - the same detections
 (YOLOv8n, same classes at IoU >= 0.5) or the same OCR text (PP-OCRv4 det) - on held-out images.
@@ -22,12 +25,25 @@ Usage::
         --eval-samples 20                                 # tens of minutes on 2 cores
     python benchmarks/objective.py --real ppocr_det --shape 480x480 --calibration-samples 24
     python benchmarks/objective.py --smoke                # CI: runs, numbers meaningless
+    python benchmarks/objective.py --readme               # the README's --max-drift 0.05 --threads 1 example
+
+``--readme`` runs the README's example of the default search through the CLI itself, on the
+bundled digits CNN - ``convtool convert sample_models/digits_cnn.onnx --calibration
+sample_models/digits_calib.npz --max-drift 0.05 --threads 1``, then ``convtool report`` of the
+original against the result ``--threads 1 --runs 200 --inputs sample_models/digits_eval.npz``
+- and prints one table row per run (``--repeats``, default 3: the search's layer timings, hence
+its choices, move with the machine's load): the layers chosen with rank and layout, MACs
+removed, the search's held-out drift with its bound, the convert command's wall time, and the
+report's speedup with its interval, drift and top-1 on the 360 evaluation images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,12 +51,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
+
 from convtool.api import sweep_model
-from convtool.core.decide import verdict
-from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SessionOptions, SweepOptions
+from convtool.options import CalibrationOptions, ConvertOptions, LatencyOptions, SweepOptions
 from convtool.runtime.inputs import random_feeds
-from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
+from convtool.runtime.timing import latency_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "sample_models"
@@ -69,6 +85,55 @@ def _real(args):
     return args.real, onnx.load(str(m.path)), calib, ev, images
 
 
+README_CONVERT = ("convert", "sample_models/digits_cnn.onnx", "--calibration", "sample_models/digits_calib.npz",
+                  "--max-drift", "0.05", "--threads", "1")
+README_REPORT = ("--threads", "1", "--runs", "200", "--inputs", "sample_models/digits_eval.npz")
+
+
+def _convtool(*args: str) -> None:
+    """One CLI run, from the repository root (the README's paths are relative to it)."""
+    proc = subprocess.run([sys.executable, "-m", "convtool", *args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"convtool {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+
+
+def readme_example(repeats: int, smoke: bool = False) -> str:
+    """The README's ``--max-drift 0.05 --threads 1`` example, run through the CLI ``repeats`` times."""
+    convert, report = list(README_CONVERT), list(README_REPORT)
+    if smoke:  # a tiny, fast stand-in for CI: fixed rank, no search, a short timing
+        convert = convert[:2] + ["--rank", "2"]
+        report = ["--threads", "1", "--runs", "6", "--inputs", "sample_models/digits_eval.npz"]
+    lines = [f"`convtool {' '.join(convert)}`, then `convtool report sample_models/digits_cnn.onnx OUT "
+             f"{' '.join(report)}`:", "",
+             "| run | layers chosen (rank, layout) | MACs removed | held-out drift (95% bound), samples | "
+             "convert wall time | speedup, 1 thread (95% CI), runs | drift, evaluation images | top-1 |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            out, rec_path, rep_path = (str(Path(tmp) / f) for f in (f"r{i}.onnx", f"c{i}.json", f"r{i}.json"))
+            start = time.perf_counter()
+            _convtool(*convert, "-o", out, "--json", rec_path)
+            seconds = time.perf_counter() - start
+            _convtool("report", "sample_models/digits_cnn.onnx", out, *report, "--json", rep_path)
+            rec, rep = json.loads(Path(rec_path).read_text()), json.loads(Path(rep_path).read_text())
+            chosen = [f"{x['name']} ({x['rank']}, {x['layout']})" for x in rec["layers"] if x["status"] == "converted"]
+            search = (rec.get("calibration") or {}).get("search") or {}
+            bound = search.get("bound")
+            held = search.get("held_out_drift", search.get("drift"))
+            drift = "-" if held is None else (f"{held:.3f} ({'-' if bound is None else f'{bound:.3f}'}), "
+                                              f"{search.get('held_out_samples', 0)}")
+            cmp_ = rep["comparison"]
+            speed = f"{cmp_['speedup']:.2f}x ({cmp_['ci_low']:.2f}-{cmp_['ci_high']:.2f}), {cmp_['runs']}"
+            if not cmp_.get("resolved"):
+                speed += ", not resolved"
+            top1 = rep["models"][1]["accuracy"]
+            lines.append(f"| {i + 1} | {', '.join(chosen) or 'none'} | {rec['totals']['mac_reduction']:.1%} | {drift} | "
+                         f"{seconds:.0f} s | {speed} | {cmp_['drift']['drift']:.3f} | "
+                         f"{'-' if top1 is None else f'{top1:.1%}'} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", choices=["yolov8n", "ppocr_det"], help="a real model of the [models] extra")
@@ -76,21 +141,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", default="1,2", help="thread counts the final loops time at")
     p.add_argument("--tune-threads", default=None,
                    help="thread counts --objective latency is tuned at, one sweep each [default: --threads]")
-    p.add_argument("--runs", type=int, default=100, help="interleaved runs per model in the final loops")
+    pairtiming.add_arguments(p, runs=100, warmup=5)
     p.add_argument("--ranks", default="1,2,4")
     p.add_argument("--calibration-samples", type=int, default=32)
     p.add_argument("--eval-samples", type=int, default=20)
     p.add_argument("--shape", help="HxW of the calibration inputs (real models)")
     p.add_argument("--cache-dir", default=None, help="layer timing cache [default: a fresh temp dir]")
+    p.add_argument("--readme", action="store_true",
+                   help="the README's `convert --max-drift 0.05 --threads 1` + `report` example instead (module docstring)")
+    p.add_argument("--repeats", type=int, default=3, help="--readme: runs of the example")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.readme:
+        print(readme_example(1 if args.smoke else args.repeats, smoke=args.smoke))
+        return 0
     budgets = tuple(float(b) for b in args.budgets.split(","))
     threads = [int(t) for t in args.threads.split(",")]
     tune_threads = [int(t) for t in (args.tune_threads or args.threads).split(",")]
     lat_kw: dict = {}
     if args.smoke:
-        budgets, threads, tune_threads, args.runs = (0.05,), [1], [1], 3
+        budgets, threads, tune_threads = (0.05,), [1], [1]
+        pairtiming.smoke(args)
         lat_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
     if args.real:
         try:
@@ -129,15 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         speed: dict[int, dict[bytes, tuple[float, float, float]]] = {}
         feeds = random_feeds(model, {k: (1, *v.shape[1:]) for k, v in calib.items()})
         for t in threads:
-            session = SessionOptions(threads=t, opt_level="all", spinning=False)
-            sessions = [make_session(model, session)] + [make_session(distinct[k], session) for k in keys]
-            stats = time_models(sessions, [feeds] * len(sessions), runs=args.runs, warmup=5)
+            timing = pairtiming.options(args, threads=t)
             speed[t] = {b"": (1.0, 1.0, 1.0)}
-            for k, st in zip(keys, stats[1:]):
-                v = verdict(stats[0].samples, st.samples, margin=0.0)
-                speed[t][k] = (v.speedup, v.ci_low, v.ci_high)
-            print(f"# {name}: original {stats[0].median:.3g} ms at {t} thread(s), {args.runs} interleaved runs with "
-                  f"{len(keys)} variants", flush=True)
+            original_ms: list[float] = []
+            for k in keys:
+                pt = pairtiming.time_pair(model, distinct[k], feeds, timing)
+                speed[t][k] = (pt.speedup, *pt.ci)
+                original_ms += pt.original.samples
+            base = f"{latency_stats(original_ms).median:.3g} ms over {len(original_ms)} runs" if original_ms else "-"
+            print(f"# {name}: {len(keys)} variants, {pairtiming.describe(timing)}; original {base}", flush=True)
 
         task: dict[bytes, float] = {b"": 1.0}
         if images is not None:

@@ -16,14 +16,17 @@ Settings: rank 1 and rank 2, each with the plain ``multiplier`` layout and with 
 the multiplier-1 ``branches`` form), and ``--latency-aware`` with the default options (layout
 ``auto``: every layer's fastest measured form).  ``--settings`` picks some by label prefix.
 The table's "of MAC speedup" column is speedup x MAC ratio: the fraction of the speedup the
-MAC count predicts that the model actually gets.  The original and every
-converted variant of a model are timed in ONE interleaved loop (onnxruntime CPU, spinning off,
-ABBA order), so they see the same machine state; the speedup is median(original) /
-median(variant) with the paired 95 % interval of :mod:`convtool.core.decide`.
+MAC count predicts that the model actually gets.  Every converted
+variant is timed against the original as ``convtool report`` times a pair
+(``benchmarks/pairtiming.py``: its own two-model loop in rounds of fresh sessions, interleaved
+ABBA, onnxruntime CPU, spinning off, from ``--runs`` paired runs doubling until the interval
+excludes 1 or a cap); the speedup is the median of the paired ratios with its 95 % interval,
+one statistic (:mod:`convtool.core.decide`).  The original's row gives its median over all its
+pairs.
 
 Usage::
 
-    python benchmarks/speed.py                  # all models, 40 runs
+    python benchmarks/speed.py                  # all models, first look at 40 paired runs
     python benchmarks/speed.py --smoke          # one small model, tiny run counts (CI)
     python benchmarks/speed.py --models synthetic_vgg --runs 100 --threads 2
 """
@@ -39,14 +42,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
+
 from convtool.api import convert_model
 from convtool.core.factorize import mac_ratio
-from convtool.options import SessionOptions
-from convtool.runtime.inputs import random_feeds
-from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
 from convtool.options import ConvertOptions, LatencyOptions, RankPolicy
-from convtool.core.decide import verdict
+from convtool.report import ReportOptions
+from convtool.runtime.inputs import random_feeds
+from convtool.runtime.timing import latency_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: tuple[tuple[str, int, str, bool], ...] = (
@@ -142,11 +145,11 @@ def load_models(names: list[str]) -> dict[str, onnx.ModelProto]:
     return {n: makers[n]() for n in names}
 
 
-def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionOptions, runs: int, warmup: int,
-                cache_dir: str, latency_kw: dict) -> list[dict]:
+def bench_model(name: str, model: onnx.ModelProto, settings, timing: ReportOptions, cache_dir: str,
+                latency_kw: dict) -> list[dict]:
     variants = []
     for label, rank, layout, aware in settings:
-        latency = (LatencyOptions(threads=config.threads, opt_level=config.opt_level, cache_dir=cache_dir,
+        latency = (LatencyOptions(threads=timing.threads, opt_level=timing.opt_level, cache_dir=cache_dir,
                                   **latency_kw) if aware else None)
         result = convert_model(model, ConvertOptions(rank=RankPolicy("fixed", rank), layout=layout,  # type: ignore[arg-type]
                                                      latency_aware=latency))
@@ -159,16 +162,17 @@ def bench_model(name: str, model: onnx.ModelProto, settings, config: SessionOpti
                              mac_ratio=(rec.totals.macs_after / rec.totals.macs_before) if rec.totals.macs_before else None,
                              e2e=rec.latency.end_to_end if rec.latency else None))
     feeds = random_feeds(model)
-    sessions = [make_session(model, config)] + [make_session(v["model"], config) for v in variants]
-    stats = time_models(sessions, [feeds] * len(sessions), runs=runs, warmup=warmup)
-    rows = [dict(model=name, label="original", ms=stats[0].median, p10=stats[0].p10, p90=stats[0].p90,
-                 speedup=1.0, ci=(1.0, 1.0), mac_ratio=1.0, converted="-", layouts="-")]
-    for v, st in zip(variants, stats[1:]):
-        vd = verdict(stats[0].samples, st.samples, margin=0.0)
-        rows.append(dict(model=name, label=v["label"], ms=st.median, p10=st.p10, p90=st.p90, speedup=vd.speedup,
-                         ci=(vd.ci_low, vd.ci_high), mac_ratio=v["mac_ratio"],
-                         converted=f"{v['converted']}/{v['convs']}", layouts=v["layouts"]))
-    return rows
+    rows, original_ms = [], []
+    for v in variants:
+        pt = pairtiming.time_pair(model, v["model"], feeds, timing)
+        st = pt.replacement
+        original_ms += pt.original.samples
+        rows.append(dict(model=name, label=v["label"], ms=st.median, p10=st.p10, p90=st.p90, speedup=pt.speedup,
+                         ci=pt.ci, mac_ratio=v["mac_ratio"], converted=f"{v['converted']}/{v['convs']}",
+                         layouts=v["layouts"]))
+    base = latency_stats(original_ms)
+    return [dict(model=name, label="original", ms=base.median, p10=base.p10, p90=base.p90, speedup=1.0,
+                 ci=(1.0, 1.0), mac_ratio=1.0, converted="-", layouts="-"), *rows]
 
 
 LAYER_ROWS: list[dict] = []
@@ -221,24 +225,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the settings whose label starts with one of these, e.g. 'r=2'")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--opt-level", default="all")
-    p.add_argument("--runs", type=int, default=40)
-    p.add_argument("--warmup", type=int, default=5)
+    pairtiming.add_arguments(p, runs=40, warmup=5)
     p.add_argument("--cache-dir", default=None, help="timing cache for --latency-aware [default: a fresh temp dir]")
     p.add_argument("--smoke", action="store_true", help="one small model, tiny run counts, for CI")
     args = p.parse_args(argv)
     latency_kw: dict = {}
     if args.smoke:
-        args.models, args.runs, args.warmup = ["resnet_style"], 3, 1
+        args.models = ["resnet_style"]
+        pairtiming.smoke(args)
         latency_kw = dict(budget_ms=1.0, min_runs=3, max_runs=3, confirm_runs=3)
-    config = SessionOptions(threads=args.threads, opt_level=args.opt_level, spinning=False)
-    print(f"# end to end; onnxruntime, {args.threads} thread(s), opt level {args.opt_level}, spinning off, "
-          f"{args.runs} interleaved runs per model (original and all variants in one loop), medians")
+    timing = pairtiming.options(args, threads=args.threads, opt_level=args.opt_level)
+    print(f"# end to end; {pairtiming.describe(timing)}")
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or tmp
         rows: list[dict] = []
         for name, model in load_models(args.models).items():
             settings = [st for st in SETTINGS if args.settings is None or any(st[0].startswith(x) for x in args.settings)]
-            model_rows = bench_model(name, model, settings, config, args.runs, args.warmup, cache_dir, latency_kw)
+            model_rows = bench_model(name, model, settings, timing, cache_dir, latency_kw)
             rows.extend(model_rows)
     print_table(rows)
     print()

@@ -32,15 +32,18 @@ import argparse
 import statistics
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from convtool.core.decide import Speedup, resolved, speedup
+import pairtiming  # benchmarks/pairtiming.py (the script's folder comes first on the import path)
+
+from convtool.core.decide import Speedup, speedup
 from convtool.graph.io import load_model
 from convtool.options import SessionOptions
 from convtool.report import ReportOptions
 from convtool.runtime.inputs import random_feeds
 from convtool.runtime.session import make_session
-from convtool.runtime.timing import per_round, schedule, time_models, time_rounds
+from convtool.runtime.timing import time_models, time_rounds
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "digits_cnn.onnx"
@@ -56,13 +59,9 @@ def _converted(folder: Path) -> Path:
 
 
 def _report_protocol(a: Path, b: Path, feeds, cfg: SessionOptions, opts: ReportOptions) -> Speedup:
-    """``convtool report``'s timing of a pair (see :func:`convtool.report.build_report`)."""
-    looks = schedule(opts.runs, opts.run_cap)
-    timed = time_rounds([lambda: make_session(a, cfg), lambda: make_session(b, cfg)], [feeds, feeds], looks=looks,
-                        per_round=per_round(looks[0]), warmup=opts.warmup,
-                        stop=lambda s, r: resolved(s[0], s[1], margin=0.0, rounds=r, looks=len(looks)),
-                        max_seconds=opts.max_seconds)
-    return speedup(timed.stats[0].samples, timed.stats[1].samples, rounds=timed.rounds, looks=timed.looks)
+    """``convtool report``'s timing of a pair (``benchmarks/pairtiming.py``)."""
+    v = pairtiming.time_pair(a, b, feeds, replace(opts, threads=cfg.threads)).verdict
+    return Speedup(v.speedup, v.ci_low, v.ci_high, v.runs)
 
 
 def _one_pair(a: Path, b: Path, feeds, cfg: SessionOptions, runs: int, warmup: int) -> Speedup:

@@ -65,6 +65,18 @@ def test_accuracy_smoke():
     assert "top-1" in out and "| refit |" in out and "--refit pointwise" in out
 
 
+def test_objective_smoke(tmp_path):
+    out = run_benchmark("objective.py", "--cache-dir", str(tmp_path))
+    assert "| budget | objective | converted | MACs removed | speedup 1T (95% CI) |" in out
+    assert "| 0.05 | latency @1T |" in out and "| 0.05 | macs |" in out
+    assert "as `convtool report` times a pair" in out
+
+
+def test_objective_readme_smoke():
+    out = run_benchmark("objective.py", "--readme")
+    assert "| run | layers chosen (rank, layout) | MACs removed |" in out and "| 1 | conv2 (2, " in out
+
+
 def test_latency_ab_smoke():
     out = run_benchmark("latency_ab.py")
     assert "A/A" in out
