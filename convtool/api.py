@@ -223,7 +223,16 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
             warnings.append(f"--finetune: {tuned.summary.decision}")
     # --- end --finetune ---
 
-    if options.quantize is not None and data is not None:
+    if search is not None and search.quantization is not None and tuning is None:
+        # the search quantized, measured and timed its model against the INT8 original itself
+        new_model, record.quantization = copy_model(search.model), search.quantization
+        if not record.totals.converted or not any(c for c in search.summary.ranks.values()):
+            for layer in record.layers:
+                if layer.converted:
+                    layer.skip(search.notes.get(layer.name, "left unconverted by --quantize int8"))
+            record.totals.converted = sum(1 for layer in record.layers if layer.converted)
+            record.totals.skipped = len(record.layers) - record.totals.converted
+    elif options.quantize is not None and data is not None:
         new_model, record.quantization = _quantize(model, new_model, record, data, options)
 
     totals = record.totals

@@ -190,6 +190,7 @@ class SearchSummary:
     capture_bytes: int = 0  # memory held by the cached activations and moments
     local_drift: float | None = None  # held-out drift of the plan with the local (sensitivity) fits
     finetune_attempts: tuple[dict, ...] = ()  # --finetune: each plan fine-tuned inside the search
+    quantization_attempts: tuple[dict, ...] = ()  # --quantize int8: each quantized plan, its drift and speed
 
 
 @dataclass(frozen=True)

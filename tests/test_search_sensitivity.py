@@ -94,3 +94,30 @@ def test_a_sweep_point_is_the_convert_model_for_the_same_budget():
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     (point,) = swept.record.points
     assert point.macs == conv.record.totals.macs_after
+
+
+def test_quantize_int8_inside_the_search_measures_and_times_the_deployed_model(tmp_path):
+    """--quantize int8 --max-drift: the budget holds for the quantized model, which is never
+    slower than the INT8-quantized original (else the original layers are kept, with a warning)."""
+    from convtool.options import LatencyOptions, QuantizeOptions
+
+    model = onnx.load(str(SAMPLES / "digits_cnn.onnx"))
+    with np.load(SAMPLES / "digits_calib.npz") as f:
+        calib = {"input": f["input"][:120]}
+    options = ConvertOptions(max_drift=0.05, objective="macs", search_ranks=(1, 2), quantize=QuantizeOptions(),
+                             calibration=CalibrationOptions(factors="pointwise"),
+                             timing=LatencyOptions(cache_dir=str(tmp_path)))
+    res = convert_model(model, options, calibration_data=calib)
+    search, quant = res.record.search, res.record.quantization
+    assert quant is not None and search.quantization_attempts
+    assert any(n.op_type == "QuantizeLinear" for n in res.model.graph.node)
+    _, held = Dataset(calib).split(CalibrationOptions().holdout, CalibrationOptions().seed + 1)
+    d = compare_outputs(run_outputs(model, held), run_outputs(res.model, held))
+    assert d.drift == pytest.approx(search.drift, rel=1e-4, abs=1e-7)  # the written model is the measured one
+    assert search.drift <= 0.05
+    last = search.quantization_attempts[-1]
+    if res.record.totals.converted:
+        assert last["kept"] and last["ci_low"] > 1.0
+    else:
+        assert any("--quantize int8" in w and "kept the original layers" in w for w in res.record.warnings)
+        assert not any(".dw" in n.name for n in res.model.graph.node)

@@ -92,8 +92,8 @@ from convtool.errors import CalibrationDataError, ConvToolError, OptionError
 from convtool.graph import weights
 from convtool.graph.select import ConvSite
 from convtool.options import ConvertOptions, RankPolicy
-from convtool.records import (CalibrationSummary, FinetuneSummary, LatencySummary, LayerChange, SearchSummary,
-                              Sensitivity)
+from convtool.records import (CalibrationSummary, FinetuneSummary, LatencySummary, LayerChange,
+                              QuantizationSummary, SearchSummary, Sensitivity)
 from convtool.runtime.inputs import Dataset, fixed_batch, random_dataset
 from convtool.runtime.run import run_outputs
 from convtool.search import latency, sensitivity
@@ -117,6 +117,8 @@ SENSE_ITERATIONS = 0
 FINAL_ITERATIONS = 0
 #: --finetune: fine-tunes per budget (the chosen plan, then deeper ones).
 FINETUNE_ATTEMPTS = 3
+#: --quantize int8: quantizations per budget (the chosen plan, then plans for smaller budgets).
+QUANT_ATTEMPTS = 3
 #: Confidence of the held-out upper bound the acceptance uses.
 CONFIDENCE = 0.95
 RANDOM_WARNING = ("--max-drift without --calibration: drift measured on {n} seeded random inputs, "
@@ -193,6 +195,7 @@ class Selection:
     factors: str = "local"  # the final model's weights: "local" fits, or the sequential refit's method
     calibration: CalibrationSummary | None = None  # the sequential refit, when it was kept
     finetune: FinetuneSummary | None = None  # --finetune: the fine-tune of the kept plan
+    quantization: QuantizationSummary | None = None  # --quantize int8: the model is the quantized one
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ class SearchResult:
     model: onnx.ModelProto | None = None  # the final model: the one whose held-out drift was measured
     calibration: CalibrationSummary | None = None  # its sequential refit, when that was kept
     finetune: FinetuneSummary | None = None  # --finetune inside the search (``deepen``)
+    quantization: QuantizationSummary | None = None  # --quantize int8 inside the search
 
     @property
     def timed(self) -> bool:
@@ -330,6 +334,9 @@ class BudgetSearch:
         self.sites: list[ConvSite] = []
         self.sequential: dict[float, Measured] = {}  # per budget: the sequential refit's measurement
         self.ft_attempts: dict[float, list[dict]] = {}  # per budget: --finetune attempts (deepen)
+        self.q_attempts: dict[float, list[dict]] = {}  # per budget: --quantize int8 attempts
+        self._q_original = None  # the INT8-quantized original (--quantize int8), made once
+        self._q_original_measured: Measured | None = None
         self.names: list[str] = []  # every layer that qualifies at some rank, graph order
         self.candidates: dict[str, list[Candidate]] = {}
         self.left: dict[str, str] = {}  # layers without a candidate: why
@@ -533,8 +540,10 @@ class BudgetSearch:
 
     # -- 2. greedy, 3. never slower -----------------------------------------------------------------
 
-    def select(self, budget: float) -> Selection:
-        """The knapsack plan under ``budget``, verified, then the end-to-end check (module docstring)."""
+    def select(self, budget: float, promise: float | None = None) -> Selection:
+        """The knapsack plan under ``budget``, verified, then the end-to-end check (module docstring).
+        ``promise``: the user's budget when ``budget`` is a tighter one chosen internally
+        (``--quantize int8`` leaves room for the quantization's drift); the selection carries it."""
         t0 = time.perf_counter()
         names = [n for n in self.names if self.candidates.get(n)]
         options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
@@ -582,6 +591,8 @@ class BudgetSearch:
                                f"not in the best plan within budget {budget:g} (least drift alone {alone:.4g})")
         self.phases[f"selection {budget:g}"] = round(time.perf_counter() - t0, 3)
         selection = self._finish(budget, dict(chosen), notes)
+        if promise is not None:
+            return replace(selection, budget=promise)
         need = samples_needed(budget, CONFIDENCE) if self.metric == "top1" and self.refit else 0
         if need > self.held.count:
             selection.warnings.append(f"--max-drift {budget:g} (top1) cannot be certified with {self.held.count} "
@@ -676,6 +687,9 @@ class BudgetSearch:
         if self.options.finetune is not None and self.refit and selection.chosen:
             selection = self.deepen(selection)
             factors = selection.factors
+        if self.options.quantize is not None and self.refit:
+            selection = self.quantized(selection)
+            factors = selection.factors if selection.chosen else "none"
         return selection, factors
 
     # -- 4. the final weights --------------------------------------------------------------------------
@@ -703,6 +717,73 @@ class BudgetSearch:
                                           self.data.count if self.data is not None else 0, self.fit.count,
                                           self.held.count, self.phases.get("sensitivity", 0.0))
         return replace(selection, calibration=local), "local"
+
+    # -- 6. --quantize int8: the deployed precision --------------------------------------------------
+
+    def quantized(self, selection: Selection) -> Selection:
+        """``--quantize int8``: the chosen model is equalized and quantized
+        (:mod:`convtool.runtime.quantize`, on the fit samples) and measured on the held-out
+        samples against the FLOAT original - the budget applies to what is deployed.  When it
+        breaks the budget, plans for smaller float budgets (scaled by ``budget / measured``)
+        are tried, at most :data:`QUANT_ATTEMPTS` quantizations.  The kept one is then timed
+        against the INT8-quantized original (what the user would otherwise ship); when it is not
+        faster beyond noise the plan is dropped: the original layers are kept, quantized, with
+        a warning.  The summary's ``quantization_attempts`` lists each try."""
+        from convtool.graph.equalize import equalize_model
+        from convtool.runtime.quantize import quantize_model
+
+        q = self.options.quantize
+        if q is None or self.data is None:
+            return selection
+        budget = selection.budget
+        if self._q_original is None:
+            self._tick("quantizing the original", 0, 1)
+            self._q_original = quantize_model(self.model, self.fit, q)
+            self._q_original_measured = self.measure(self._q_original.model)
+        attempts = self.q_attempts.setdefault(budget, [])
+        current, scale = selection, 1.0
+        for attempt in range(QUANT_ATTEMPTS):
+            if not current.chosen:
+                break
+            self._tick("quantizing", attempt, QUANT_ATTEMPTS)
+            conv = convert(self.model, self.base, self.plan_of(current.chosen), source=self.source, count_macs=False)
+            model, pairs = (equalize_model(current.model, conv.record.layers) if q.equalize
+                            else (current.model, []))
+            qm = quantize_model(model, self.fit, q)
+            m = self.measure(qm.model)
+            ok = self.keeps(m, budget)
+            verdict = self._time_pair(self._q_original.model, qm.model) if ok and self.timing.confirm else None
+            faster = verdict is None or verdict.convert
+            attempts.append({"layers": len(current.chosen), "float_drift": current.value, "drift": m.value,
+                             "bound": m.bound, "kept": ok and faster,
+                             "speedup_vs_int8": None if verdict is None else verdict.speedup,
+                             "ci_low": None if verdict is None else verdict.ci_low,
+                             "ci_high": None if verdict is None else verdict.ci_high})
+            if ok and faster:
+                summary = replace(qm.summary, equalized=tuple(pairs), drift=m.drift.drift,
+                                  drift_samples=self.held.count)
+                return replace(current, value=m.value, drift=m.drift, bound=m.bound, model=qm.model,
+                               quantization=summary, end_to_end=verdict or current.end_to_end)
+            if ok and not faster:
+                break  # a smaller plan is no faster: the INT8 original wins
+            scale *= 0.95 * budget / max(m.value, 1e-12)
+            current = self.select(budget * scale, promise=budget)
+        why = ("no converted plan kept the budget once quantized" if not attempts or not attempts[-1]["kept"] and
+               (attempts[-1]["bound"] or attempts[-1]["drift"]) > budget else
+               "the quantized converted model was not faster than the INT8-quantized original")
+        warning = f"--quantize int8: {why}; kept the original layers (quantized)"
+        m0 = self._q_original_measured
+        summary = replace(self._q_original.summary, drift=m0.drift.drift, drift_samples=self.held.count)
+        notes = {**selection.notes, **{n: f"left unconverted: {why}" for n in selection.chosen}}
+        overrides = {n: Override(rank=0, reason=f"left unconverted by --max-drift: {why}") for n in self.names}
+        return replace(selection, chosen={}, overrides=overrides, value=m0.value, drift=m0.drift, bound=m0.bound,
+                       model=self._q_original.model, notes=notes, quantization=summary, calibration=None,
+                       warnings=[*selection.warnings, warning])
+
+    def _time_pair(self, a: onnx.ModelProto, b: onnx.ModelProto) -> Verdict:
+        return latency.confirm(a, b, self.timing, self.options.input_shape_map,
+                               progress=None if self.progress is None else
+                               (lambda d, t: self._tick("timing models", d, t)))
 
     # -- 5. --finetune: deeper plans, certified after fine-tuning -----------------------------------
 
@@ -822,6 +903,7 @@ class BudgetSearch:
             attempts=tuple(a.to_dict() for a in self.attempts.get(selection.budget, ())),
             phases=dict(self.phases), capture_bytes=self.capture_bytes,
             finetune_attempts=tuple(self.ft_attempts.get(selection.budget, ())),
+            quantization_attempts=tuple(self.q_attempts.get(selection.budget, ())),
             local_drift=self._memo.get(self.plan_key(selection.overrides), Measured(selection.value, selection.drift,
                                                                                    None)).value)
 
@@ -835,7 +917,7 @@ class BudgetSearch:
         return SearchResult(selection.overrides, self.summary(selection), tuple(self.warnings + selection.warnings),
                             self.fit if self.refit else None, self.cache, dict(selection.notes), choices,
                             self.latency_summary(selection), selection.factors, selection.model,
-                            selection.calibration, selection.finetune)
+                            selection.calibration, selection.finetune, selection.quantization)
 
 
 def _best_speedup(choice: latency.LayerChoice) -> float:
