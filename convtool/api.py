@@ -43,7 +43,7 @@ from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, load, model_inputs, shared_samples, validate
+from convtool.runtime.inputs import Dataset, input_shapes_from_data, load, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -88,7 +88,8 @@ def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | 
 def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
                  arrays: Mapping[str, np.ndarray] | Dataset | None) -> tuple[ConvertOptions, Dataset | None]:
     """``(options, data)``: the validated calibration data (``None`` when none was asked for)
-    and the options with data-derived shapes for inputs whose non-batch dims are symbolic."""
+    and the options with every input's shape filled from the data where the user gave none
+    (:func:`convtool.runtime.inputs.input_shapes_from_data`)."""
     cal = options.calibration_or_default
     if isinstance(arrays, Dataset):
         data = arrays
@@ -99,8 +100,7 @@ def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
     else:
         return options, None
     given = options.input_shape_map
-    extra = [(spec.name, (1, *data.arrays[spec.name].shape[1:])) for spec in model_inputs(model)
-             if spec.name not in given and spec.dims is not None and any(d is None for d in spec.dims[1:])]
+    extra = [(k, v) for k, v in input_shapes_from_data(model, data, given).items() if k not in given]
     if extra:
         options = replace(options, input_shapes=tuple(options.input_shapes) + tuple(extra))
     return options, data

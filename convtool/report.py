@@ -39,8 +39,8 @@ import numpy as np
 import onnx
 
 from convtool.analysis.costs import NodeCost, folded_batchnorms, model_params
-from convtool.analysis.drift import Drift, compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
-from convtool.errors import CalibrationDataError, OptionError
+from convtool.analysis.drift import Drift, accuracy, class_scores, compare_outputs, label_problem
+from convtool.errors import OptionError
 from convtool.graph.io import load_model
 from convtool.options import CPU_PROVIDER, SessionOptions
 from convtool.records import finite
@@ -367,17 +367,6 @@ def _chunk(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
     return int(dims[0]) if dims else 32
 
 
-def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray, path: str) -> float:
-    for name, value in outputs.items():
-        if looks_like_class_scores(value):
-            if value.shape[0] != labels.shape[0]:
-                raise CalibrationDataError(
-                    f"output {name!r} of {path} has {value.shape[0]} rows for {labels.shape[0]} labels"
-                )
-            return top1_accuracy(value, labels)
-    raise CalibrationDataError(f"labels given, but no output of {path} looks like class scores [N, C]")
-
-
 def build_report(
     paths: Sequence[str | Path],
     options: ReportOptions | None = None,
@@ -492,9 +481,9 @@ def build_report(
 
     accuracies: list[float | None] = [None] * len(models)
     if data is not None and data.labels is not None:
-        accuracies = [_accuracy(o, data.labels, p) for o, p in zip(outputs, paths) if o is not None]  # type: ignore[misc]
-        scores = next((v for v in (outputs[0] or {}).values() if looks_like_class_scores(v)), None)
-        problem = label_problem(scores, data.labels, str(data.source)) if scores is not None else None
+        accuracies = [accuracy(o, data.labels, p) for o, p in zip(outputs, paths) if o is not None]  # type: ignore[misc]
+        scores = class_scores(outputs[0] or {})
+        problem = label_problem(scores[1], data.labels, str(data.source)) if scores is not None else None
         notes += [problem] if problem else []
 
     records = tuple(

@@ -37,14 +37,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import onnx
 
-from convtool.analysis.costs import model_macs, model_params
-from convtool.analysis.drift import compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
+from convtool.analysis.costs import model_params
+from convtool.analysis.drift import accuracy, class_scores, compare_outputs, label_problem
 from convtool.convert import convert
 from convtool.core.decide import verdict
-from convtool.errors import CalibrationDataError, ConvToolError
+from convtool.errors import ConvToolError
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import SweepBaseline, SweepPoint, SweepRecord
 from convtool.runtime.inputs import Dataset, random_feeds
+from convtool.runtime.observe import model_costs
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
 
@@ -101,13 +102,6 @@ def sweep_words(warning: str) -> str:
     return text.replace("--max-drift", "--budgets")
 
 
-def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float | None:
-    for value in outputs.values():
-        if looks_like_class_scores(value) and value.shape[0] == labels.shape[0]:
-            return top1_accuracy(value, labels)
-    return None
-
-
 def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None, eval_data: Dataset,
           sweep_options: SweepOptions, *, source: str = "<memory>", progress: Progress | None = None) -> SweepResult:
     """Search once, select per budget, measure every point (see the module docstring)."""
@@ -154,7 +148,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
     try:
-        macs_before = model_macs(model, options.input_shape_map)
+        macs_before = model_costs(model, options.input_shape_map).macs
     except ConvToolError:
         macs_before = None
 
@@ -162,12 +156,9 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     batch = search.batch
     reference = run_outputs(model, eval_data, batch)
     labels = eval_data.labels
-    acc_original = _accuracy(reference, labels) if labels is not None else None
-    if labels is not None and acc_original is None:
-        raise CalibrationDataError(f"{eval_data.source}: labels given, but no output looks like class scores [N, C]")
+    acc_original = accuracy(reference, labels, eval_data.source) if labels is not None else None
     if labels is not None:
-        scores = next(v for v in reference.values() if looks_like_class_scores(v) and v.shape[0] == labels.shape[0])
-        problem = label_problem(scores, labels, eval_data.source)
+        problem = label_problem(class_scores(reference)[1], labels, eval_data.source)  # type: ignore[index]
         warnings += [problem] if problem else []
     measured: dict[tuple, dict] = {}
     for i, key in enumerate(built):
@@ -175,7 +166,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         outputs = run_outputs(built[key][0], eval_data, batch)
         d = compare_outputs(reference, outputs)
         measured[key] = dict(drift=d.drift, rel_l2=d.rel_l2, top1_agreement=d.top1_agreement,
-                             accuracy=_accuracy(outputs, labels) if labels is not None else None)
+                             accuracy=accuracy(outputs, labels, eval_data.source) if labels is not None else None)
     tick("evaluating", len(built), len(built))
 
     # 5. latency: the original and every distinct model in one interleaved loop (a plan that
