@@ -172,11 +172,11 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
         if lat.confirm and record.totals.converted:
             verdict = latency.confirm(model, new_model, lat, options.input_shape_map,
                                       progress=_stage(progress, "timing models"))
-            if verdict.ci_high < 1.0:
+            if not verdict.convert:  # slower, or not resolved: the safe choice is the original
                 reverted = True
-                reason = (f"whole model {1 / verdict.speedup:.2f}x slower with the converted layers "
-                          f"({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured end to end); "
-                          "kept the original")
+                reason = (f"whole model {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) with the "
+                          f"converted layers ({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured "
+                          "end to end) is not faster beyond noise; kept the original")
                 for layer in record.layers:
                     if layer.converted:
                         layer.skip(reason)

@@ -188,9 +188,12 @@ class LatencyOptions:
 
     ``threads`` / ``opt_level`` are the onnxruntime session options the model will be deployed
     with; ``cache_dir`` holds per-shape timings (``None``: ``~/.cache/convtool``);
-    ``margin``: the smallest speedup worth a conversion (0.05 = 5 %); ``budget_ms``: timing
-    budget per measured pair; ``confirm``: time the whole model before/after (interleaved A/B)
-    and keep the original model when the converted one is slower beyond noise.
+    ``margin``: the smallest speedup worth a conversion (0.05 = 5 %).  A layer pair is timed
+    until its interval decides (:mod:`convtool.search.latency`): looks at ``min_runs``, doubling
+    up to ``max_runs`` paired runs, at most ``budget_ms`` of wall time.  ``confirm``: time the
+    whole model before/after the same way (``confirm_runs`` doubling up to ``confirm_max_runs``,
+    at most ``confirm_budget_ms``) and keep the original model unless the converted one is
+    faster beyond noise.
     """
 
     threads: int = 1
@@ -199,10 +202,12 @@ class LatencyOptions:
     use_cache: bool = True
     margin: float = 0.05
     budget_ms: float = 400.0
-    min_runs: int = 15
-    max_runs: int = 300
+    min_runs: int = 20
+    max_runs: int = 320
     confirm: bool = True
     confirm_runs: int = 40
+    confirm_max_runs: int = 320
+    confirm_budget_ms: float = 5000.0
     providers: tuple[str, ...] = (CPU_PROVIDER,)
 
     def __post_init__(self) -> None:
@@ -211,6 +216,8 @@ class LatencyOptions:
             raise OptionError(f"latency margin must be in [0, 1), got {self.margin}")
         if self.min_runs < 3 or self.max_runs < self.min_runs or self.confirm_runs < 3:
             raise OptionError("latency-aware runs must be >= 3 (and max_runs >= min_runs)")
+        if self.confirm_max_runs < self.confirm_runs or self.budget_ms <= 0 or self.confirm_budget_ms <= 0:
+            raise OptionError("latency-aware caps must be positive (and confirm_max_runs >= confirm_runs)")
 
     @property
     def session(self) -> SessionOptions:
@@ -223,15 +230,24 @@ class LatencyOptions:
 class SweepOptions:
     """``convtool sweep``: the drift budgets to search, and how the results are timed.
 
-    ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs`` /
-    ``warmup``: timed runs of the original and every point's model, all in one interleaved loop;
-    ``save_models``: keep each point's model (the caller writes them).
+    ``budgets``: one greedy selection per value (ascending, duplicates dropped); ``runs``: the
+    first look of the timing of each point's model against the original (as ``convtool report``
+    times a pair: interleaved, in rounds of fresh sessions), which goes on, doubling, until the
+    point's interval excludes 1, ``max_runs`` (``None``: 8 x ``runs``) or ``max_seconds`` per
+    point; ``warmup``: untimed runs per session and round; ``save_models``: keep each point's
+    model (the caller writes them).
     """
 
     budgets: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
     runs: int = 50
     warmup: int = 5
     save_models: bool = False
+    max_runs: int | None = None
+    max_seconds: float = 30.0
+
+    @property
+    def run_cap(self) -> int:
+        return max(self.runs, self.max_runs if self.max_runs is not None else 8 * self.runs)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -244,6 +260,8 @@ class SweepOptions:
             raise OptionError(f"--runs must be >= 3, got {self.runs}")
         if self.warmup < 0:
             raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.max_seconds <= 0:
+            raise OptionError(f"the sweep's timing cap must be > 0 s, got {self.max_seconds}")
 
     @property
     def sorted_budgets(self) -> tuple[float, ...]:

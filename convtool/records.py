@@ -42,12 +42,16 @@ class LayerChange:
     output_error_before: float | None = None
     output_error_after: float | None = None
     # filled by --latency-aware: medians (ms) of the original conv and of its (best) replacement
-    # at the layer's input shape, their ratio, the decision and every timed candidate layout
+    # at the layer's input shape, the speedup (median of paired ratios) with its interval, the
+    # decision and every timed candidate layout
     latency_original_ms: float | None = None
     latency_replacement_ms: float | None = None
     latency_speedup: float | None = None
     latency_decision: str | None = None
     latency_candidates: list[dict[str, Any]] = field(default_factory=list)
+    latency_ci_low: float | None = None  # the speedup's ~95 % interval (same statistic)
+    latency_ci_high: float | None = None
+    latency_resolved: bool | None = None  # False: the interval did not decide by the cap (kept)
     # filled by --max-drift: why the search chose this layer (rank, layout, gain per drift) or left it
     search_decision: str | None = None
 
@@ -347,8 +351,11 @@ class SweepPoint:
 
     ``search_drift`` is the search's own drift (on its held-out calibration split); ``drift``,
     ``rel_l2``, ``top1_agreement`` and ``accuracy`` (with labels) are measured on the evaluation
-    data no fit or search saw.  ``speedup`` is median(original) / median(point) from one
-    interleaved loop over the original and every point, with its paired 95 % interval.
+    data no fit or search saw.  ``speedup`` is ``exp(median(ln(original_i / point_i)))`` over the
+    paired runs of one interleaved loop over the original and every point (rounds of fresh
+    sessions), ``ci_low`` / ``ci_high`` its ~95 % interval from the same statistic
+    (:func:`convtool.core.decide.speedup`); ``runs`` paired runs; ``resolved``: the interval
+    excludes 1 (``False``: not resolved when the timing's cap was reached).
     ``pareto``: no other point is at least as fast and at least as accurate (on the sweep's
     x axis), and better in one.
     """
@@ -372,6 +379,8 @@ class SweepPoint:
     pareto: bool = False
     model: str | None = None  # the file written with --save-models
     finetuned: bool | None = None  # --finetune: its weights were kept (held-out drift dropped); None: not asked
+    runs: int | None = None  # paired timed runs behind the speedup
+    resolved: bool | None = None  # False: the interval still includes 1 at the timing's cap
 
 
 @dataclass(frozen=True)

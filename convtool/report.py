@@ -15,8 +15,11 @@ slow the timed runs down):
    ``None`` with the reason in the notes, never 0;
 2. check that every requested gate can be computed (else :class:`OptionError`, before any
    measuring);
-3. unless ``latency`` is off: time the models interleaved with an optional A/A control
-   (:mod:`convtool.runtime.timing`);
+3. unless ``latency`` is off: time the models interleaved with an optional A/A control, in
+   rounds of fresh sessions (:func:`convtool.runtime.timing.time_rounds`); for a pair, from
+   ``runs`` paired runs doubling until the speedup's interval excludes 1 or a cap
+   (``max_runs``, ``max_seconds``) - the speedup and its interval are one statistic,
+   :func:`convtool.core.decide.speedup`, as in ``convtool sweep``;
 4. with ``profile``: per-node times from onnxruntime's profiler (:mod:`convtool.runtime.profile`);
 5. for a pair: run both on the same inputs (:mod:`convtool.runtime.inputs`,
    :mod:`convtool.runtime.run`) and compute the drift (:mod:`convtool.analysis.drift`; the
@@ -40,6 +43,7 @@ import onnx
 
 from convtool.analysis.costs import NodeCost, folded_batchnorms, model_params
 from convtool.analysis.drift import Drift, accuracy, class_scores, compare_outputs, label_problem
+from convtool.core.decide import Speedup, resolved, speedup
 from convtool.errors import OptionError
 from convtool.graph.io import load_model
 from convtool.options import CPU_PROVIDER, SessionOptions
@@ -83,8 +87,11 @@ RANDOM_DRIFT_BATCHES = 4
 class ReportOptions:
     """Everything that shapes a report. Defaults match the CLI's.
 
-    ``input_shapes``: ``(name, dims)`` pairs (``--input-shape``). ``runs``/``warmup``: timed and
-    untimed runs per model. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
+    ``input_shapes``: ``(name, dims)`` pairs (``--input-shape``). ``runs``: timed runs per model
+    of a single model, and the *first look* of a pair's timing, which goes on (doubling) until
+    the speedup's interval excludes 1, ``max_runs`` runs (``None``: 8 x ``runs``; equal to
+    ``runs`` for a fixed count) or ``max_seconds`` of timing; ``warmup``: untimed runs per
+    session and round. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
     options. ``latency``: time the models at all. ``aa_check``: add an A/A control session.
     ``profile``: per-node profiler times. ``inputs``: an ``.npz`` of samples (and ``labels``).
     ``seed``: random inputs. Gates are ``None`` when not requested.
@@ -93,6 +100,8 @@ class ReportOptions:
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     runs: int = 100
     warmup: int = 10
+    max_runs: int | None = None
+    max_seconds: float = 30.0
     threads: int = 1
     opt_level: str = "all"
     allow_spinning: bool = False
@@ -114,6 +123,10 @@ class ReportOptions:
             raise OptionError(f"--runs must be >= 1, got {self.runs}")
         if self.warmup < 0:
             raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.max_runs is not None and self.max_runs < self.runs:
+            raise OptionError(f"max_runs must be >= --runs ({self.runs}), got {self.max_runs}")
+        if not self.max_seconds > 0:
+            raise OptionError(f"the timing cap must be > 0 s, got {self.max_seconds}")
         self.session  # validates threads, opt level, providers  # noqa: B018
         for name, (flag, _) in GATES.items():
             value = getattr(self, name)
@@ -135,6 +148,10 @@ class ReportOptions:
     @property
     def input_shape_map(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v) for k, v in self.input_shapes}
+
+    @property
+    def run_cap(self) -> int:
+        return self.max_runs if self.max_runs is not None else 8 * self.runs
 
     @property
     def session(self) -> SessionOptions:
@@ -198,18 +215,31 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Converted against original. Reductions are ``1 - after/before``."""
+    """Converted against original. Reductions are ``1 - after/before``.
+
+    ``speedup``: ``exp(median(ln(original_i / converted_i)))`` over the paired timed runs, with
+    ``ci_low`` / ``ci_high`` its ~95 % interval from the same statistic (the field names of
+    ``convtool sweep``'s points); ``runs`` paired runs; ``resolved``: the interval excludes 1.
+    """
 
     param_reduction: float
     mac_reduction: float | None
     speedup: float | None
     drift: Drift | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    runs: int | None = None
+    resolved: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "param_reduction": self.param_reduction,
             "mac_reduction": self.mac_reduction,
             "speedup": self.speedup,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "runs": self.runs,
+            "resolved": self.resolved,
             "drift": None if self.drift is None else self.drift.to_dict(),
         }
 
@@ -257,14 +287,17 @@ class AACheck:
     """A/A control: a second session of the first model, timed like the others."""
 
     latency: LatencyStats
-    ratio: float  # median(first model) / median(its twin); 1.0 means no noise
+    ratio: float  # the speedup statistic of the first model over its twin; 1.0 means no noise
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     @property
     def noise(self) -> float:
         return abs(1.0 - self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "noise": self.noise, "latency_ms": self.latency.to_dict()}
+        return {"ratio": self.ratio, "ci_low": self.ci_low, "ci_high": self.ci_high, "noise": self.noise,
+                "latency_ms": self.latency.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -386,7 +419,7 @@ def build_report(
     from convtool.runtime.inputs import input_shapes_from_data, load, random_dataset, random_feeds
     from convtool.runtime.run import run_outputs
     from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import time_models
+    from convtool.runtime.timing import per_round, schedule, time_rounds
 
     options = options or ReportOptions()
     paths = [str(p) for p in paths]
@@ -430,25 +463,38 @@ def build_report(
         drift_data = random_dataset(models[0], shapes, count=RANDOM_DRIFT_BATCHES * batch, seed=options.seed)
         inputs_desc = f"random (seed {options.seed})"
 
-    need_sessions = options.latency or len(models) == 2 or (data is not None and data.labels is not None)
-    sessions = [make_session(p, config) for p in paths] if need_sessions else []
 
     latencies: list[LatencyStats | None] = [None] * len(models)
     aa: AACheck | None = None
+    paired: Speedup | None = None
+    unresolved = False
     if options.latency:
-        timed = list(sessions)
-        if options.aa_check:
-            timed.append(make_session(paths[0], config))
-        total = options.runs * len(timed)
+        timed_paths = list(paths) + ([paths[0]] if options.aa_check else [])
+        looks = schedule(options.runs, options.run_cap) if len(models) == 2 else (options.runs,)
 
-        def tick(done: int, _total: int) -> None:
+        def tick(done: int, total: int) -> None:
             if progress is not None:
                 progress("timing", done, total)
 
-        stats = time_models(timed, [timing_batch] * len(timed), runs=options.runs, warmup=options.warmup, progress=tick)
+        def decided(samples: list[list[float]], rounds: list[int]) -> bool:
+            return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
+
+        makers = [lambda p=p: make_session(p, config) for p in timed_paths]
+        timed = time_rounds(makers, [timing_batch] * len(timed_paths), looks=looks, per_round=per_round(looks[0]),
+                            warmup=options.warmup, stop=decided if len(models) == 2 else None,
+                            max_seconds=options.max_seconds, progress=tick)
+        stats = timed.stats
         latencies = list(stats[: len(models)])
         if options.aa_check:
-            aa = AACheck(latency=stats[-1], ratio=stats[0].median / stats[-1].median)
+            twin = speedup(stats[0].samples, stats[-1].samples, rounds=timed.rounds, looks=timed.looks)
+            aa = AACheck(latency=stats[-1], ratio=twin.speedup, ci_low=twin.ci_low, ci_high=twin.ci_high)
+        if len(models) == 2:
+            paired = speedup(stats[0].samples, stats[1].samples, rounds=timed.rounds, looks=timed.looks)
+            unresolved = not (paired.ci_low > 1.0 or paired.ci_high < 1.0)
+            if unresolved:
+                notes.append(f"speed not resolved at {paired.runs} runs: {paired.speedup:.2f}x, 95% CI "
+                             f"{paired.ci_low:.2f}-{paired.ci_high:.2f}x includes 1.00x (no measurable difference "
+                             "within the timing cap)")
         if options.runs < 20:
             notes.append(f"only {options.runs} timed runs per model: medians are noisy (use --runs 100+)")
         if options.threads > 1 and stats[0].median < 1.0:
@@ -470,6 +516,8 @@ def build_report(
         if progress is not None:
             progress("profiling", len(models), len(models))
 
+    need_sessions = len(models) == 2 or (data is not None and data.labels is not None)  # timing makes its own
+    sessions = [make_session(p, config) for p in paths] if need_sessions else []
     outputs: list[dict[str, np.ndarray] | None] = [None] * len(models)
     if sessions and (len(models) == 2 or (data is not None and data.labels is not None)):
         for i, s in enumerate(sessions):
@@ -508,14 +556,15 @@ def build_report(
                 drift = compare_outputs(outputs[0], outputs[1])
             except ValueError as exc:
                 raise OptionError(f"cannot compare the models' outputs: {exc}") from None
-        speedup = None
-        if latencies[0] is not None and latencies[1] is not None and latencies[1].median > 0:
-            speedup = latencies[0].median / latencies[1].median
         comparison = Comparison(
             param_reduction=_reduction(params[0], params[1]),
             mac_reduction=_reduction(macs[0], macs[1]),
-            speedup=speedup,
+            speedup=None if paired is None else paired.speedup,
             drift=drift,
+            ci_low=None if paired is None else paired.ci_low,
+            ci_high=None if paired is None else paired.ci_high,
+            runs=None if paired is None else paired.runs,
+            resolved=None if paired is None else not unresolved,
         )
         layers = _pair_layers(models[0], models[1], records[0], records[1])
         if not layers:

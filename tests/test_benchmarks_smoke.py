@@ -70,6 +70,12 @@ def test_latency_ab_smoke():
     assert "A/A" in out
 
 
+def test_timing_calibration_smoke():
+    out = run_benchmark("timing_calibration.py")
+    assert "| threads | pair | protocol | long-run speedup | 95% CI covers it |" in out
+    assert "| 1 | A/B | report |" in out and "| 1 | A/A | one pair, 6 runs |" in out
+
+
 def test_int8_smoke(tmp_path):
     out = run_benchmark("int8.py", cwd=tmp_path)
     for variant in ("fp32 original", "INT8 original", "convtool fp32", "convtool+INT8", "convtool+EQ+INT8"):

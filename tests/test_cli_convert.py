@@ -161,7 +161,7 @@ def test_convert_with_report(vgg, tmp_path):
     data = json.loads(rep.read_text())
     assert [m["path"] for m in data["models"]] == [str(vgg), str(tmp_path / "o.onnx")]
     assert data["comparison"]["mac_reduction"] > 0.5
-    assert data["models"][1]["latency_ms"]["runs"] == 3
+    assert data["models"][1]["latency_ms"]["runs"] >= 3  # --report-runs is the first look
 
 
 def test_convert_report_with_calibration_measures_drift_on_the_held_out_samples(tmp_path):

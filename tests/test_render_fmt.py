@@ -58,6 +58,12 @@ def test_shortened_names_stay_unique(width):
     assert all(len(s) <= width for s in short), short
 
 
+def test_faster_ci_gives_the_speedup_with_its_interval():
+    assert fmt.faster_ci(1.24, 1.2, 1.28) == "1.24x faster (95% CI 1.20x-1.28x)"
+    assert fmt.faster_ci(0.8, 0.714, 0.952) == "0.80x (slower) (95% CI 0.71x-0.95x)"
+    assert fmt.faster_ci(1.1, None, None) == "1.10x faster"
+
+
 def test_counted_nouns_agree_with_their_number():
     assert fmt.plural(1, "thread") == "1 thread" and fmt.plural(2, "layer") == "2 layers"
     assert fmt.plurals("at 1 thread(s); dropped 3 layer(s) (0 pair(s))") == "at 1 thread; dropped 3 layers (0 pairs)"

@@ -89,7 +89,8 @@ def test_markdown_has_table_mermaid_charts_and_picture():
     assert re.search(r"bar \[1\.050, 1\.400, 1\.900\]", blocks[0])
     assert "line [99, 99, 97]" in blocks[1] and "accuracy (%)" in blocks[1]
     assert "![speedup against accuracy" in md and "(sweep.svg)" in md
-    assert "Pareto front: budget 0.1: speedup 1.90x, accuracy 97.0%; budget 0.05: speedup 1.40x" in md
+    assert ("Pareto front: budget 0.1: speedup 1.90x (95% CI 1.80-1.99), accuracy 97.0%; budget 0.05: speedup 1.40x "
+            "(95% CI 1.33-1.47)") in md
     assert "- budget 0.01: something" in md
     assert "2 threads" in md and "not seen by the search" in md
 
@@ -135,6 +136,13 @@ def test_nice_ticks():
     ticks = render.nice_ticks(0.93, 1.87)
     assert ticks[0] <= 0.93 and ticks[-1] >= 1.87 and len(ticks) <= 8
     assert len(render.nice_ticks(1.0, 1.0)) >= 2
+
+
+def test_an_unresolved_point_says_so():
+    p = _point(0.05, 1.02, 0.04, 0.99, 0.99, False)
+    p = type(p)(**{**p.__dict__, "ci_low": 0.97, "ci_high": 1.06, "runs": 400, "resolved": False})
+    lines = render.summary_lines(_record(points=[p]))
+    assert "budget 0.05: speed not resolved at 400 runs: 1.02x (95% CI 0.97-1.06) includes 1.00x" in lines
 
 
 def _x_ticks(root):

@@ -67,3 +67,15 @@ def test_unwritable_cache_is_not_an_error(tmp_path):
     cache = TimingCache(blocker / "sub")
     cache.put(_key(), [1.0], [1.0])
     assert not cache.enabled
+
+
+def test_cache_keeps_rounds_and_looks_and_reads_older_entries(tmp_path):
+    cache = TimingCache(tmp_path)
+    key = _key()
+    cache.put(key, [1.0, 2.0, 3.0], [0.5, 0.6, 0.7], rounds=[0, 0, 1], looks=4)
+    hit = TimingCache(tmp_path).get(key)
+    assert hit is not None and hit.rounds == (0, 0, 1) and hit.looks == 4 and hit.final
+    old = {"key": key, "original_ms": [1.0], "replacement_ms": [0.5]}  # written before rounds existed
+    cache.path(key).write_text(json.dumps(old))
+    hit = TimingCache(tmp_path).get(key)
+    assert hit is not None and hit.rounds is None and hit.looks == 1 and not hit.final

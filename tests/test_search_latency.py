@@ -133,6 +133,35 @@ def test_pipeline_uses_the_cache(tmp_path, fake):
     assert len(timer.calls) == 2 * n
 
 
+def test_an_older_cache_entry_that_does_not_decide_is_timed_again(tmp_path, fake):
+    from convtool.search.cache import TimingCache
+
+    timer = fake({"repeat": 2.0, "branches": 1.5, "multiplier": 1.2})
+    model = onnx.load(SAMPLES / "vgg_style.onnx")
+    convert_model(model, _opts(tmp_path, layout="repeat"))
+    n = len(timer.calls)
+    files = sorted((tmp_path / "timings").glob("*.json"))
+    assert len(files) == n > 0
+    for f in files:  # as an older cache wrote them: no rounds, and runs that do not decide
+        data = json.loads(f.read_text())
+        f.write_text(json.dumps({"key": data["key"], "original_ms": [1.0, 1.2, 0.9], "replacement_ms": [1.1, 1.0, 1.0]}))
+    again = convert_model(model, _opts(tmp_path, layout="repeat"))
+    assert len(timer.calls) == 2 * n and again.record.latency.cache_hits == 0
+    assert all(TimingCache(tmp_path).get(json.loads(f.read_text())["key"]).final for f in files)
+
+
+def test_a_pair_the_cap_leaves_undecided_keeps_the_original_and_says_so(tmp_path, fake, monkeypatch):
+    fake({"repeat": 2.0})
+    monkeypatch.setattr(tuner_mod, "time_pair", lambda *a, **kw: (noisy(1.0, n=40, spread=0.3),
+                                                                  noisy(1.0, n=40, spread=0.3, seed=4)))
+    result = convert_model(onnx.load(SAMPLES / "vgg_style.onnx"), _opts(tmp_path, layout="repeat"))
+    measured = [layer for layer in result.record.layers if layer.latency_decision]
+    assert measured and not any(layer.converted for layer in measured)
+    for layer in measured:
+        assert layer.latency_decision.startswith("not resolved at 40 runs") and layer.latency_resolved is False
+        assert layer.latency_ci_low <= layer.latency_speedup <= layer.latency_ci_high
+
+
 def test_explicit_layout_is_the_only_candidate(tmp_path, fake):
     timer = fake({"repeat": 2.0, "branches": 3.0, "multiplier": 2.0, "pointwise_first": 2.0})
     result = convert_model(conv_model(cin=16, cout=16, size=12), _opts(tmp_path, layout="repeat"))
@@ -147,8 +176,18 @@ def test_slower_whole_model_is_reverted(tmp_path, fake):
     assert not any(layer.converted for layer in result.record.layers)
     assert result.record.latency.reverted is True
     assert result.model.graph == model.graph
-    assert any("slower with the converted layers" in w for w in result.record.warnings)
+    assert any("not faster beyond noise; kept the original" in w for w in result.record.warnings)
     assert any("kept the original" in (layer.reason or "") for layer in result.record.layers)
+
+
+def test_an_unresolved_whole_model_is_reverted_too(tmp_path, fake):
+    """An end-to-end A/B whose interval straddles 1 keeps the original (the safe choice)."""
+    fake({"repeat": 2.0, "branches": 1.5, "multiplier": 1.2, "pointwise_first": 1.1}, e2e=1.0)
+    model = onnx.load(SAMPLES / "resnet_style.onnx")
+    result = convert_model(model, _opts(tmp_path, rank=1))
+    assert not any(layer.converted for layer in result.record.layers)
+    assert result.record.latency.reverted is True
+    assert any("not faster beyond noise" in w for w in result.record.warnings)
 
 
 def test_unknown_input_shape_keeps_layer(tmp_path, fake):

@@ -1,7 +1,7 @@
 """convtool sweep: one search, one selection per budget, every point measured on evaluation data.
 
 Every timing is injected: the one-layer pairs (``time_pair``), the end-to-end checks
-(``confirm``) and the final interleaved loop (``time_models``).  Decisions are checked, never
+(``confirm``) and the final interleaved loop (``time_rounds``).  Decisions are checked, never
 a speed-up.
 """
 
@@ -29,8 +29,8 @@ from convtool.search.sweep import pareto, quality_axis
 
 
 class Fake:
-    """Every layer form ``speedup`` x faster; the whole model per the queue; the final loop
-    gives session i a median of ``1 / (1 + 0.25 i)`` ms (later sessions: later budgets, faster)."""
+    """Every layer form ``speedup`` x faster; the whole model per the queue; the i-th point timed
+    against the original gets a median of ``1 / (1 + 0.25 i)`` ms (later budgets, faster)."""
 
     def __init__(self):
         self.speedup = 2.0
@@ -45,9 +45,15 @@ class Fake:
     def confirm(self, original, converted, lat, input_shapes=None, progress=None):
         return verdict(noisy(2.0, n=40), noisy(2.0 / self.e2e, n=40, seed=3), margin=0.0, what="end to end")
 
-    def time_models(self, sessions, feeds, *, runs, warmup, progress=None):
+    def time_rounds(self, makers, feeds, *, looks, per_round, warmup, stop=None, max_seconds=None, progress=None):
+        sessions = [make() for make in makers]
         self.loops.append(len(sessions))
-        return [latency_stats(noisy(1.0 / (1 + 0.25 * i), n=runs, spread=0.01, seed=i)) for i in range(len(sessions))]
+        runs = looks[0]
+        # the original, then (one call per point, later budgets later) each point faster than the last
+        medians = [1.0] + [1.0 / (1 + 0.25 * len(self.loops))] * (len(sessions) - 1)
+        stats = [latency_stats(noisy(m, n=runs, spread=0.01, seed=i)) for i, m in enumerate(medians)]
+        rounds = tuple(i // per_round for i in range(runs))
+        return timing_mod.Rounds(stats, rounds, len(looks), "decided")
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +61,7 @@ def fake(monkeypatch):
     f = Fake()
     monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
     monkeypatch.setattr(latency_mod, "confirm", f.confirm)
-    monkeypatch.setattr(timing_mod, "time_models", f.time_models)
+    monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
     return f
 
 
@@ -90,7 +96,8 @@ def test_each_point_is_what_convert_chooses_and_is_measured_on_eval_data(tmp_pat
     assert record.points[-1].converted == 3
     assert record.evaluation == "<arrays>" and record.eval_samples == 12
     assert record.objective == objective and record.x_axis == "drift"
-    assert fake.loops == [1 + len({tuple(sorted(p.ranks.items())) for p in record.points if p.converted})]
+    # each distinct point against the original, as `convtool report` times a pair
+    assert fake.loops == [2] * len({tuple(sorted(p.ranks.items())) for p in record.points if p.converted})
 
 
 def test_sensitivities_are_measured_once_for_all_budgets(tmp_path, fake, monkeypatch):

@@ -217,7 +217,9 @@ ReportAfter = Annotated[bool, typer.Option(
     help="After writing, compare MODEL and the converted model like 'convtool report': params, "
          "MACs, interleaved latency (--threads, --opt-level), output drift.")]
 ReportRuns = Annotated[int, typer.Option("--report-runs", metavar="N", rich_help_panel=REPORT,
-                                         help="Timed runs per model.")]
+                                         help="Paired runs at the first look; timing continues (fresh "
+                                              "sessions, interleaved) until the speedup's interval decides, "
+                                              "at most 8x this or 30 s.")]
 ReportJson = Annotated[Optional[Path], typer.Option(
     "--report-json", metavar="PATH", rich_help_panel=REPORT,
     help="Write the report record here (the keys of 'convtool report --json')." + STDOUT_HELP)]
@@ -238,7 +240,9 @@ Inputs = Annotated[Optional[Path], typer.Option(
 Seed = Annotated[int, typer.Option("--seed", metavar="N", rich_help_panel=INPUTS,
                                    help="Seed of the random inputs (without --inputs).")]
 Runs = Annotated[int, typer.Option("--runs", metavar="N", rich_help_panel=MEASURE,
-                                   help="Timed runs per model (interleaved A B B A ...).")]
+                                   help="Paired runs at the first look (interleaved A B B A ..., in rounds "
+                                        "of fresh sessions); timing continues until the speedup's interval "
+                                        "decides, at most 8x this or 30 s.")]
 Warmup = Annotated[int, typer.Option("--warmup", metavar="N", rich_help_panel=MEASURE,
                                      help="Untimed runs per model before timing.")]
 Spinning = Annotated[bool, typer.Option(

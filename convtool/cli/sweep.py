@@ -35,7 +35,8 @@ SaveModels = Annotated[bool, typer.Option(
     "--save-models", rich_help_panel=SWEEP, help="Also write each point's model into DIR as <stem>.drift-<D>.onnx.")]
 SweepRuns = Annotated[int, typer.Option(
     "--runs", metavar="N", rich_help_panel=SWEEP,
-    help="Timed runs of the original and of every point's model, all in one interleaved loop.")]
+    help="Paired runs at the first look: each point's model is timed against the original as "
+         "'convtool report' times a pair, until its speedup's interval decides (at most 8x this or 30 s).")]
 SweepLayout = Annotated[str, typer.Option(
     "--layout", metavar="NAME", rich_help_panel=params.RANK,
     help="Emission layout (see 'convtool convert --help'); auto: under --objective latency, the fastest measured.")]

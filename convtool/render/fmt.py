@@ -42,6 +42,7 @@ __all__ = [
     "signed_pct",
     "change",
     "faster",
+    "faster_ci",
     "ms",
     "ms_pair",
     "num",
@@ -135,6 +136,14 @@ def faster(speedup: float | None) -> str:
     if speedup >= 1.0:
         return f"{times(speedup)} faster"
     return f"{times(speedup)} (slower)"
+
+
+def faster_ci(speedup: float | None, low: float | None, high: float | None) -> str:
+    """:func:`faster` with the speedup's 95 % interval: ``'1.24x faster (95% CI 1.20x-1.28x)'``,
+    ``'0.80x (slower) (95% CI 0.71x-0.95x)'``."""
+    if low is None or high is None or speedup is None or not speedup > 0:
+        return faster(speedup)
+    return f"{faster(speedup)} (95% CI {times(low)}-{times(high)})"
 
 
 def ms(value: float | None) -> str:

@@ -1,6 +1,7 @@
 """``--latency-aware`` results -> rich tables and lines (pure functions, no terminal needed).
 
-Times are onnxruntime medians in milliseconds, speedups ``original / replacement``; numbers
+Times are onnxruntime medians in milliseconds, speedups the median of paired ratios
+``original / replacement`` with their 95 % interval (:func:`convtool.core.decide.speedup`); numbers
 use :mod:`convtool.render.fmt` and the table fits the console like every other
 (:mod:`convtool.render.table`).
 """
@@ -23,6 +24,10 @@ def _label(candidate: dict) -> str:
     return f"{candidate.get('layout', '-')}" + (f" r{rank}" if rank is not None else "")
 
 
+def _ci(low: float | None, high: float | None) -> str:
+    return f" ({low:.2f}-{high:.2f})" if low is not None and high is not None else ""
+
+
 def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
     rows = [layer for layer in record.layers if layer.latency_decision is not None]
     layouts, times, speedups, decisions = [], [], [], []
@@ -31,11 +36,14 @@ def _columns(record: ConversionRecord, decision_below: bool) -> list[Column]:
         best = next((c for c in candidates if layer.converted and c.get("layout") == layer.layout
                      and c.get("rank") in (None, layer.rank)), None)  # the chosen (rank, layout), not its layout
         best = best or max(candidates, key=lambda c: c.get("speedup") or 0.0, default=None)
-        others = [f"{_label(c)} {fmt.times(c.get('speedup'))}" for c in candidates if c is not best]
-        decision = ("converted" if layer.converted else "kept") + (f"; also timed: {', '.join(others)}" if others else "")
+        others = [f"{_label(c)} {fmt.times(c.get('speedup'))}{_ci(c.get('ci_low'), c.get('ci_high'))}"
+                  for c in candidates if c is not best]
+        kept = ("kept" if layer.latency_resolved is not False
+                else f"kept: not resolved at {best.get('runs') if best else '?'} runs")
+        decision = ("converted" if layer.converted else kept) + (f"; also timed: {', '.join(others)}" if others else "")
         layouts.append(_label(best) if best else "-")
         times.append(fmt.ms_pair(layer.latency_original_ms, layer.latency_replacement_ms))
-        speedups.append(fmt.times(layer.latency_speedup))
+        speedups.append(fmt.times(layer.latency_speedup) + _ci(layer.latency_ci_low, layer.latency_ci_high))
         decisions.append(Text(decision, style="green" if layer.converted else "yellow"))
     names = Column("layer / decision" if decision_below else "layer", [layer.name for layer in rows],
                    justify="left", names=True)
@@ -57,6 +65,10 @@ def latency_table(record: ConversionRecord, title: str | None = "measured per la
     return build(cols, width, title=title)
 
 
+def _unresolved(e2e) -> str:
+    return f", not resolved at {e2e.runs} runs" if e2e.ci_low <= 1.0 <= e2e.ci_high else ""
+
+
 def latency_line(record: ConversionRecord) -> Text | None:
     """The end-to-end A/B result and the session options it was measured with."""
     lat = record.latency
@@ -67,8 +79,8 @@ def latency_line(record: ConversionRecord) -> Text | None:
     if e2e:
         style = "red" if lat.reverted else ("green" if e2e.speedup > 1 else "yellow")
         text.append(f"end to end: {fmt.ms_pair(e2e.original_ms, e2e.converted_ms)} ms, ", style="bold")
-        text.append(f"{fmt.faster(e2e.speedup)} (95% CI {fmt.times(e2e.ci_low)}-{fmt.times(e2e.ci_high)}, "
-                    f"{e2e.runs} interleaved runs)", style=style)
+        text.append(f"{fmt.faster_ci(e2e.speedup, e2e.ci_low, e2e.ci_high)}, {e2e.runs} interleaved runs"
+                    f"{_unresolved(e2e)}", style=style)
         if lat.reverted:
             text.append("; slower, so the original model was kept", style="red")
         text.append("; ")

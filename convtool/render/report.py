@@ -75,6 +75,15 @@ def _inputs_phrase(report: Report, samples: int | None) -> str:
 # ----------------------------------------------------------------------------- verdict
 
 
+def speed_text(comp) -> str:
+    """``1.24x faster (95% CI 1.20x-1.28x)``, ``0.86x (slower) (95% CI 0.80x-0.95x)``, or ``speed
+    not resolved at 800 runs: 1.01x (95% CI 0.98x-1.03x)``."""
+    low, high, sp = comp.ci_low, comp.ci_high, comp.speedup
+    if comp.resolved is False and low is not None and high is not None:
+        return f"speed not resolved at {comp.runs} runs: {fmt.times(sp)} (95% CI {fmt.times(low)}-{fmt.times(high)})"
+    return fmt.faster_ci(sp, low, high)
+
+
 def verdict(report: Report) -> str:
     """The report in one line (see the module docstring)."""
     if not report.is_pair:
@@ -90,7 +99,7 @@ def verdict(report: Report) -> str:
     assert comp is not None
     parts = []
     if comp.speedup is not None:
-        parts.append(fmt.faster(comp.speedup))
+        parts.append(speed_text(comp))
     parts.append(_less("MACs", comp.mac_reduction))
     parts.append(_less("params", comp.param_reduction))
     d = comp.drift
@@ -133,6 +142,13 @@ def _rel_change(before: float | None, after: float | None, lower_is_better: bool
     return (text, (change < 0) == lower_is_better)
 
 
+def _ci_label(low: float | None, high: float | None, unresolved: bool = False) -> str:
+    """`` (95% CI 1.20-1.28x)`` after a speedup row's label (``, not resolved`` when it is not)."""
+    if low is None or high is None:
+        return ""
+    return f" (95% CI {low:.2f}-{high:.2f}x{', not resolved' if unresolved else ''})"
+
+
 def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool | None]]:
     """Header, rows (plain text) and each row's good/bad flag for the change column."""
     models = report.models
@@ -147,7 +163,8 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
             rows.append(["latency median (ms)", fmt.ms(m.latency.median)])
             rows.append(["latency p10-p90 (ms)", f"{fmt.ms(m.latency.p10)}-{fmt.ms(m.latency.p90)}"])
         if report.aa_check is not None:
-            rows.append(["A/A ratio (noise floor)", fmt.times(report.aa_check.ratio, 3)])
+            aa = report.aa_check
+            rows.append([f"A/A ratio (noise floor){_ci_label(aa.ci_low, aa.ci_high)}", fmt.times(aa.ratio)])
         if m.accuracy is not None:
             rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
         return ["metric", "value"], rows, [None] * len(rows)
@@ -172,8 +189,12 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
         add("latency p10-p90 (ms)", f"{fmt.ms(a.latency.p10)}-{fmt.ms(a.latency.p90)}",
             f"{fmt.ms(b.latency.p10)}-{fmt.ms(b.latency.p90)}", ("", None))
     if comp.speedup is not None:
-        noise = f" (A/A {fmt.times(report.aa_check.ratio, 3)})" if report.aa_check is not None else ""
-        add("speedup (ratio of medians)", "", "", (f"{fmt.times(comp.speedup)}{noise}", comp.speedup > 1.0))
+        # the interval goes in the label: the change column stays narrow enough for 80 columns
+        add(f"speedup{_ci_label(comp.ci_low, comp.ci_high, comp.resolved is False)}", "", "",
+            (fmt.times(comp.speedup), None if comp.resolved is False else comp.speedup > 1.0))
+        if report.aa_check is not None:
+            aa = report.aa_check
+            add(f"A/A control{_ci_label(aa.ci_low, aa.ci_high)}", "", "", (fmt.times(aa.ratio), None))
     if comp.drift is not None:
         d = comp.drift
         add("drift: per-channel rel. L2 (--max-drift)", "", fmt.num(d.drift), ("", None))
@@ -251,7 +272,8 @@ def environment_text(report: Report) -> str:
     ]
     lat = next((m.latency for m in report.models if m.latency is not None), None)
     if lat is not None:
-        parts.append(f"{lat.runs} timed runs{' interleaved' if len(report.models) > 1 or report.aa_check else ''}")
+        several = len(report.models) > 1 or report.aa_check
+        parts.append(f"{lat.runs} timed runs{' interleaved' if several else ''} in rounds of fresh sessions")
     if report.profile_opt_level is not None:
         parts.append(f"profiled at opt level {report.profile_opt_level}")
     return " · ".join(parts)

@@ -117,7 +117,9 @@ def _setting(record: SweepRecord) -> str:
             f"of {record.evaluation}, not seen by the search; timing: "
             f"{_plural(threads, 'thread') if isinstance(threads, int) else f'{threads} threads'}, opt level "
             f"{env.get('opt_level')}, {providers}, onnxruntime {env.get('onnxruntime')}, {env.get('cpu')}, "
-            f"{env.get('runs')} interleaved runs (medians)")
+            f"each point against the original as `convtool report` times a pair: {env.get('runs')} to "
+            f"{env.get('max_runs')} paired runs interleaved in rounds of fresh sessions, until the 95% CI "
+            f"excludes 1 (speedup: median of paired ratios, CI from the same statistic)")
 
 
 def _baseline(record: SweepRecord) -> str:
@@ -169,14 +171,26 @@ def _speed(p: SweepPoint) -> str:
     return f"speedup {fmt.times(p.speedup)}"
 
 
+def _ci(p: SweepPoint) -> str:
+    return f" (95% CI {p.ci_low:.2f}-{p.ci_high:.2f})" if p.ci_low is not None and p.ci_high is not None else ""
+
+
+def unresolved_lines(record: SweepRecord) -> list[str]:
+    """One line per converted point whose speedup interval still includes 1."""
+    return [f"budget {p.budget:g}: speed not resolved at {p.runs} runs: {fmt.times(p.speedup)}{_ci(p)} "
+            f"includes 1.00x" for p in record.points if p.converted and p.resolved is False]
+
+
 def summary_lines(record: SweepRecord) -> list[str]:
-    """What to read off the table: the Pareto points, fastest first."""
+    """What to read off the table: points whose speed is not resolved, then the Pareto points,
+    fastest first."""
     front = sorted((p for p in record.points if p.pareto), key=lambda p: -(p.speedup or 0))
     if not front:
-        return ["no budget gave a model faster than the original without losing quality: keep the original"]
+        return [*unresolved_lines(record),
+                "no budget gave a model faster than the original without losing quality: keep the original"]
     axis = record.x_axis
-    return ["Pareto front: " + "; ".join(
-        f"budget {p.budget:g}: {_speed(p)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
+    return [*unresolved_lines(record), "Pareto front: " + "; ".join(
+        f"budget {p.budget:g}: {_speed(p)}{_ci(p)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
         for p in front)]
 
 

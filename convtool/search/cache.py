@@ -10,9 +10,12 @@ the key is the geometry plus everything that changes the measurement:
 * the machine: onnxruntime version and CPU model.
 
 Each entry is one JSON file ``<cache_dir>/timings/<sha256 of the key>.json`` holding the key
-itself and the paired timed runs (milliseconds), so a hit replays the decision with the
-current margin.  One file per key means concurrent runs never corrupt each other (a write is
-a temporary file renamed into place; the last writer wins).  Delete the folder to reset.
+itself and the paired timed runs (milliseconds) with the round of fresh sessions each pair came
+from and the looks its sequential timing planned, so a hit replays the decision (and its
+interval) with the current margin.  An entry without rounds (an older cache) whose runs do not
+decide is timed again by :class:`convtool.search.latency.LayerTuner`.  One file per key means
+concurrent runs never corrupt each other (a write is a temporary file renamed into place; the
+last writer wins).  Delete the folder to reset.
 """
 
 from __future__ import annotations
@@ -72,8 +75,15 @@ def _digest(key: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class CachedTiming:
+    """Paired runs; ``rounds``: the round of fresh sessions of each pair (``None``: unknown, an
+    older entry); ``looks``: the looks its sequential timing planned; ``final``: written by a
+    sequential timing that stopped by its own rule (decided or capped), so it is replayed as is."""
+
     original_ms: tuple[float, ...]
     replacement_ms: tuple[float, ...]
+    rounds: tuple[int, ...] | None = None
+    looks: int = 1
+    final: bool = False
 
 
 class TimingCache:
@@ -101,9 +111,14 @@ class TimingCache:
             data = json.loads(p.read_text(encoding="utf-8"))
             if data.get("key") != dict(key):
                 raise ValueError("key mismatch")
-            entry = CachedTiming(tuple(map(float, data["original_ms"])), tuple(map(float, data["replacement_ms"])))
+            rounds = data.get("rounds")
+            entry = CachedTiming(tuple(map(float, data["original_ms"])), tuple(map(float, data["replacement_ms"])),
+                                 None if rounds is None else tuple(map(int, rounds)), int(data.get("looks", 1)),
+                                 bool(data.get("final", False)))
             if not entry.original_ms or len(entry.original_ms) != len(entry.replacement_ms):
                 raise ValueError("bad entry")
+            if entry.rounds is not None and len(entry.rounds) != len(entry.original_ms):
+                raise ValueError("bad rounds")
         except FileNotFoundError:
             self.misses += 1
             return None
@@ -114,12 +129,17 @@ class TimingCache:
         self.hits += 1
         return entry
 
-    def put(self, key: Mapping[str, Any], original_ms: Sequence[float], replacement_ms: Sequence[float]) -> None:
+    def put(self, key: Mapping[str, Any], original_ms: Sequence[float], replacement_ms: Sequence[float], *,
+            rounds: Sequence[int] | None = None, looks: int = 1, final: bool = True) -> None:
+        """Store paired runs (and how they were taken, see :class:`CachedTiming`)."""
         if not self.enabled:
             return
         p = self.path(key)
         data = {"key": dict(key), "original_ms": [float(x) for x in original_ms],
-                "replacement_ms": [float(x) for x in replacement_ms], "created": time.time()}
+                "replacement_ms": [float(x) for x in replacement_ms], "created": time.time(),
+                "looks": int(looks), "final": bool(final)}
+        if rounds is not None:
+            data["rounds"] = [int(r) for r in rounds]
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")

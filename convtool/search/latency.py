@@ -11,11 +11,18 @@ original conv, and the reason quotes the best candidate's measurement.  The resu
 of per-layer overrides for the pure conversion step.
 
 :func:`confirm` then times the whole original and converted models (interleaved A/B) with the
-same session options; the caller keeps the original when the converted model is slower beyond
-noise, so ``--latency-aware`` never hands out a model measurably slower than its input.
+same session options; the caller keeps the original when the converted model is not faster
+beyond noise, so ``--latency-aware`` never hands out a model measurably slower than its input.
 
-Run count per pair: a few warm-up runs estimate the pair's cost, then ``budget_ms`` of timed
-runs, clamped to ``[min_runs, max_runs]``.
+How long a pair is timed: as long as it takes to decide, within caps.  Timing runs in rounds
+of fresh sessions (:func:`convtool.runtime.timing.time_rounds`) and looks at the interval of
+:func:`convtool.core.decide.speedup` at ``min_runs``, twice that, ... up to ``max_runs``; it
+stops at the first look where the rule decides (:func:`convtool.core.decide.resolved`), or when
+``budget_ms`` of wall time is spent (``confirm_runs`` / ``confirm_max_runs`` /
+``confirm_budget_ms`` for the whole model).  A pair the cap leaves undecided keeps the original
+and says "not resolved at N runs".  The cache stores the paired runs with their rounds; an
+entry that does not decide and was not written by this sequential timing (an older cache) is
+timed again.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from convtool.core.decide import Verdict, verdict
+from convtool.core.decide import Verdict, resolved, verdict
 from convtool.core.plan import Decision, Override, candidate_layouts, plan_layer
 from convtool.errors import ConvToolError
 from convtool.graph.select import ConvSite
@@ -37,10 +44,11 @@ from convtool.options import ConvertOptions, LatencyOptions, SessionOptions
 from convtool.records import EndToEnd, LatencySummary, LayerChange
 from convtool.runtime.inputs import random_feeds
 from convtool.runtime.session import make_session
-from convtool.runtime.timing import time_models
+from convtool.runtime.timing import Rounds, per_round, schedule, time_rounds
 from convtool.search.cache import TimingCache, timing_key
 
-__all__ = ["Candidate", "LayerChoice", "LayerTuner", "choose", "confirm", "summary_of", "tensor_shapes", "tune"]
+__all__ = ["Candidate", "LayerChoice", "LayerTuner", "PairedTimes", "choose", "confirm", "summary_of", "tensor_shapes",
+           "time_pair", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +87,13 @@ class LayerChoice:
         if best is not None:
             fields.update(latency_original_ms=best.verdict.original_ms,
                           latency_replacement_ms=best.verdict.replacement_ms, latency_speedup=best.verdict.speedup,
+                          latency_ci_low=best.verdict.ci_low, latency_ci_high=best.verdict.ci_high,
+                          latency_resolved=best.verdict.resolved,
                           latency_candidates=[{"layout": c.layout, "rank": c.rank, "original_ms": c.verdict.original_ms,
                                                "replacement_ms": c.verdict.replacement_ms, "speedup": c.verdict.speedup,
                                                "ci_low": c.verdict.ci_low, "ci_high": c.verdict.ci_high,
-                                               "runs": c.verdict.runs, "cached": c.cached}
+                                               "runs": c.verdict.runs, "resolved": c.verdict.resolved,
+                                               "cached": c.cached}
                                               for c in self.candidates])
         return fields
 
@@ -109,16 +120,47 @@ def tensor_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
     return known_shapes(model, input_shapes, needed)
 
 
+class PairedTimes(tuple):
+    """``(original_ms, replacement_ms)`` - unpacks like the plain pair it replaces - plus how the
+    runs were taken: ``rounds`` (the round of each pair), ``looks`` (planned), ``stopped``."""
+
+    rounds: tuple[int, ...] | None
+    looks: int
+    stopped: str
+
+    def __new__(cls, original_ms: list[float], replacement_ms: list[float], rounds: Sequence[int] | None = None,
+                looks: int = 1, stopped: str = "runs") -> PairedTimes:
+        self = super().__new__(cls, (original_ms, replacement_ms))
+        self.rounds = None if rounds is None else tuple(int(r) for r in rounds)
+        self.looks = int(looks)
+        self.stopped = stopped
+        return self
+
+    @classmethod
+    def of(cls, timed: Rounds) -> PairedTimes:
+        a, b = timed.stats[0], timed.stats[-1]
+        return cls(list(a.samples), list(b.samples), timed.rounds, timed.looks, timed.stopped)
+
+
+def _stop(margin: float, looks: int) -> Callable[[list[list[float]], list[int]], bool]:
+    """A :func:`~convtool.runtime.timing.time_rounds` stop rule: the rule decides the pair."""
+    def stop(samples: list[list[float]], rounds: list[int]) -> bool:
+        return resolved(samples[0], samples[1], margin=margin, rounds=rounds, looks=looks)
+    return stop
+
+
 def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: ConvShape, session: SessionOptions, *,
-              budget_ms: float, min_runs: int, max_runs: int, warmup: int = 3) -> tuple[list[float], list[float]]:
-    """Paired timed runs (ms) of both one-layer models, interleaved ABBA; run ``i`` of each is a pair."""
-    sessions = [make_session(original, session), make_session(replacement, session)]
+              budget_ms: float, min_runs: int, max_runs: int, warmup: int = 3, margin: float = 0.0) -> PairedTimes:
+    """Paired timed runs (ms) of both one-layer models, interleaved ABBA in rounds of fresh
+    sessions; run ``i`` of each is a pair.  Stops when :func:`convtool.core.decide.resolved`
+    (with ``margin``) decides at a look, at ``max_runs`` or after ``budget_ms`` of wall time."""
+    models = [original, replacement]
     feeds = {"x": np.random.default_rng(0).standard_normal(shape.x_shape).astype(np.dtype(shape.dtype))}
-    probe = time_models(sessions, [feeds, feeds], runs=2, warmup=warmup)
-    per_pair = max(probe[0].median + probe[1].median, 1e-3)
-    runs = int(np.clip(budget_ms / per_pair, min_runs, max_runs))
-    a, b = time_models(sessions, [feeds, feeds], runs=runs, warmup=0)
-    return list(a.samples), list(b.samples)
+    looks = schedule(min_runs, max_runs)
+    timed = time_rounds([lambda m=m: make_session(m, session) for m in models], [feeds, feeds], looks=looks,
+                        per_round=per_round(looks[0]), warmup=warmup, stop=_stop(margin, len(looks)),
+                        max_seconds=budget_ms / 1000.0)
+    return PairedTimes.of(timed)
 
 
 class LayerTuner:
@@ -153,17 +195,24 @@ class LayerTuner:
         hit = self.cache.get(key)
         what = f"at rank {decision.rank} ({decision.layout})"
         if hit is not None:
-            v = verdict(hit.original_ms, hit.replacement_ms, margin=self.latency.margin, what=what, source="cached")
-            return Candidate(decision.layout, decision.rank, v, True)
+            v = verdict(hit.original_ms, hit.replacement_ms, margin=self.latency.margin, what=what, source="cached",
+                        rounds=hit.rounds, looks=hit.looks)
+            if v.resolved or hit.final:
+                return Candidate(decision.layout, decision.rank, v, True)
+            self.cache.hits -= 1  # an older entry that does not decide: time it again
+            self.cache.misses += 1
         log.info("timing %s %s", decision.layer.name, what)
-        a, b = time_pair(
+        timed = time_pair(
             original_model(shape, decision.weight, decision.bias, self.opset),
             replacement_model(shape, decision, self.opset), shape, self.session,
             budget_ms=self.latency.budget_ms, min_runs=self.latency.min_runs, max_runs=self.latency.max_runs,
+            margin=self.latency.margin,
         )
+        a, b = timed
+        rounds, looks = getattr(timed, "rounds", None), getattr(timed, "looks", 1)
         self.measured += 1
-        self.cache.put(key, a, b)
-        v = verdict(a, b, margin=self.latency.margin, what=what, source="measured")
+        self.cache.put(key, a, b, rounds=rounds, looks=looks)
+        v = verdict(a, b, margin=self.latency.margin, what=what, source="measured", rounds=rounds, looks=looks)
         return Candidate(decision.layout, decision.rank, v, False)
 
     def evaluate(self, site: ConvSite, decision: Decision, layout: str, override: Override | None,
@@ -238,11 +287,16 @@ def tune(model: onnx.ModelProto, options: ConvertOptions, planned, overrides: Ma
 def confirm(original: onnx.ModelProto, converted: onnx.ModelProto, latency: LatencyOptions,
             input_shapes: Mapping[str, Sequence[int]] | None = None,
             progress: Callable[[int, int], None] | None = None) -> Verdict:
-    """Whole-model interleaved A/B of ``original`` against ``converted`` (margin 0)."""
+    """Whole-model interleaved A/B of ``original`` against ``converted`` (margin 0), in rounds of
+    fresh sessions until the interval excludes 1 or a cap is reached (module docstring); an
+    undecided verdict is ``resolved=False`` and does not convert."""
     feeds = random_feeds(original, input_shapes)
-    sessions = [make_session(original, latency.session), make_session(converted, latency.session)]
-    a, b = time_models(sessions, [feeds, feeds], runs=latency.confirm_runs, warmup=3, progress=progress)
-    return verdict(a.samples, b.samples, margin=0.0, what="end to end")
+    looks = schedule(latency.confirm_runs, max(latency.confirm_runs, latency.confirm_max_runs))
+    timed = time_rounds([lambda m=m: make_session(m, latency.session) for m in (original, converted)],
+                        [feeds, feeds], looks=looks, per_round=per_round(looks[0]), warmup=3,
+                        stop=_stop(0.0, len(looks)), max_seconds=latency.confirm_budget_ms / 1000.0, progress=progress)
+    a, b = timed.stats
+    return verdict(a.samples, b.samples, margin=0.0, what="end to end", rounds=timed.rounds, looks=timed.looks)
 
 
 def summary(tuning: Tuning, latency: LatencyOptions, v: Verdict | None, reverted: bool) -> LatencySummary:

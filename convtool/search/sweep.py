@@ -15,10 +15,17 @@ data the search never saw.
    saw: drift against the original (the per-channel relative L2 that ``--max-drift`` budgets,
    the plain relative L2, top-1 agreement on class-score outputs, top-1 accuracy with a
    ``labels`` array), MACs and parameters.
-5. Latency: the original and every distinct point model in ONE interleaved loop (ABBA...,
-   spinning off, the deployment's threads / opt level / providers); the speedup is
-   median(original) / median(point) with the paired 95 % interval of
-   :func:`convtool.core.decide.paired_interval`.
+5. Latency: every distinct point model against the original, each pair timed exactly as
+   ``convtool report`` times one (spinning off, the deployment's threads / opt level /
+   providers): a two-model interleaved loop (ABBA...) in rounds of fresh sessions
+   (:func:`convtool.runtime.timing.time_rounds`), from ``runs`` paired runs doubling until the
+   interval excludes 1, ``run_cap`` runs or ``max_seconds``; the speedup is
+   ``exp(median(ln(original_i / point_i)))`` with its interval from the same statistic
+   (:func:`convtool.core.decide.speedup`).  Why not one loop over all models, as before: one
+   session per model is a random draw (a point once showed 0.82x that ``report`` timed at
+   1.12x), and a many-model loop cycles each model's data out of the caches, which biases
+   small, fast models low (2.29x for a point ``report`` timed at 2.46x).  A point whose
+   interval still includes 1 says ``resolved: false``.
 6. The Pareto front over (speedup, quality), quality being accuracy when labels are given,
    else top-1 agreement on class scores, else (lower is better) drift; the original (speedup
    1, perfect quality) takes part, so a point no faster than the original is never on the
@@ -40,7 +47,7 @@ import onnx
 from convtool.analysis.costs import model_params
 from convtool.analysis.drift import accuracy, class_scores, compare_outputs, label_problem
 from convtool.convert import convert
-from convtool.core.decide import verdict
+from convtool.core.decide import resolved, verdict
 from convtool.errors import ConvToolError
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import SweepBaseline, SweepPoint, SweepRecord
@@ -106,7 +113,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
           sweep_options: SweepOptions, *, source: str = "<memory>", progress: Progress | None = None) -> SweepResult:
     """Search once, select per budget, measure every point (see the module docstring)."""
     from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import time_models
+    from convtool.runtime.timing import latency_stats, per_round, schedule, time_rounds
 
     start = time.perf_counter()
 
@@ -169,20 +176,40 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
                              accuracy=accuracy(outputs, labels, eval_data.source) if labels is not None else None)
     tick("evaluating", len(built), len(built))
 
-    # 5. latency: the original and every distinct model in one interleaved loop (a plan that
-    # converts nothing is the original itself: it gets the original's numbers, not a second timing)
+    # 5. latency: every distinct point against the original exactly as `convtool report` times a
+    # pair - a two-model loop in rounds of fresh sessions until the interval excludes 1 or a cap.
+    # (One loop over all models was tried: it cycles each model's data out of the caches and
+    # biases small, fast models low - 2.29x there for a point report timed at 2.46x, disjoint
+    # intervals.)  A plan that converts nothing is the original itself: it gets the original's
+    # numbers, not a timing.
     lat = options.timing_options
     feeds = random_feeds(model, options.input_shape_map)
     order = [k for k in built if k]
-    sessions = [make_session(model, lat.session)] + [make_session(built[k][0], lat.session) for k in order]
-    stats = time_models(sessions, [feeds] * len(sessions), runs=sweep_options.runs, warmup=sweep_options.warmup,
-                        progress=lambda d, t: tick("timing models", d, t))
-    base = stats[0]
+    looks = schedule(sweep_options.runs, sweep_options.run_cap)
+    per_pair = 2 * looks[-1]
+    original_ms: list[float] = []
+    for j, k in enumerate(order):
+        def decided(samples: list[list[float]], rounds: list[int]) -> bool:
+            return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
+
+        makers = [lambda: make_session(model, lat.session), lambda m=built[k][0]: make_session(m, lat.session)]
+        timed = time_rounds(makers, [feeds, feeds], looks=looks, per_round=per_round(looks[0]),
+                            warmup=sweep_options.warmup, stop=decided, max_seconds=sweep_options.max_seconds,
+                            progress=lambda d, t, j=j: tick("timing models", j * per_pair + d, len(order) * per_pair))
+        a, b = timed.stats
+        original_ms += a.samples
+        v = verdict(a.samples, b.samples, margin=0.0, rounds=timed.rounds, looks=timed.looks)
+        measured[k].update(latency_ms=b.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high,
+                           runs=v.runs, resolved=v.resolved)
+    if not order:  # nothing converted anywhere: the original alone, for its latency
+        timed = time_rounds([lambda: make_session(model, lat.session)], [feeds], looks=(looks[0],),
+                            per_round=per_round(looks[0]), warmup=sweep_options.warmup,
+                            progress=lambda d, t: tick("timing models", d, t))
+        original_ms = list(timed.stats[0].samples)
+    tick("timing models", 1, 1)
+    base = latency_stats(original_ms)
     if () in measured:
-        measured[()].update(latency_ms=base.median, speedup=1.0, ci_low=1.0, ci_high=1.0)
-    for k, st in zip(order, stats[1:]):
-        v = verdict(base.samples, st.samples, margin=0.0)
-        measured[k].update(latency_ms=st.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high)
+        measured[()].update(latency_ms=base.median, speedup=1.0, ci_low=1.0, ci_high=1.0, runs=None, resolved=None)
 
     # 6. points and the front
     points = []
@@ -199,7 +226,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     for p, on in zip(points, pareto(points, axis, original)):
         p["pareto"] = on and p["converted"] > 0  # the unchanged model is the original, drawn apart
     env = environment(lat.session).to_dict()
-    env.update(runs=sweep_options.runs, warmup=sweep_options.warmup)
+    env.update(runs=sweep_options.runs, max_runs=sweep_options.run_cap, warmup=sweep_options.warmup,
+               max_seconds=sweep_options.max_seconds)
     record = SweepRecord(
         input=source, calibration=data.source if data is not None else search.held.describe(),
         evaluation=eval_data.source, eval_samples=eval_data.count, objective=options.objective, metric=options.metric,
