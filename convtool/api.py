@@ -43,7 +43,7 @@ from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, input_shapes_from_data, load, shared_samples, validate
+from convtool.runtime.inputs import Dataset, fixed_batch, input_shapes_from_data, load, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -74,7 +74,6 @@ def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | 
     """The calibration samples no fit saw: with a ``--max-drift`` search, its held-out split
     (every refit and fine-tune used the rest); else the refit's held-out split (used only to
     choose each layer's fit: its regulariser and whether to keep it).  Named in ``source``."""
-    from convtool.runtime.inputs import fixed_batch
 
     cal = options.calibration_or_default
     searched = fit_data is not None and fit_data is not data
@@ -225,7 +224,7 @@ def _confirm_latency(run: _Run) -> None:
     assert lat is not None
     latency.apply_choices(record.layers, run.tuning.choices)
     verdict, reverted = None, False
-    if lat.confirm and record.totals.converted:
+    if lat.confirm and record.totals.converted and run.options.quantize is None:  # INT8: checked after quantizing
         verdict = latency.confirm(run.model, run.new_model, lat, run.options.input_shape_map,
                                   progress=_stage(run.progress, "timing models"))
         if not verdict.convert:  # slower, or not resolved: the safe choice is the original
@@ -302,6 +301,10 @@ def _quantize_step(run: _Run) -> None:
             record.totals.skipped = len(record.layers) - record.totals.converted
     elif run.options.quantize is not None and run.data is not None:
         run.new_model, record.quantization = _quantize(run.model, run.new_model, record, run.data, run.options)
+        lat = run.options.latency_aware
+        if run.tuning is not None and lat is not None and lat.confirm and record.totals.converted:
+            run.new_model = _never_slower_int8(run.model, run.new_model, record, run.data, run.options,
+                                               run.warnings, run.progress)
 
 
 def _count(run: _Run) -> None:
@@ -334,7 +337,6 @@ def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: Con
     """``--quantize int8``: equalize, quantize on the fit part, measure drift on the held-out part."""
     from convtool.analysis.drift import compare_outputs
     from convtool.graph.equalize import equalize_model
-    from convtool.runtime.inputs import fixed_batch
     from convtool.runtime.quantize import quantize_model
     from convtool.runtime.run import run_outputs
 
@@ -352,6 +354,47 @@ def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: Con
                                 run_outputs(quantized.model, held, cal.batch_size)).drift
         samples = held.count
     return quantized.model, replace(quantized.summary, equalized=tuple(pairs), drift=drift, drift_samples=samples)
+
+
+def _never_slower_int8(original: onnx.ModelProto, quantized: onnx.ModelProto, record: ConversionRecord,
+                       data: Dataset, options: ConvertOptions, warnings: list[str],
+                       progress: Progress | None) -> onnx.ModelProto:
+    """``--latency-aware --quantize int8``: the quantized conversion against the INT8-quantized
+    original (what the user would otherwise ship); not faster beyond noise -> the latter."""
+    from convtool.runtime.quantize import quantize_model
+    from convtool.search import latency
+
+    q = options.quantize
+    lat = options.latency_aware
+    assert q is not None and lat is not None
+    cal = options.calibration_or_default
+    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    baseline = quantize_model(original, fit, q)
+    verdict = latency.confirm(baseline.model, quantized, lat, options.input_shape_map,
+                              progress=_stage(progress, "timing INT8 models"))
+    if record.latency is not None:
+        record.latency = replace(record.latency, end_to_end=latency.end_to_end(verdict))
+    if verdict.convert:
+        return quantized
+    reason = (f"the quantized converted model is {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) "
+              "the INT8-quantized original, not faster beyond noise; kept the original layers (quantized)")
+    for layer in record.layers:
+        if layer.converted:
+            layer.skip(reason)
+    record.totals.converted, record.totals.skipped = 0, len(record.layers)
+    if record.latency is not None:
+        record.latency = replace(record.latency, reverted=True)
+    drift, samples = None, 0
+    if held is not None:
+        from convtool.analysis.drift import compare_outputs
+        from convtool.runtime.run import run_outputs
+
+        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
+                                run_outputs(baseline.model, held, cal.batch_size)).drift
+        samples = held.count
+    record.quantization = replace(baseline.summary, drift=drift, drift_samples=samples)
+    warnings.append(f"--latency-aware --quantize int8: {reason}")
+    return baseline.model
 
 
 def default_output(path: Path) -> Path:

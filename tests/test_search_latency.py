@@ -250,3 +250,32 @@ def test_max_drift_times_layers_only_for_the_final_conversion(tmp_path, fake):
     from convtool.search.budget import MAX_VERIFICATIONS
 
     assert 1 <= result.record.search.evaluations <= MAX_VERIFICATIONS + len(measured) + 1
+
+
+def test_int8_timing_quantizes_both_one_layer_models_and_keys_the_cache(tmp_path, monkeypatch):
+    """--quantize int8: candidate layers are timed in the deployed precision."""
+    from convtool.options import QuantizeOptions
+    from convtool.runtime import quantize as q
+
+    seen = []
+    real = q.quantize_for_timing
+
+    def spy(model, options=None, **kw):
+        out = real(model, options, **kw)
+        seen.append(sorted({n.op_type for n in out.graph.node}))
+        return out
+
+    monkeypatch.setattr(q, "quantize_for_timing", spy)
+    lat = LatencyOptions(cache_dir=str(tmp_path), min_runs=3, max_runs=3, confirm_runs=3)
+    tuner = tuner_mod.LayerTuner(lat, 17, quantize=QuantizeOptions())
+    float_tuner = tuner_mod.LayerTuner(lat, 17)
+    from convtool.convert import plan as plan_model
+    from convtool.graph.single import conv_shape
+
+    planned = plan_model(conv_model(cin=16, cout=16, size=12), ConvertOptions())
+    site, d = planned.candidates()[0]
+    shape = conv_shape(site.node, d, (1, 16, 12, 12))
+    cand = tuner.measure(shape, d)
+    assert len(seen) == 2 and all("QuantizeLinear" in ops for ops in seen)
+    assert "INT8" in cand.verdict.reason
+    assert tuner.key(shape, d.rank, d.layout) != float_tuner.key(shape, d.rank, d.layout)

@@ -508,7 +508,7 @@ class BudgetSearch:
         except ConvToolError as exc:
             self.warnings.append(f"--objective latency: input shapes unknown ({exc}); no layer can be measured")
             shapes = {}
-        self.tuner = tuner = latency.LayerTuner(self.timing, opset)
+        self.tuner = tuner = latency.LayerTuner(self.timing, opset, quantize=self.options.quantize)
         by_name = {s.name: s for s in sites}
         todo = [(by_name[n], d) for n in self.names for d in decisions[n]]
         for i, (site, d) in enumerate(todo):
@@ -630,7 +630,7 @@ class BudgetSearch:
         dropped: list[str] = []
         verdict = None
         slower = False
-        check = self.timing.confirm
+        check = self.timing.confirm and self.options.quantize is None  # --quantize int8: timed in INT8 later
         while True:
             m = self.verify(chosen)
             value, drift = m.value, m.drift

@@ -40,7 +40,7 @@ from convtool.core.plan import Decision, Override, candidate_layouts, plan_layer
 from convtool.errors import ConvToolError
 from convtool.graph.select import ConvSite
 from convtool.graph.single import ConvShape, conv_shape, original_model, replacement_model
-from convtool.options import ConvertOptions, LatencyOptions, SessionOptions
+from convtool.options import ConvertOptions, LatencyOptions, QuantizeOptions, SessionOptions
 from convtool.records import EndToEnd, LatencySummary, LayerChange
 from convtool.runtime.inputs import random_feeds
 from convtool.runtime.session import make_session
@@ -166,9 +166,14 @@ def time_pair(original: onnx.ModelProto, replacement: onnx.ModelProto, shape: Co
 class LayerTuner:
     """Times candidate replacements of single layers, with an on-disk cache."""
 
-    def __init__(self, latency: LatencyOptions, opset: int, cache: TimingCache | None = None):
+    def __init__(self, latency: LatencyOptions, opset: int, cache: TimingCache | None = None,
+                 quantize: QuantizeOptions | None = None):
+        """``quantize``: time both one-layer models INT8-quantized as ``--quantize int8`` would
+        deploy them (:func:`convtool.runtime.quantize.quantize_for_timing`), so that forms
+        onnxruntime's integer kernels run slowly are never chosen."""
         from convtool.runtime.session import environment
 
+        self.quantize = quantize
         self.latency = latency
         self.opset = opset
         self.session = latency.session
@@ -188,12 +193,14 @@ class LayerTuner:
         )
         if tuple(self.session.providers) != ("CPUExecutionProvider",):
             key["providers"] = list(self.session.providers)
+        if self.quantize is not None:
+            key["precision"] = "int8: " + self.quantize.describe()
         return key
 
     def measure(self, shape: ConvShape, decision: Decision) -> Candidate:
         key = self.key(shape, decision.rank, decision.layout)
         hit = self.cache.get(key)
-        what = f"at rank {decision.rank} ({decision.layout})"
+        what = f"at rank {decision.rank} ({decision.layout}){', INT8' if self.quantize is not None else ''}"
         if hit is not None:
             v = verdict(hit.original_ms, hit.replacement_ms, margin=self.latency.margin, what=what, source="cached",
                         rounds=hit.rounds, looks=hit.looks)
@@ -202,9 +209,15 @@ class LayerTuner:
             self.cache.hits -= 1  # an older entry that does not decide: time it again
             self.cache.misses += 1
         log.info("timing %s %s", decision.layer.name, what)
+        original, replacement = (original_model(shape, decision.weight, decision.bias, self.opset),
+                                 replacement_model(shape, decision, self.opset))
+        if self.quantize is not None:
+            from convtool.runtime.quantize import quantize_for_timing
+
+            original, replacement = (quantize_for_timing(original, self.quantize),
+                                     quantize_for_timing(replacement, self.quantize))
         timed = time_pair(
-            original_model(shape, decision.weight, decision.bias, self.opset),
-            replacement_model(shape, decision, self.opset), shape, self.session,
+            original, replacement, shape, self.session,
             budget_ms=self.latency.budget_ms, min_runs=self.latency.min_runs, max_runs=self.latency.max_runs,
             margin=self.latency.margin,
         )
@@ -266,7 +279,7 @@ def tune(model: onnx.ModelProto, options: ConvertOptions, planned, overrides: Ma
     except ConvToolError as exc:
         warnings.append(f"--latency-aware: input shapes unknown ({exc}); no layer can be measured")
         shapes = {}
-    tuner = LayerTuner(lat, opset)
+    tuner = LayerTuner(lat, opset, quantize=options.quantize)
     choices: dict[str, LayerChoice] = {}
     todo = planned.candidates()
     for i, (site, decision) in enumerate(todo):
@@ -303,9 +316,14 @@ def summary(tuning: Tuning, latency: LatencyOptions, v: Verdict | None, reverted
     return summary_of(tuning.tuner, latency, v, reverted)
 
 
+def end_to_end(v: Verdict) -> EndToEnd:
+    """The record of a whole-model A/B verdict."""
+    return EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low, v.ci_high, v.runs)
+
+
 def summary_of(tuner: LayerTuner, latency: LatencyOptions, v: Verdict | None, reverted: bool) -> LatencySummary:
     """How ``tuner`` measured (session options, cache) and the end-to-end verdict ``v``."""
-    e2e = None if v is None else EndToEnd(v.original_ms, v.replacement_ms, v.speedup, v.ci_low, v.ci_high, v.runs)
+    e2e = None if v is None else end_to_end(v)
     return LatencySummary(
         threads=latency.threads, opt_level=latency.opt_level, allow_spinning=False, onnxruntime=tuner.ort_version,
         cpu=tuner.cpu, margin=latency.margin, layers_measured=tuner.measured, cache_hits=tuner.cache.hits,
