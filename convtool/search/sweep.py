@@ -90,12 +90,12 @@ def pareto(points: Sequence[Mapping], axis: str, original: Mapping | None = None
     """
     others = list(points) + ([original] if original is not None else [])
     flags = []
-    for p in points:
-        if p.get("speedup") is None:
+    for point in points:
+        if point.get("speedup") is None:
             flags.append(False)
             continue
-        sp, q = float(p["speedup"]), _quality(p, axis)
-        dominated = any(o is not p and o.get("speedup") is not None and float(o["speedup"]) >= sp
+        sp, q = float(point["speedup"]), _quality(point, axis)
+        dominated = any(o is not point and o.get("speedup") is not None and float(o["speedup"]) >= sp
                         and _quality(o, axis) >= q and (float(o["speedup"]) > sp or _quality(o, axis) > q)
                         for o in others)
         flags.append(not dominated)
@@ -220,11 +220,11 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             converted=len(selection.chosen), ranks={n: c.rank for n, c in selection.chosen.items()},
             layouts={n: c.layout for n, c in selection.chosen.items()}, dropped=selection.dropped,
             finetuned=finetuned.get(key, False) if options.finetune is not None else None, **m))
-    has_agreement = any(p["top1_agreement"] is not None for p in points)
+    has_agreement = any(point["top1_agreement"] is not None for point in points)
     axis = quality_axis(labels is not None, has_agreement)
     original = dict(speedup=1.0, drift=0.0, top1_agreement=1.0 if has_agreement else None, accuracy=acc_original)
-    for p, on in zip(points, pareto(points, axis, original)):
-        p["pareto"] = on and p["converted"] > 0  # the unchanged model is the original, drawn apart
+    for point, on in zip(points, pareto(points, axis, original)):
+        point["pareto"] = on and point["converted"] > 0  # the unchanged model is the original, drawn apart
     env = environment(lat.session).to_dict()
     env.update(runs=sweep_options.runs, max_runs=sweep_options.run_cap, warmup=sweep_options.warmup,
                max_seconds=sweep_options.max_seconds)
