@@ -21,6 +21,18 @@ drift of the layer's output against the fp32 converted model, without and with e
 method x activation type): the table behind :class:`convtool.options.QuantizeOptions`'
 defaults.
 
+``--search`` instead measures issue 16's expected comparison, exactly as a user runs it::
+
+    convtool convert MODEL -o OUT --calibration calib.npz --quantize int8 --max-drift 0.05 --threads 2
+    convtool report MODEL OUT --int8-baseline --calibration calib.npz --inputs eval.npz --threads 2
+
+(through :func:`convtool.api.convert_model` and :func:`convtool.report.build_report`, the
+functions those commands call): the search's quantized model against the INT8-quantized
+original - speedup with its 95% interval (the report's pair protocol: rounds of fresh sessions,
+until the interval excludes 1 or 800 runs / 30 s), drift against the fp32 original, top-1
+accuracy and agreement on the held-out evaluation data, and for YOLOv8n the share of unseen
+images with the same detections as the fp32 original.  ``--budget`` changes 0.05.
+
 Models: the bundled ``digits_cnn`` and ``noisy_digits`` (their ``*_calib.npz`` and
 ``*_eval.npz``), and with the ``[models]`` extra ``yolov8n`` and ``ppocr_det``; without the
 extra those are skipped with a note (exit 0).
@@ -30,6 +42,7 @@ Usage::
     python benchmarks/int8.py                                  # samples + real models
     python benchmarks/int8.py --models yolov8n --ranks 1 --runs 100
     python benchmarks/int8.py --options
+    python benchmarks/int8.py --search --models digits_cnn noisy_digits yolov8n
     python benchmarks/int8.py --smoke                          # digits only, tiny counts
 """
 
@@ -252,6 +265,79 @@ def bench_options(subject: Subject, args, workdir: Path) -> None:
     sys.stdout.flush()
 
 
+def bench_search(subject: Subject, args, workdir: Path) -> list[str]:
+    """``convert --calibration --quantize int8 --max-drift B`` against the INT8-quantized original,
+    measured as ``report --int8-baseline`` measures it (module docstring); the table rows."""
+    import time
+
+    from convtool.options import LatencyOptions
+    from convtool.report import ReportOptions, build_report
+
+    calib, evals = workdir / f"{subject.name}.calib.npz", workdir / f"{subject.name}.eval.npz"
+    np.savez(calib, **subject.calibration.arrays)
+    np.savez(evals, **subject.evaluation.arrays,
+             **({"labels": subject.evaluation.labels} if subject.evaluation.labels is not None else {}))
+    options = ConvertOptions(max_drift=args.budget, input_shapes=subject.input_shapes, quantize=QuantizeOptions(),
+                             calibration=CalibrationOptions(source=str(calib), factors=args.refit),
+                             timing=LatencyOptions(threads=args.threads))
+    t0 = time.perf_counter()
+    result = convert_model(subject.model, options, source=str(subject.path))
+    seconds = time.perf_counter() - t0
+    out = workdir / f"{subject.name}.int8search.onnx"
+    onnx.save(result.model, str(out))
+    record = result.record
+    report = build_report([subject.path, out], ReportOptions(
+        runs=args.runs, warmup=args.warmup, threads=args.threads, inputs=str(evals), int8_calibration=str(calib)))
+    int8, comp = report.int8, report.comparison
+    assert int8 is not None and comp is not None
+    same = {"INT8 original": "", "convtool": ""}
+    if subject.images is not None:  # task agreement on unseen images: the INT8 original as the report made it
+        q = workdir / f"{subject.name}.int8.onnx"
+        onnx.save(quantize_model(subject.model, load(calib, subject.model), QuantizeOptions()).model, str(q))
+        ref = realmodels.task_outputs(subject.name, subject.path, subject.images, threads=args.threads)
+        for label, path in (("INT8 original", q), ("convtool", out)):
+            got = realmodels.task_outputs(subject.name, path, subject.images, threads=args.threads)
+            same[label] = f"{realmodels.agreement(subject.name, ref, got):.0%} of {len(subject.images)}"
+    t = record.totals
+    qs = record.search.quantization_attempts if record.search is not None else ()
+    print(f"\n{subject.name}: --max-drift {args.budget:g} --quantize int8: {t.converted}/{t.conv_nodes} convs converted "
+          f"in {seconds:.0f} s; quantization attempts {[round(a['drift'], 4) for a in qs]}; warnings: "
+          f"{'; '.join(record.warnings) or 'none'}")
+    print(f"report verdict: {' '.join(render_verdict(report).split())}")
+    sys.stdout.flush()
+
+    def ci(low, high, resolved) -> str:
+        return f"({x(low)}-{x(high)}){'' if resolved is not False else ', n.r.'}"
+
+    def quality(drift, accuracy) -> str:
+        agree = "-" if drift is None or drift.top1_agreement is None else f"{drift.top1_agreement:.1%}"
+        return f"{accuracy:.1%} / {agree}" if accuracy is not None else agree
+
+    name = f"{subject.name} ({subject.calibration.count} calibration, {subject.evaluation.count} held-out)"
+    c8 = int8.converted
+    return [
+        f"| {name} | INT8 original | - | {x(int8.comparison.speedup)}x "
+        f"{ci(int8.comparison.ci_low, int8.comparison.ci_high, int8.comparison.resolved)} | 1.00x | "
+        f"{int8.comparison.drift.drift:.4f} | {quality(int8.comparison.drift, int8.model.accuracy)} | "
+        f"{same['INT8 original'] or '-'} |",
+        f"| | convtool `--max-drift {args.budget:g} --quantize int8` | {t.converted}/{t.conv_nodes} | "
+        f"{x(comp.speedup)}x {ci(comp.ci_low, comp.ci_high, comp.resolved)} | "
+        f"**{x(c8.speedup)}x** {ci(c8.ci_low, c8.ci_high, c8.resolved)} | {comp.drift.drift:.4f} | "
+        f"{quality(comp.drift, report.models[1].accuracy)} | {same['convtool'] or '-'} |",
+    ]
+
+
+def render_verdict(report) -> str:
+    from convtool.render.report import verdict as report_verdict
+
+    return report_verdict(report)
+
+
+SEARCH_HEADER = ("| model (samples) | variant | convs converted | speedup vs fp32 (95% CI) | vs INT8 original "
+                 "(95% CI) | drift | top-1 / agreement | same detections |\n"
+                 "|---|---|---:|---:|---:|---:|---:|---:|")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=None, choices=[*SAMPLE_MODELS, *REAL_MODELS],
@@ -266,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=12, help="real models: sample images for task agreement")
     p.add_argument("--quant-samples", type=int, default=64, help="calibration samples for the quantizer")
     p.add_argument("--options", action="store_true", help="measure the quantizer's options instead")
+    p.add_argument("--search", action="store_true",
+                   help="convert --calibration --quantize int8 --max-drift B against the INT8 original instead")
+    p.add_argument("--budget", type=float, default=0.05, help="--search: the drift budget")
     p.add_argument("--smoke", action="store_true", help="digits_cnn only, tiny counts")
     args = p.parse_args(argv)
     ranks = [int(r) for r in args.ranks.split(",")]
@@ -279,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"skipped: {', '.join(missing)} not available; install the optional extra: "
               'pip install -e ".[models]" (rapidocr-onnxruntime, nudenet)')
+    rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="convtool-int8-bench-") as tmp:
         for name in args.models:
             if name in missing:
@@ -290,8 +380,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.options:
                 bench_options(subject, args, Path(tmp))
                 continue
+            if args.search:
+                rows += bench_search(subject, args, Path(tmp))
+                continue
             for rank in ranks:
                 bench(subject, rank, args, Path(tmp))
+    if rows:
+        print(f"\n`python benchmarks/int8.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+              f"({args.threads} threads; speedups: the report's pair protocol, from {args.runs} paired runs):\n")
+        print(SEARCH_HEADER)
+        print("\n".join(rows))
     return 0
 
 

@@ -235,7 +235,9 @@ class SweepOptions:
     times a pair: interleaved, in rounds of fresh sessions), which goes on, doubling, until the
     point's interval excludes 1, ``max_runs`` (``None``: 8 x ``runs``) or ``max_seconds`` per
     point; ``warmup``: untimed runs per session and round; ``save_models``: keep each point's
-    model (the caller writes them).
+    model (the caller writes them); ``int8_baseline``: add the INT8-quantized original as a
+    reference point, every point timed against it too (always under ``--quantize int8``;
+    needs calibration data).
     """
 
     budgets: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -244,6 +246,7 @@ class SweepOptions:
     save_models: bool = False
     max_runs: int | None = None
     max_seconds: float = 30.0
+    int8_baseline: bool = False
 
     @property
     def run_cap(self) -> int:
@@ -463,7 +466,9 @@ class ReportOptions:
     session and round. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
     options. ``latency``: time the models at all. ``aa_check``: add an A/A control session.
     ``profile``: per-node profiler times. ``inputs``: an ``.npz`` of samples (and ``labels``).
-    ``seed``: random inputs. Gates are ``None`` when not requested.
+    ``seed``: random inputs. ``int8_calibration``: an ``.npz`` or folder of ``.npy`` samples to
+    quantize the original on; set, the report adds the INT8-quantized original
+    (:class:`~convtool.report.Int8Baseline`; needs a converted model). Gates are ``None`` when not requested.
     """
 
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
@@ -480,6 +485,7 @@ class ReportOptions:
     profile: bool = False
     inputs: str | None = None
     seed: int = 0
+    int8_calibration: str | None = None
     min_speedup: float | None = None
     max_drift: float | None = None
     min_top1_agreement: float | None = None

@@ -381,6 +381,44 @@ class SweepPoint:
     finetuned: bool | None = None  # --finetune: its weights were kept (held-out drift dropped); None: not asked
     runs: int | None = None  # paired timed runs behind the speedup
     resolved: bool | None = None  # False: the interval still includes 1 at the timing's cap
+    vs_int8: PairSpeed | None = None  # with the INT8 original: this point against it (INT8 original / point)
+
+
+@dataclass(frozen=True)
+class PairSpeed:
+    """A speedup of B over A from one pair timing (``convtool report``'s protocol): ``speedup``
+    with its ~95 % interval ``ci_low`` / ``ci_high``, ``runs`` paired runs, ``resolved``: the
+    interval excludes 1 (``None`` when not timed: a model against itself)."""
+
+    speedup: float
+    ci_low: float
+    ci_high: float
+    runs: int | None = None
+    resolved: bool | None = None
+
+
+@dataclass(frozen=True)
+class SweepInt8:
+    """``convtool sweep``'s reference point: the original quantized to INT8 by onnxruntime
+    (:func:`convtool.runtime.quantize.quantize_model`, on the search's fit samples, the
+    options of ``--quantize int8``), measured like every point: on the evaluation data, and
+    timed against the original (``speedup``, ``ci_low``, ``ci_high``, ``runs``, ``resolved``)."""
+
+    calibration: str
+    samples: int
+    macs: int | None
+    params: int
+    size_bytes: int
+    latency_ms: float | None
+    speedup: float | None
+    ci_low: float | None
+    ci_high: float | None
+    runs: int | None
+    resolved: bool | None
+    drift: float
+    rel_l2: float
+    top1_agreement: float | None
+    accuracy: float | None
 
 
 @dataclass(frozen=True)
@@ -415,6 +453,8 @@ class SweepRecord:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     evaluations: int = 0
+    int8: SweepInt8 | None = None  # --int8-baseline / --quantize int8: the INT8-quantized original
+    quantize: str | None = None  # --quantize int8: every point is the quantized model
 
     def to_dict(self) -> dict[str, Any]:
         """``DIR/sweep.json`` (non-finite floats become ``null``)."""

@@ -27,6 +27,15 @@ slow the timed runs down):
    labels, each model's top-1 accuracy;
 6. evaluate the gates.
 
+``int8_calibration`` (``report --int8-baseline --calibration DATA``) adds the INT8-quantized
+original as a third model (:class:`Int8Baseline`): the original quantized with
+:func:`convtool.runtime.quantize.quantize_model` on those samples (onnxruntime's static INT8,
+the options ``convert --quantize int8`` uses), timed against the original and against the
+converted model the way the pair is timed (:func:`time_pair`: its own interleaved loop in rounds
+of fresh sessions, until the interval excludes 1 or the caps), run on the same inputs (drift
+against the original, top-1 accuracy with labels) and sized on disk.  Quantized after the main
+timing, timed before the drift work.
+
 The pipeline never prints; ``progress(stage, done, total)`` reports long steps to the caller.
 """
 
@@ -47,11 +56,11 @@ from convtool.core.decide import Speedup, resolved, speedup
 from convtool.errors import OptionError
 from convtool.graph.io import load_model
 from convtool.options import GATES, ReportOptions
-from convtool.records import finite
+from convtool.records import QuantizationSummary, finite
 from convtool.runtime.inputs import Dataset, model_inputs
 from convtool.runtime.observe import OBSERVED_NOTE, model_costs
 from convtool.runtime.session import Environment
-from convtool.runtime.timing import LatencyStats
+from convtool.runtime.timing import LatencyStats, Rounds
 
 __all__ = [
     "ReportOptions",
@@ -62,7 +71,9 @@ __all__ = [
     "LayerRecord",
     "AACheck",
     "Report",
+    "Int8Baseline",
     "build_report",
+    "time_pair",
     "Progress",
 ]
 
@@ -212,6 +223,37 @@ class AACheck:
 
 
 @dataclass(frozen=True)
+class Int8Baseline:
+    """The INT8-quantized original (``report --int8-baseline``): what a user would otherwise ship.
+
+    ``model``: its measurements (``path`` names how it was made; latency from its pair with the
+    original); ``comparison``: it against the original (``speedup`` = original / INT8 original,
+    with ``ci_low`` / ``ci_high``, ``drift`` against the original on the report's inputs);
+    ``converted``: the converted model against it (``speedup`` = INT8 original / converted;
+    no drift: both drifts are against the original); ``sizes``: serialised bytes of the
+    original, the INT8 original and the converted model; ``quantization``: how it was made.
+    """
+
+    model: ModelRecord
+    comparison: Comparison
+    converted: Comparison
+    sizes: tuple[int, int, int]
+    quantization: QuantizationSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        original, int8, converted = self.sizes
+        return {
+            "model": self.model.to_dict(),
+            "size_bytes": {"original": original, "int8": int8, "converted": converted},
+            "comparison": self.comparison.to_dict(),
+            "converted_vs_int8": self.converted.to_dict(),
+            "quantization": asdict(self.quantization),
+        }
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything ``convtool report`` measured, ready to render or write as JSON."""
 
@@ -225,6 +267,7 @@ class Report:
     inputs_random: bool = False  # drift was measured on seeded random inputs (no --inputs)
     profile_opt_level: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    int8: Int8Baseline | None = None  # --int8-baseline: the INT8-quantized original
 
     @property
     def passed(self) -> bool:
@@ -254,6 +297,7 @@ class Report:
             "inputs_random": self.inputs_random,
             "profile_opt_level": self.profile_opt_level,
             "notes": list(self.notes),
+            "int8_baseline": None if self.int8 is None else self.int8.to_dict(),
         }
         return finite(record)
 
@@ -265,6 +309,9 @@ def _check_requests(options: ReportOptions, n_models: int) -> None:
     """Refuse, before measuring anything, requests that cannot be computed."""
     if options.aa_check and not options.latency:
         raise OptionError("--aa-check is a latency control; drop --no-latency")
+    if options.int8_calibration is not None and n_models < 2:
+        raise OptionError("--int8-baseline compares the converted model with the INT8-quantized original; give MODEL "
+                          "and CONVERTED")
     gates = options.requested_gates()
     if not gates:
         return
@@ -355,6 +402,116 @@ def _stages(progress: Progress | None, stage: str, items: Sequence) -> Iterator[
         progress(stage, len(items), len(items))
 
 
+def time_pair(makers: Sequence[Callable[[], Any]], batch: Mapping[str, np.ndarray], options: ReportOptions,
+              progress: Callable[[int, int], None] | None = None) -> tuple[Rounds, Speedup]:
+    """Time two models (``makers``: session factories, A then B) as the report times a pair: an
+    interleaved loop in rounds of fresh sessions, from ``options.runs`` paired runs doubling
+    until the speedup's interval excludes 1, ``options.run_cap`` runs or ``options.max_seconds``.
+    Returns the rounds and the speedup of B over A (:func:`convtool.core.decide.speedup`)."""
+    from convtool.runtime.timing import per_round, schedule, time_rounds
+
+    looks = schedule(options.runs, options.run_cap)
+
+    def decided(samples: list[list[float]], rounds: list[int]) -> bool:
+        return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
+
+    timed = time_rounds(list(makers), [batch, batch], looks=looks, per_round=per_round(looks[0]),
+                        warmup=options.warmup, stop=decided, max_seconds=options.max_seconds, progress=progress)
+    a, b = timed.stats
+    return timed, speedup(a.samples, b.samples, rounds=timed.rounds, looks=timed.looks)
+
+
+@dataclass
+class _Int8Run:
+    """What :func:`_int8_measure` measured, before the drift: the quantized original, its
+    latency (from its pair with the original), both speedups and its outputs."""
+
+    model: onnx.ModelProto
+    summary: QuantizationSummary
+    latency: LatencyStats | None
+    over_original: Speedup | None  # original / INT8 original
+    converted_over: Speedup | None  # INT8 original / converted
+    outputs: dict[str, np.ndarray] | None
+
+
+def _int8_measure(models: Sequence[onnx.ModelProto], paths: Sequence[str], options: ReportOptions,
+                  timing_batch: Mapping[str, np.ndarray], drift_data: Dataset, chunk: int,
+                  inputs_given: bool, progress: Progress | None, notes: list[str]) -> _Int8Run:
+    """``--int8-baseline``: quantize the original on ``options.int8_calibration``, time it against
+    the original and the converted model against it (:func:`time_pair` each), run it on the
+    report's inputs.  Notes say how it was made and whether the inputs overlap its calibration."""
+    from convtool.options import QuantizeOptions
+    from convtool.runtime.inputs import load, shared_samples
+    from convtool.runtime.quantize import quantize_model
+    from convtool.runtime.run import run_outputs
+    from convtool.runtime.session import make_session
+
+    assert options.int8_calibration is not None
+    calibration = load(options.int8_calibration, models[0], what="--calibration")
+    if progress is not None:
+        progress("quantizing the original", 0, 1)
+    quantized = quantize_model(models[0], calibration, QuantizeOptions())
+    if progress is not None:
+        progress("quantizing the original", 1, 1)
+    summary = quantized.summary
+    notes.append(f"INT8 original: {paths[0]} quantized by onnxruntime {summary.onnxruntime} ({summary.options}) on "
+                 f"{summary.samples} samples of {calibration.source}, as 'convert --quantize int8' quantizes")
+    if inputs_given:
+        shared = shared_samples(calibration, drift_data)
+        if shared:
+            notes.append(f"{shared} of the {drift_data.count} inputs are also --calibration samples: the INT8 "
+                         "original's drift is partly measured on the samples it was calibrated on")
+    config = options.session
+    latency = over = under = None
+    if options.latency:
+        def tick(offset: int):
+            return None if progress is None else (lambda d, t: progress("timing INT8", offset * t + d, 2 * t))
+
+        original = lambda: make_session(paths[0], config)
+        int8 = lambda: make_session(quantized.model, config)
+        converted = lambda: make_session(paths[1], config)
+        timed, over = time_pair([original, int8], timing_batch, options, tick(0))
+        latency = timed.stats[1]
+        _, under = time_pair([int8, converted], timing_batch, options, tick(1))
+    if progress is not None:
+        progress("running inputs (INT8)", 0, 1)
+    outputs = run_outputs(quantized.model, drift_data, chunk, session=make_session(quantized.model, config))
+    return _Int8Run(quantized.model, summary, latency, over, under, outputs)
+
+
+def _int8_record(run: _Int8Run, paths: Sequence[str], models: Sequence[onnx.ModelProto],
+                 records: Sequence[ModelRecord], reference: Mapping[str, np.ndarray] | None,
+                 labels: np.ndarray | None) -> Int8Baseline:
+    """The :class:`Int8Baseline` of a measured run: drift against the original's outputs,
+    accuracy with labels, the comparisons and sizes."""
+    path = f"{paths[0]} quantized to INT8 (in memory)"
+    drift = None
+    if reference is not None and run.outputs is not None:
+        drift = compare_outputs(reference, run.outputs)
+    acc = accuracy(run.outputs, labels, path) if labels is not None and run.outputs is not None else None
+    params = model_params(run.model)
+    original, converted = records
+    record = ModelRecord(path=path, params=params, macs=original.macs, nodes=(), latency=run.latency,
+                         accuracy=acc, macs_shapes=original.macs_shapes)
+
+    def compare(s: Speedup | None, params_after: int, macs_before: int | None, macs_after: int | None,
+                params_before: int, d: Drift | None) -> Comparison:
+        return Comparison(param_reduction=_reduction(params_before, params_after),
+                          mac_reduction=_reduction(macs_before, macs_after),
+                          speedup=None if s is None else s.speedup, drift=d,
+                          ci_low=None if s is None else s.ci_low, ci_high=None if s is None else s.ci_high,
+                          runs=None if s is None else s.runs,
+                          resolved=None if s is None else bool(s.ci_low > 1.0 or s.ci_high < 1.0))
+
+    return Int8Baseline(
+        model=record,
+        comparison=compare(run.over_original, params, original.macs, original.macs, original.params, drift),
+        converted=compare(run.converted_over, converted.params, original.macs, converted.macs, params, None),
+        sizes=(models[0].ByteSize(), run.model.ByteSize(), models[1].ByteSize()),
+        quantization=run.summary,
+    )
+
+
 def build_report(
     paths: Sequence[str | Path],
     options: ReportOptions | None = None,
@@ -377,6 +534,9 @@ def build_report(
     run = _prepare(paths, options, data)
     env = environment(options.session)
     timing = _time(run, options, progress)
+    int8_run = _int8_measure(run.models, run.paths, options, run.timing_batch, run.drift_data,
+                             _chunk(run.models[0], run.shapes), run.data is not None, progress, run.notes) \
+        if options.int8_calibration is not None else None  # after the pair's timing, before the drift work
     node_times, profile_level = _profile(run, options, progress)
     outputs = _run_inputs(run, options, progress)
     accuracies = _accuracies(run, outputs)
@@ -388,10 +548,12 @@ def build_report(
     )
     comparison = _compare(run, records, outputs, timing) if run.pair else None
     layers = _layers(run, records, node_times)
+    int8 = _int8_record(int8_run, run.paths, run.models, records, outputs[0], run.labels) \
+        if int8_run is not None else None
     gates = _evaluate_gates(options, records, comparison)
     return Report(models=records, comparison=comparison, layers=layers, gates=gates, environment=env,
                   aa_check=timing.aa, inputs=run.inputs_desc, inputs_random=run.data is None,
-                  profile_opt_level=profile_level, notes=tuple(run.notes))
+                  profile_opt_level=profile_level, notes=tuple(run.notes), int8=int8)
 
 
 def _prepare(paths: Sequence[str | Path], options: ReportOptions, data: Dataset | None) -> _Inputs:

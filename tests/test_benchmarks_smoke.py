@@ -89,3 +89,16 @@ def test_int8_smoke(tmp_path):
 def test_int8_real_model_smoke():
     out = run_benchmark("int8.py", "--models", "yolov8n")
     assert "| INT8 original " in out or "skipped:" in out
+
+
+@pytest.mark.slow
+def test_search_real_smoke(tmp_path):
+    svg = tmp_path / "sweep.svg"
+    out = run_benchmark("search_real.py", "--sweep", "--sweep-out", str(svg), cwd=tmp_path)
+    if "skipped:" in out:
+        return
+    for model in ("yolov8n", "ppocr_det"):
+        assert f"### {model}: `--max-drift` search" in out
+    assert "| 0.03 | cold |" in out and "| 0.03 | warm |" in out and "| 0.05 | cold |" in out
+    assert "| **search total** |" in out and "speedup (95% CI)" in out
+    assert "`convtool sweep`" in out and svg.read_text().startswith("<svg")

@@ -72,12 +72,26 @@ def _search(refit: bool, data: str, top1: float | None) -> SearchSummary:
 
 def test_search_line_names_both_drifts_and_qualifies_random_inputs():
     line = render.summary_lines(record([layer("c")], search=_search(True, "cal.npz", 0.998)))[0]
-    assert "drift 0.0473 (per-channel rel. L2) on 60 of the 300 samples of cal.npz (held out from every fit)" in line
+    assert "drift 0.0473 (per-channel rel. L2) (too few held-out samples for a 95% bound) on 60 of the 300 " \
+           "samples of cal.npz (held out from every fit)" in line
     assert "whole-tensor rel. L2 0.0311" in line and "top-1 agreement 99.8%" in line
-    assert line.endswith("20 model evaluations in 15.2 s")
+    assert line.endswith("20 whole-model evaluations in 15.2 s")
     line = render.summary_lines(record([layer("c")], search=_search(False, "16 seeded random inputs", 0.0)))[0]
     assert "16 seeded random inputs, which say little about accuracy" in line
     assert "top-1 agreement" not in line  # meaningless on random inputs
+
+
+def test_search_line_gives_the_bound_whether_it_certifies_and_the_phases():
+    from dataclasses import replace
+
+    base = _search(True, "cal.npz", 0.998)
+    ok = replace(base, bound=0.049, certified=True, phases={"candidates": 12.0, "capture": 3.0, "fits": 4.0,
+                                                           "sensitivity": 5.0, "sequential refit": 30.0})
+    line = render.summary_lines(record([layer("c")], search=ok))[0]
+    assert "(95% upper bound 0.0490: certifies the budget)" in line
+    assert "timing layers 12.0 s, capture 3.0 s, local fits 4.0 s, suffix runs 5.0 s, sequential refit 30.0 s" in line
+    line = render.summary_lines(record([layer("c")], search=replace(base, bound=0.06, certified=False)))[0]
+    assert "does NOT certify the budget" in line
 
 
 def test_the_search_and_the_refit_count_samples_the_same_way():

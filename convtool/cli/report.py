@@ -5,15 +5,43 @@ Flags in (:mod:`convtool.cli.params`; options that cannot apply are refused), pa
 terminal, the records written all or nothing, tables out.  Exit codes: 0 all gates passed (or
 none given), 1 a gate failed (each failed gate is printed; the records are still written),
 2 bad input (``error: ...``, nothing written).
+
+``--int8-baseline --calibration DATA`` adds the INT8-quantized original (:class:`convtool.report.
+Int8Baseline`); its flags are declared here, with the rules that refuse them alone.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from convtool.cli import params
 from convtool.cli.common import UI, Clock, closing_line, fail
 from convtool.errors import ConvToolError, GateFailure
+
+INT8 = "INT8 baseline (--int8-baseline; needs CONVERTED and --calibration)"
+
+Int8Baseline = Annotated[bool, typer.Option(
+    "--int8-baseline", rich_help_panel=INT8,
+    help="Add the INT8-quantized original as a column: MODEL quantized with onnxruntime's static INT8 (as "
+         "'convert --quantize int8' quantizes) on --calibration, timed against MODEL and against CONVERTED like the "
+         "pair, its drift, accuracy and size; the verdict says which is faster at what drift.")]
+Int8Calibration = Annotated[Optional[Path], typer.Option(
+    "--calibration", metavar="DATA", rich_help_panel=INT8,
+    help="Samples to quantize MODEL on (--int8-baseline): an .npz with one array per model input, or a folder "
+         "like --inputs; use other samples than --inputs.")]
+
+#: ``--int8-baseline`` and its data: each needs the other, and a converted model to compare.
+INT8_RULES: tuple[params.Applies, ...] = (
+    params.Applies(("int8_baseline",), lambda p: p["converted"] is not None,
+                   message="--int8-baseline compares CONVERTED with the INT8-quantized original; give MODEL and "
+                           "CONVERTED"),
+    params.Applies(("int8_baseline",), lambda p: p["int8_calibration"] is not None,
+                   message="--int8-baseline needs --calibration DATA (the samples the original is quantized on)"),
+    params.Applies(("int8_calibration",), lambda p: p["int8_baseline"], "--int8-baseline"),
+)
 
 
 def report(
@@ -41,6 +69,8 @@ def report(
     max_accuracy_drop: params.MaxAccuracyDrop = None,
     min_param_reduction: params.MinParamReduction = None,
     min_mac_reduction: params.MinMacReduction = None,
+    int8_baseline: Int8Baseline = False,
+    int8_calibration: Int8Calibration = None,
 ) -> None:
     """Parameters, MACs/FLOPs, latency and output drift of a model, or of an original/converted pair, with CI gates."""
     run(ctx, Clock())
@@ -55,12 +85,15 @@ def run(ctx: typer.Context, clock: Clock) -> None:
     p = ctx.params
     paths = [p["model"]] if p["converted"] is None else [p["model"], p["converted"]]
     try:
-        options = params.report_options(p)
+        params.check_rules(ctx, INT8_RULES)
+        int8 = str(p["int8_calibration"]) if p["int8_baseline"] and p["int8_calibration"] is not None else None
+        options = params.report_options(p, int8_calibration=int8)
         params.check_rules(ctx, params.REPORT_RULES)
         files = Outputs()
         files.read("the model", p["model"])
         files.read("the converted model", p["converted"])
         files.read("the inputs", p["inputs"])
+        files.read("the calibration data", p["int8_calibration"])
         record_out = files.write("--json", p["json_path"])
         markdown_out = files.write("--markdown", p["markdown_path"])
         files.check()

@@ -1,6 +1,11 @@
 """``convtool sweep``: flags in, one library call (:func:`convtool.api.sweep_file`), the table
 out, and ``DIR/sweep.json``, ``DIR/sweep.md`` and ``DIR/sweep.svg`` written (rendered by
 :mod:`convtool.render.sweep`); with ``--save-models`` each point's model too.
+
+``--int8-baseline`` (a flag, not implied by ``--calibration``: quantizing the original and
+timing every point against it costs a quantization and a pair timing per point) adds the
+INT8-quantized original as a reference point; ``--quantize int8`` builds every point quantized
+and implies it.  Both need ``--calibration`` (:data:`INT8_RULES`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ SweepRuns = Annotated[int, typer.Option(
     "--runs", metavar="N", rich_help_panel=SWEEP,
     help="Paired runs at the first look: each point's model is timed against the original as "
          "'convtool report' times a pair, until its speedup's interval decides (at most 8x this or 30 s).")]
+SweepInt8Baseline = Annotated[bool, typer.Option(
+    "--int8-baseline", rich_help_panel=params.QUANTIZE_PANEL,
+    help="Add the INT8-quantized original (onnxruntime's static INT8 on the --calibration fit samples) as a "
+         "reference point in the table, the picture and sweep.json, and time every point against it too "
+         "(always on with --quantize int8).")]
+SweepQuantize = Annotated[Optional[str], typer.Option(
+    "--quantize", metavar="int8", rich_help_panel=params.QUANTIZE_PANEL,
+    help="Every point as 'convert --max-drift B --quantize int8' builds it: equalized and quantized, its drift "
+         "measured on the quantized model, timed against the INT8-quantized original (kept when the plan is not "
+         "faster than it).")]
 SweepLayout = Annotated[str, typer.Option(
     "--layout", metavar="NAME", rich_help_panel=params.RANK,
     help="Emission layout (see 'convtool convert --help'); auto: under --objective latency, the fastest measured.")]
@@ -76,6 +91,8 @@ def sweep(
     cache_dir: params.CacheDir = None,
     no_cache: params.NoCache = False,
     runs: SweepRuns = 50,
+    int8_baseline: SweepInt8Baseline = False,
+    quantize: SweepQuantize = None,
 ) -> None:
     """The trade-off curve: one search over the calibration data, one model per drift budget, each measured on
     held-out evaluation data (drift, agreement or accuracy, MACs, params, latency); the table, sweep.json,
@@ -89,6 +106,7 @@ def sweep(
     p = ctx.params
     try:
         params.check_rules(ctx, params.SWEEP_RULES)
+        params.check_rules(ctx, INT8_RULES)
         options = ConvertOptions(
             calibration=params.calibration_options({**p, "max_drift": 0.0}), objective=objective,  # type: ignore[arg-type]
             metric=metric,  # type: ignore[arg-type]
@@ -96,10 +114,12 @@ def sweep(
             layout=layout,  # type: ignore[arg-type]
             min_in_channels=min_in_channels, include=tuple(include or ()), exclude=tuple(exclude or ()),
             input_shapes=params.input_shapes(input_shape), finetune=params.finetune_options(p),
+            quantize=params.quantize_options(p),
             timing=LatencyOptions(threads=threads, opt_level=opt_level,  # type: ignore[arg-type]
                                   cache_dir=str(cache_dir) if cache_dir is not None else None, use_cache=not no_cache,
                                   providers=params.providers(provider)))
-        sweep_options = SweepOptions(budgets=params.parse_budgets(budgets), runs=runs, save_models=save_models)
+        sweep_options = SweepOptions(budgets=params.parse_budgets(budgets), runs=runs, save_models=save_models,
+                                     int8_baseline=int8_baseline or quantize is not None)
         if calibration is not None and _same_path(calibration, inputs):
             raise OptionError(f"--inputs and --calibration both name {inputs}: the evaluation data must be samples "
                               "the search never sees; pass held-out data to --inputs")
@@ -129,6 +149,16 @@ def sweep(
     ui.print(render.table(record, title=f"convtool sweep {model.name}", width=ui.width), *render.summary_lines(record))
     saved = [p.model for p in record.points if p.model]
     ui.print(closing_line([*(str(t.path) for t in (json_out, md_out, svg_out) if t is not None), *saved], clock))
+
+
+#: The INT8 flags need the data the INT8 original is calibrated on.
+INT8_RULES: tuple[params.Applies, ...] = (
+    params.Applies(("int8_baseline",), lambda p: p.get("calibration") is not None,
+                   message="--int8-baseline needs --calibration DATA (the samples the original is quantized on)"),
+    params.Applies(("quantize",), lambda p: p.get("calibration") is not None,
+                   message="--quantize int8 needs --calibration DATA (the samples its activation ranges are "
+                           "calibrated on)"),
+)
 
 
 def _same_path(a: Path, b: Path) -> bool:

@@ -218,5 +218,19 @@ def _search_line(search) -> str:
         where = f"on {search.held_out_samples} of the {search.samples} samples of {search.data} (held out from every fit)"
     else:
         where = f"on {search.samples} samples of {search.data}"
-    return (f"max-drift search: {measured} {where}, budget {search.max_drift:g}{also}; "
-            f"{search.evaluations} model evaluations in {fmt.duration(search.seconds)}")
+    bound = ""
+    if getattr(search, "bound", None) is not None:
+        bound = (f" (95% upper bound {fmt.num(search.bound)}: "
+                 f"{'certifies' if search.certified else 'does NOT certify'} the budget)")
+    elif search.held_out_samples:
+        bound = " (too few held-out samples for a 95% bound)"
+    phases = getattr(search, "phases", {}) or {}
+    shown = [(k, v) for k, v in phases.items() if k in ("candidates", "capture", "fits", "sensitivity",
+                                                        "sequential refit")]
+    took = (" (" + ", ".join(f"{_PHASE.get(k, k)} {fmt.duration(v)}" for k, v in shown) + ")") if shown else ""
+    return (f"max-drift search: {measured}{bound} {where}, budget {search.max_drift:g}{also}; "
+            f"{fmt.plural(search.evaluations, 'whole-model evaluation')} in {fmt.duration(search.seconds)}{took}")
+
+
+_PHASE = {"candidates": "timing layers", "capture": "capture", "fits": "local fits", "sensitivity": "suffix runs",
+          "sequential refit": "sequential refit"}

@@ -19,6 +19,12 @@ times or reads files. The terminal and the Markdown show the same content:
    percentages: ``--min-mac-reduction 0.3`` reads ``>= 30.0%``; speedups as ``1.20x``);
 5. the measurement environment, notes and a legend of the abbreviations.
 
+With ``--int8-baseline`` (:class:`convtool.report.Int8Baseline`) the before/after table gets an
+``INT8 orig.`` column between the original and the converted model (size on disk, latency, the
+speedup of each over the original and of the converted model over the INT8 original, each with
+its interval, drift, agreement and accuracy), and the verdict adds which of the two is faster
+at what drift (:func:`int8_verdict`).
+
 Numbers use :mod:`convtool.render.fmt`, the vocabulary ``convert`` uses too; tables fit the
 console (:mod:`convtool.render.table`).
 """
@@ -38,6 +44,7 @@ from convtool.report import GateResult, LayerRecord, Report
 __all__ = [
     "report_renderable",
     "verdict",
+    "int8_verdict",
     "summary_table",
     "layers_table",
     "gates_table",
@@ -112,12 +119,39 @@ def verdict(report: Report) -> str:
             parts.append(f"top-1 agreement {fmt.pct(d.top1_agreement)}")
     if a.accuracy is not None and b.accuracy is not None:
         parts.append(f"top-1 accuracy {fmt.arrow(fmt.pct(a.accuracy), fmt.pct(b.accuracy))}")
+    int8 = int8_verdict(report)
+    if int8:
+        parts.append(int8)
     if report.gates:
         failed = len(report.failed_gates)
         n = len(report.gates)
         parts.append(("gate passed" if n == 1 else f"all {n} gates passed") if not failed
                      else f"{failed} of {n} gate{'s' if n != 1 else ''} failed")
     return ", ".join(parts)
+
+
+def int8_verdict(report: Report) -> str | None:
+    """Which is faster, the converted model or the INT8-quantized original, at what drift:
+    ``1.62x faster than the INT8 original (95% CI 1.02x-2.25x) at drift 0.254 (INT8 original:
+    0.0138)``,
+    ``the INT8 original is faster: 0.80x (95% CI ...) ...``, or not resolved; ``None``
+    without ``--int8-baseline``."""
+    int8, comp = report.int8, report.comparison
+    if int8 is None or comp is None:
+        return None
+    drifts = ""
+    if comp.drift is not None and int8.comparison.drift is not None:
+        drifts = f" at drift {fmt.num(comp.drift.drift)} (INT8 original: {fmt.num(int8.comparison.drift.drift)})"
+    c = int8.converted
+    if c.speedup is None:
+        return f"INT8 original not timed (--no-latency){drifts.replace(' at drift', ': drift', 1)}"
+    ci = f"95% CI {fmt.times(c.ci_low)}-{fmt.times(c.ci_high)}"
+    if c.resolved is False:
+        return (f"against the INT8 original: speed not resolved at {c.runs} runs, {fmt.times(c.speedup)} ({ci})"
+                f"{drifts}")
+    if c.speedup >= 1.0:
+        return f"{fmt.times(c.speedup)} faster than the INT8 original ({ci}){drifts}"
+    return f"the INT8 original is faster: converted {fmt.times(c.speedup)} of its speed ({ci}){drifts}"
 
 
 def _less(what: str, reduction: float | None) -> str:
@@ -169,6 +203,8 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
             rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
         return ["metric", "value"], rows, [None] * len(rows)
 
+    if report.int8 is not None:
+        return _int8_rows(report)
     a, b = models
     comp = report.comparison
     assert comp is not None
@@ -206,6 +242,64 @@ def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool
     if a.accuracy is not None and b.accuracy is not None:
         delta = b.accuracy - a.accuracy
         add("top-1 accuracy", fmt.pct(a.accuracy), fmt.pct(b.accuracy),
+            (f"{delta * 100:+.1f} pp", None if abs(delta) < 1e-12 else delta > 0))
+    return header, rows, flags
+
+
+def _span(low: float | None, high: float | None, unresolved: bool) -> str:
+    """A speedup interval as a cell: ``1.02-2.25x``, ``0.95-1.10x n.r.`` when it includes 1."""
+    if low is None or high is None:
+        return ""
+    return f"{low:.2f}-{high:.2f}x{' n.r.' if unresolved else ''}"
+
+
+def _int8_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool | None]]:
+    """The before/after rows with the INT8-quantized original as a third column (module docstring)."""
+    a, b = report.models
+    comp, int8 = report.comparison, report.int8
+    assert comp is not None and int8 is not None
+    q, vs = int8.model, int8.comparison
+    header = ["metric", "original", "INT8 orig.", "converted", "change"]
+    rows: list[list[str]] = []
+    flags: list[bool | None] = []
+
+    def add(label: str, before: str, middle: str, after: str, cell: _Cell = ("", None)) -> None:
+        rows.append([label, before, middle, after, cell[0]])
+        flags.append(cell[1])
+
+    add("params", fmt.count(a.params), fmt.count(q.params), fmt.count(b.params), _rel_change(a.params, b.params))
+    add("MACs", fmt.count(a.macs), fmt.count(q.macs), fmt.count(b.macs), _rel_change(a.macs, b.macs))
+    add("FLOPs (2 x MACs)", fmt.count(a.flops), fmt.count(q.flops), fmt.count(b.flops),
+        _rel_change(a.flops, b.flops))
+    size_a, size_q, size_b = int8.sizes
+    add("size on disk (bytes)", fmt.count(size_a), fmt.count(size_q), fmt.count(size_b), _rel_change(size_a, size_b))
+    if a.latency is not None and b.latency is not None:
+        add("latency median (ms)", fmt.ms(a.latency.median), fmt.ms(q.latency.median if q.latency else None),
+            fmt.ms(b.latency.median), _rel_change(a.latency.median, b.latency.median))
+        add("latency p10-p90 (ms)", f"{fmt.ms(a.latency.p10)}-{fmt.ms(a.latency.p90)}",
+            f"{fmt.ms(q.latency.p10)}-{fmt.ms(q.latency.p90)}" if q.latency else fmt.NONE,
+            f"{fmt.ms(b.latency.p10)}-{fmt.ms(b.latency.p90)}")
+    if comp.speedup is not None:
+        add("speedup over the original", "", fmt.times(vs.speedup), fmt.times(comp.speedup))
+        add("95% CI", "", _span(vs.ci_low, vs.ci_high, vs.resolved is False),
+            _span(comp.ci_low, comp.ci_high, comp.resolved is False))
+        c = int8.converted
+        add("speedup over the INT8 original", "", "", fmt.times(c.speedup))
+        add("95% CI", "", "", _span(c.ci_low, c.ci_high, c.resolved is False))
+        if report.aa_check is not None:
+            aa = report.aa_check
+            add(f"A/A control{_ci_label(aa.ci_low, aa.ci_high)}", "", "", "", (fmt.times(aa.ratio), None))
+    d, dq = comp.drift, vs.drift
+    if d is not None:
+        add("drift: per-channel rel. L2 (--max-drift)", "", fmt.num(dq.drift if dq else None), fmt.num(d.drift))
+        add("rel. L2, whole tensor", "", fmt.num(dq.rel_l2 if dq else None), fmt.num(d.rel_l2))
+        add("cosine similarity", "", fmt.num(dq.cosine if dq else None, 6), fmt.num(d.cosine, 6))
+        add("max abs error", "", fmt.num(dq.max_abs if dq else None), fmt.num(d.max_abs))
+        if d.top1_agreement is not None and not random_inputs(report):
+            add("top-1 agreement", "", fmt.pct(dq.top1_agreement if dq else None), fmt.pct(d.top1_agreement))
+    if a.accuracy is not None and b.accuracy is not None:
+        delta = b.accuracy - a.accuracy
+        add("top-1 accuracy", fmt.pct(a.accuracy), fmt.pct(q.accuracy), fmt.pct(b.accuracy),
             (f"{delta * 100:+.1f} pp", None if abs(delta) < 1e-12 else delta > 0))
     return header, rows, flags
 
@@ -293,6 +387,9 @@ def legend_text(report: Report) -> str | None:
             if extra:
                 parts[-1] += " (" + ", ".join(extra) + ")"
         parts.append("change: converted / original - 1")
+        if report.int8 is not None:
+            parts.append("INT8 orig.: the original quantized to INT8 by onnxruntime (see the note); n.r.: the "
+                         "interval includes 1.00x (speed not resolved)")
     return "; ".join(parts) or None
 
 

@@ -13,9 +13,15 @@ functions: a record in, a table or text out).
   right to left so that "better" is always to the right), one labelled point per budget, the
   original as a square at (perfect quality, 1.00x) drawn on top of budgets that converted
   nothing (they are the original), the Pareto front filled and joined by a line, dominated
-  points hollow.  The x axis spans the data (with a margin), not a fixed range.  Whether
+  points hollow, the INT8 original (when measured) a red diamond.  The x axis spans the data
+  (with a margin), not a fixed range.  Whether
   ``--finetune`` ran, and where its weights were kept, is in the subtitle, the tooltips and
   the table.  Written by hand: no plotting library.
+
+With the INT8 original (``record.int8``: ``--int8-baseline``, ``--quantize int8``) the table and
+the Markdown get a row ``INT8`` for it and a column ``vs INT8 (95% CI)``, each point's speedup
+over it; the picture draws it as a diamond; :func:`summary_lines` say which budgets are faster
+than it.  At 80 columns the intervals then go under their speedups.
 
 Numbers go through :mod:`convtool.render.fmt`, like every other table: a speedup is always a
 ratio (``0.82x``, never "1.21x slower"), a MAC change is signed (``MACs -56.9%``).
@@ -29,7 +35,7 @@ from html import escape
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from convtool.records import SweepPoint, SweepRecord
+from convtool.records import PairSpeed, SweepInt8, SweepPoint, SweepRecord
 from convtool.render import fmt
 from convtool.render.table import Column, build, fit
 
@@ -63,8 +69,40 @@ def _finetune_ran(record: SweepRecord) -> bool:
     return any(p.finetuned is not None for p in record.points)
 
 
-def rows(record: SweepRecord) -> list[dict[str, str]]:
-    """One dict of display strings per point (the table's and the Markdown's cells)."""
+#: The INT8 original's row label (the budget column).
+INT8_ROW = "INT8"
+
+
+def _speedup_ci(speedup: float | None, low: float | None, high: float | None, stacked: bool = False) -> str:
+    """``1.76x (1.31-6.69)``; with ``stacked`` the interval on a second line."""
+    if speedup is None or low is None or high is None:
+        return fmt.times(speedup)
+    return f"{fmt.times(speedup)}{chr(10) if stacked else ' '}({low:.2f}-{high:.2f})"
+
+
+def _vs_int8(v: PairSpeed | None, stacked: bool = False) -> str:
+    if v is None:
+        return fmt.NONE
+    if v.runs is None:  # the model against itself, or the original against the INT8 original's pair
+        return fmt.times(v.speedup) if v.speedup == 1.0 else _speedup_ci(v.speedup, v.ci_low, v.ci_high, stacked)
+    return _speedup_ci(v.speedup, v.ci_low, v.ci_high, stacked)
+
+
+def _int8_row(record: SweepRecord, q: SweepInt8, stacked: bool = False) -> dict[str, str]:
+    return {
+        "budget": INT8_ROW, "converted": fmt.NONE,
+        "MACs": fmt.signed_pct(fmt.change(record.original.macs, q.macs)),
+        "params": fmt.signed_pct(fmt.change(record.original.params, q.params)),
+        "drift (search)": fmt.NONE, "drift (eval)": fmt.num(q.drift), "top-1 agreement": fmt.pct(q.top1_agreement),
+        "accuracy": fmt.pct(q.accuracy), "latency ms": fmt.ms(q.latency_ms),
+        "speedup (95% CI)": _speedup_ci(q.speedup, q.ci_low, q.ci_high, stacked), "vs INT8 (95% CI)": "1.00x",
+        "Pareto": "", "fine-tuned": "",
+    }
+
+
+def rows(record: SweepRecord, stacked: bool = False) -> list[dict[str, str]]:
+    """One dict of display strings per point (the table's and the Markdown's cells), then the
+    INT8 original's when there is one; ``stacked``: intervals under their speedups."""
     out = []
     n = record.original.convs
     for p in record.points:
@@ -78,26 +116,28 @@ def rows(record: SweepRecord) -> list[dict[str, str]]:
             "top-1 agreement": fmt.pct(p.top1_agreement),
             "accuracy": fmt.pct(p.accuracy),
             "latency ms": fmt.ms(p.latency_ms),
-            "speedup (95% CI)": (f"{fmt.times(p.speedup)} ({p.ci_low:.2f}-{p.ci_high:.2f})"
-                                 if p.speedup is not None and p.ci_low is not None and p.ci_high is not None
-                                 else fmt.times(p.speedup)),
+            "speedup (95% CI)": _speedup_ci(p.speedup, p.ci_low, p.ci_high, stacked),
+            "vs INT8 (95% CI)": _vs_int8(p.vs_int8, stacked),
             "Pareto": PARETO if p.pareto else "",
             "fine-tuned": _finetuned(p),
         })
+    if record.int8 is not None:
+        out.append(_int8_row(record, record.int8, stacked))
     return out
 
 
 #: The terminal's headers, widest arrangement first: the long header, then the short one.
 _SHORT = {"converted": "layers", "drift (eval)": "drift", "top-1 agreement": "agreement", "latency ms": "ms",
-          "fine-tuned": "tuned"}
+          "fine-tuned": "tuned", "speedup (95% CI)": "speedup", "vs INT8 (95% CI)": "vs INT8"}
 
 
 def _terminal_columns(record: SweepRecord) -> list[str]:
     """The terminal's narrower choice: the quality measure of the x axis only, no search drift."""
     quality = {"accuracy": ["accuracy"], "top1_agreement": ["top-1 agreement"]}.get(record.x_axis, [])
     tuned = ["fine-tuned"] if _finetune_ran(record) else []
-    return ["budget", "converted", "MACs", "drift (eval)", *quality, "latency ms", "speedup (95% CI)", "Pareto",
-            *tuned]
+    int8 = ["vs INT8 (95% CI)"] if record.int8 is not None else []
+    return ["budget", "converted", "MACs", "drift (eval)", *quality, "latency ms", "speedup (95% CI)", *int8,
+            "Pareto", *tuned]
 
 
 def _columns(record: SweepRecord) -> list[str]:
@@ -106,10 +146,20 @@ def _columns(record: SweepRecord) -> list[str]:
         cols.append("top-1 agreement")
     if record.original.accuracy is not None:
         cols.append("accuracy")
-    return cols + ["latency ms", "speedup (95% CI)", "Pareto"] + (["fine-tuned"] if _finetune_ran(record) else [])
+    int8 = ["vs INT8 (95% CI)"] if record.int8 is not None else []
+    return cols + ["latency ms", "speedup (95% CI)", *int8, "Pareto"] + (["fine-tuned"] if _finetune_ran(record)
+                                                                         else [])
 
 
 def _setting(record: SweepRecord) -> str:
+    return _setting_text(record) + (
+        "; every point quantized to INT8 (--quantize int8: equalized, onnxruntime static INT8; drift measured on the "
+        "quantized model)" if record.quantize else "") + (
+        f"; INT8: the original quantized by onnxruntime on {record.int8.samples} samples of "
+        f"{record.int8.calibration}, each point also timed against it" if record.int8 is not None else "")
+
+
+def _setting_text(record: SweepRecord) -> str:
     env = record.environment
     providers = ", ".join(env.get("providers", ())) or "CPUExecutionProvider"
     threads = env.get("threads")
@@ -128,13 +178,15 @@ def _baseline(record: SweepRecord) -> str:
     return f"original: {fmt.count(o.macs)} MACs, {fmt.count(o.params)} params, {fmt.ms(o.latency_ms)} ms{acc}"
 
 
-def _table_columns(record: SweepRecord, short: bool, latency: bool) -> list[Column]:
-    cells = rows(record)
+def _table_columns(record: SweepRecord, short: bool, latency: bool, stacked: bool = False) -> list[Column]:
+    cells = rows(record, stacked)
     cols = []
     for c in _terminal_columns(record):
         if c == "latency ms" and not latency:
             continue
         header = _SHORT.get(c, c) if short else c
+        if header in ("speedup", "vs INT8") and not stacked:  # the short header, the interval still beside it
+            header = c
         left = c in ("Pareto", "fine-tuned")
         cols.append(Column(header, [r[c] for r in cells], justify="left" if left else "right"))
     return cols
@@ -145,7 +197,8 @@ def table(record: SweepRecord, title: str | None = None, width: int = 120) -> Re
     the module docstring), the original's numbers and a legend under it."""
     cols = fit([lambda: _table_columns(record, short=False, latency=True),
                 lambda: _table_columns(record, short=True, latency=True),
-                lambda: _table_columns(record, short=True, latency=False)], width)
+                lambda: _table_columns(record, short=True, latency=False),
+                lambda: _table_columns(record, short=True, latency=False, stacked=True)], width)
     built = build(cols, width, title=title or f"convtool sweep {record.input}")
     return Group(built, Text(_baseline(record)), legend(record, [c.header for c in cols]))
 
@@ -160,6 +213,9 @@ def legend(record: SweepRecord, headers: list[str] | None = None) -> Text:
              "which the search never saw"]
     if "ms" in headers:
         parts.append("ms: median latency")
+    if record.int8 is not None:
+        parts.append(f"{INT8_ROW}: the original quantized to INT8 by onnxruntime ({record.int8.samples} calibration "
+                     "samples); vs INT8: speedup over it")
     parts.append(f"{PARETO}: on the Pareto front")
     if "tuned" in headers or "fine-tuned" in headers:
         parts.append("fine-tuned: --finetune's weights kept (yes) or discarded (no)")
@@ -183,15 +239,34 @@ def unresolved_lines(record: SweepRecord) -> list[str]:
 
 def summary_lines(record: SweepRecord) -> list[str]:
     """What to read off the table: points whose speed is not resolved, then the Pareto points,
-    fastest first."""
+    fastest first, then (with the INT8 original) which budgets are faster than it."""
     front = sorted((p for p in record.points if p.pareto), key=lambda p: -(p.speedup or 0))
+    int8 = int8_lines(record)
     if not front:
         return [*unresolved_lines(record),
-                "no budget gave a model faster than the original without losing quality: keep the original"]
+                "no budget gave a model faster than the original without losing quality: keep the original", *int8]
     axis = record.x_axis
     return [*unresolved_lines(record), "Pareto front: " + "; ".join(
         f"budget {p.budget:g}: {_speed(p)}{_ci(p)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
-        for p in front)]
+        for p in front), *int8]
+
+
+def int8_lines(record: SweepRecord) -> list[str]:
+    """``INT8 original: speedup 1.76x (95% CI 1.31-6.69), accuracy 100.0%; faster than it (95% CI
+    above 1.00x): budget 0.3: 1.24x (1.06-1.90), accuracy 99.4%`` - or that no budget is."""
+    q = record.int8
+    if q is None:
+        return []
+    axis = record.x_axis
+    ci = f" (95% CI {q.ci_low:.2f}-{q.ci_high:.2f})" if q.ci_low is not None and q.ci_high is not None else ""
+    head = (f"INT8 original: speedup {fmt.times(q.speedup)}{ci}, {_QUALITY[axis]} "
+            f"{_quality_text(getattr(q, axis), axis)}")
+    faster = [p for p in record.points if p.converted and p.vs_int8 is not None and p.vs_int8.ci_low > 1.0]
+    if not faster:
+        return [head + "; no budget is faster than it (95% CI above 1.00x)"]
+    return [head + "; faster than it (95% CI above 1.00x): " + "; ".join(
+        f"budget {p.budget:g}: {_vs_int8(p.vs_int8)}, {_QUALITY[axis]} {_quality_text(_quality(p, axis), axis)}"
+        for p in faster)]
 
 
 def markdown(record: SweepRecord, picture: str | None = "sweep.svg") -> str:
@@ -202,7 +277,8 @@ def markdown(record: SweepRecord, picture: str | None = "sweep.svg") -> str:
     lines.append("|" + "|".join("---" if c in ("budget", "Pareto") else "---:" for c in cols) + "|")
     for r in rows(record):
         lines.append("| " + " | ".join(r[c] for c in cols) + " |")
-    lines += ["", f"{PARETO}: on the Pareto front (no other budget, nor the original, is both at least as fast "
+    others = "nor the original, nor the INT8 original," if record.int8 is not None else "nor the original,"
+    lines += ["", f"{PARETO}: on the Pareto front (no other budget, {others} is both at least as fast "
                   f"and at least as good in {_QUALITY[record.x_axis]}).", ""]
     lines += [*summary_lines(record), ""]
     if picture:
@@ -266,6 +342,11 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     orig_q = 0.0 if drift_axis else (record.original.accuracy if axis == "accuracy" else 1.0)
     xs = [q for _, q, _ in pts] + ([orig_q] if orig_q is not None else [])
     ys = [s for _, _, s in pts] + [1.0]
+    q8 = record.int8
+    int8_at = (getattr(q8, axis), q8.speedup) if q8 is not None else (None, None)
+    if int8_at[0] is not None and int8_at[1] is not None:  # the INT8 original: inside the frame too
+        xs.append(int8_at[0])
+        ys.append(int8_at[1])
     if drift_axis:
         xt = nice_ticks(0.0, max(xs)) if xs and max(xs) > 0 else [0.0, 0.01]
     else:  # a fraction: the span of the data (original included), never past 100 %
@@ -332,6 +413,14 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     for (x, y), budgets in labels.items():  # right half: labels to the left of the point
         anchor, dx = ("end", -9) if x > left + pw / 2 else ("start", 9)
         out.append(f'<text x="{x + dx}" y="{y - 8}" text-anchor="{anchor}">{escape(", ".join(budgets))}</text>')
+    if int8_at[0] is not None and int8_at[1] is not None:  # a diamond, labelled, above the points
+        x, y = x_of(int8_at[0]), y_of(int8_at[1])
+        tip = (f"the INT8-quantized original: {fmt.times(int8_at[1])}, {_QUALITY[axis]} "
+               f"{_quality_text(int8_at[0], axis)}")
+        out.append(f'<polygon points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
+                   f'fill="#d62728"><title>{escape(tip)}</title></polygon>')
+        anchor, dx = ("end", -10) if x > left + pw / 2 else ("start", 10)
+        out.append(f'<text x="{x + dx:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}" fill="#d62728">INT8 original</text>')
     if orig_q is not None:  # last, so that it stays visible above budgets that converted nothing
         x, y = x_of(orig_q), y_of(1.0)
         out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666">'

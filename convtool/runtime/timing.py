@@ -173,7 +173,9 @@ def time_rounds(
     each, then ``per_round`` interleaved timed runs (ABBA), the first model of the order moving
     by one each round.  After the round that reaches each count of ``looks``,
     ``stop(samples, rounds)`` (per-session samples, round id per run) may end the timing;
-    reaching ``looks[-1]`` runs or ``max_seconds`` of wall time ends it in any case.
+    reaching ``looks[-1]`` runs or ``max_seconds`` of wall time ends it in any case - but never
+    before the first look: a slow model (PP-OCR's detector, 130 ms a run) still gets the runs an
+    interval needs instead of a verdict on a handful.
     """
     if not looks or looks[0] < 1 or list(looks) != sorted(looks):
         raise OptionError(f"timed runs must be >= 1, got {list(looks)}")
@@ -215,7 +217,7 @@ def time_rounds(
             if done < last and stop is not None and stop(samples, round_ids):
                 stopped = "decided"
                 break
-        if done < last and max_seconds is not None and time.perf_counter() - start >= max_seconds:
+        if done < last and done >= looks[0] and max_seconds is not None and time.perf_counter() - start >= max_seconds:
             stopped = "time"
             break
     if stopped == "runs" and stop is not None and stop(samples, round_ids):

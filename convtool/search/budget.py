@@ -68,7 +68,7 @@ The search
    every ``sweep`` point alike.
 
 Cost on YOLOv8n (nudenet 320n, 38 candidate layers, 48 calibration images, 2 cores): see the
-README's "Budget search on real models" table (``benchmarks/search_time.py``).
+"Budget search on real models" in benchmarks/README.md (``benchmarks/search_real.py``).
 """
 
 from __future__ import annotations
@@ -736,10 +736,7 @@ class BudgetSearch:
         if q is None or self.data is None:
             return selection
         budget = selection.budget
-        if self._q_original is None:
-            self._tick("quantizing the original", 0, 1)
-            self._q_original = quantize_model(self.model, self.fit, q)
-            self._q_original_measured = self.measure(self._q_original.model)
+        self.int8_original()
         attempts = self.q_attempts.setdefault(budget, [])
         current, scale = selection, 1.0
         for attempt in range(QUANT_ATTEMPTS):
@@ -768,9 +765,12 @@ class BudgetSearch:
                 break  # a smaller plan is no faster: the INT8 original wins
             scale *= 0.95 * budget / max(m.value, 1e-12)
             current = self.select(budget * scale, promise=budget)
-        why = ("no converted plan kept the budget once quantized" if not attempts or not attempts[-1]["kept"] and
-               (attempts[-1]["bound"] or attempts[-1]["drift"]) > budget else
-               "the quantized converted model was not faster than the INT8-quantized original")
+        if not attempts:
+            why = "the float search converted no layer"
+        elif (attempts[-1]["bound"] or attempts[-1]["drift"]) > budget:
+            why = "no converted plan kept the budget once quantized"
+        else:
+            why = "the quantized converted model was not faster than the INT8-quantized original"
         warning = f"--quantize int8: {why}; kept the original layers (quantized)"
         m0 = self._q_original_measured
         summary = replace(self._q_original.summary, drift=m0.drift.drift, drift_samples=self.held.count)
@@ -779,6 +779,19 @@ class BudgetSearch:
         return replace(selection, chosen={}, overrides=overrides, value=m0.value, drift=m0.drift, bound=m0.bound,
                        model=self._q_original.model, notes=notes, quantization=summary, calibration=None,
                        warnings=[*selection.warnings, warning])
+
+    def int8_original(self):
+        """The INT8-quantized original (:func:`convtool.runtime.quantize.quantize_model` on the fit
+        samples, ``--quantize`` options or the defaults), made once per search; ``.model``,
+        ``.summary``."""
+        from convtool.options import QuantizeOptions
+        from convtool.runtime.quantize import quantize_model
+
+        if self._q_original is None:
+            self._tick("quantizing the original", 0, 1)
+            self._q_original = quantize_model(self.model, self.fit, self.options.quantize or QuantizeOptions())
+            self._q_original_measured = self.measure(self._q_original.model)
+        return self._q_original
 
     def _time_pair(self, a: onnx.ModelProto, b: onnx.ModelProto) -> Verdict:
         return latency.confirm(a, b, self.timing, self.options.input_shape_map,

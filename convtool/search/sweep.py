@@ -29,7 +29,17 @@ data the search never saw.
 6. The Pareto front over (speedup, quality), quality being accuracy when labels are given,
    else top-1 agreement on class scores, else (lower is better) drift; the original (speedup
    1, perfect quality) takes part, so a point no faster than the original is never on the
-   front.
+   front; so does the INT8 original when there is one (7.).
+7. INT8 (``SweepOptions.int8_baseline``, and always under ``--quantize int8``; needs
+   calibration data): the original quantized by onnxruntime on the search's fit samples
+   (:func:`convtool.runtime.quantize.quantize_model`, the options of ``--quantize int8``; under
+   ``--quantize int8`` the very model the search compared with) is a reference point, measured
+   like a point (evaluation data; timed against the original) - and every point is also timed
+   against it (``SweepPoint.vs_int8``: INT8 original / point, the same pair protocol).  Under
+   ``--quantize int8`` each point is built by :meth:`BudgetSearch.final`, which equalizes and
+   quantizes the chosen plan, measures it against the float original and keeps the INT8
+   original when the plan is not faster than it: such a point *is* the INT8 original and gets
+   its numbers.
 
 Nothing here prints or writes files; :mod:`convtool.api` writes models, the CLI the tables.
 """
@@ -39,7 +49,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import onnx
@@ -48,9 +58,9 @@ from convtool.analysis.costs import model_params
 from convtool.analysis.drift import accuracy, class_scores, compare_outputs, label_problem
 from convtool.convert import convert
 from convtool.core.decide import resolved, verdict
-from convtool.errors import ConvToolError
-from convtool.options import ConvertOptions, SweepOptions
-from convtool.records import SweepBaseline, SweepPoint, SweepRecord
+from convtool.errors import ConvToolError, OptionError
+from convtool.options import ConvertOptions, QuantizeOptions, SweepOptions
+from convtool.records import PairSpeed, SweepBaseline, SweepInt8, SweepPoint, SweepRecord
 from convtool.runtime.inputs import Dataset, random_feeds
 from convtool.runtime.observe import model_costs
 from convtool.runtime.run import run_outputs
@@ -62,6 +72,9 @@ __all__ = ["SweepResult", "pareto", "quality_axis", "sweep", "sweep_words"]
 
 #: ``progress(stage, done, total)``
 Progress = Callable[[str, int, int], None]
+
+#: The key of the INT8 original among the point models (a point whose plan ``--quantize int8`` dropped).
+INT8_KEY = ("int8",)
 
 
 @dataclass
@@ -82,13 +95,15 @@ def _quality(point: Mapping, axis: str) -> float:
     return -float(value) if axis == "drift" else float(value)
 
 
-def pareto(points: Sequence[Mapping], axis: str, original: Mapping | None = None) -> list[bool]:
+def pareto(points: Sequence[Mapping], axis: str, original: Mapping | None = None,
+           references: Sequence[Mapping] = ()) -> list[bool]:
     """For each point (a mapping with ``speedup`` and the ``axis`` measure): is it on the front?
 
-    A point is dominated when another - or the original, if given - is at least as fast and at
-    least as good, and strictly better in one.  Points without a speedup are never on it.
+    A point is dominated when another - or the original, if given, or one of ``references``
+    (the INT8 original) - is at least as fast and at least as good, and strictly better in one.
+    Points without a speedup are never on it.
     """
-    others = list(points) + ([original] if original is not None else [])
+    others = list(points) + ([original] if original is not None else []) + list(references)
     flags = []
     for point in points:
         if point.get("speedup") is None:
@@ -109,6 +124,12 @@ def sweep_words(warning: str) -> str:
     return text.replace("--max-drift", "--budgets")
 
 
+def _int8_original(search: BudgetSearch, quantize: QuantizeOptions | None):
+    """The INT8-quantized original on the search's fit samples: the one the search compares its
+    plans with under ``--quantize int8`` (one quantization, the same model)."""
+    return search.int8_original()
+
+
 def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None, eval_data: Dataset,
           sweep_options: SweepOptions, *, source: str = "<memory>", progress: Progress | None = None) -> SweepResult:
     """Search once, select per budget, measure every point (see the module docstring)."""
@@ -121,6 +142,10 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         if progress is not None:
             progress(stage, done, total)
 
+    with_int8 = sweep_options.int8_baseline or options.quantize is not None
+    if with_int8 and data is None:
+        raise OptionError("the INT8 original (--int8-baseline, --quantize int8) is quantized on calibration data: "
+                          "give --calibration DATA")
     search = BudgetSearch(model, replace(options, max_drift=None), data, source=source, progress=progress).analyse()
     warnings = [sweep_words(w) for w in search.warnings]
     budgets = sweep_options.sorted_budgets
@@ -138,11 +163,17 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     final = replace(options, latency_aware=None, max_drift=None)
     built: dict[tuple, tuple[onnx.ModelProto, int | None]] = {}
     finetuned: dict[tuple, bool] = {}  # --finetune: the point's fine-tuned weights were kept
-    keys = [(search.plan_key(s.overrides), refit) if search.plan_key(s.overrides) else ()
+    keys = [INT8_KEY if s.quantization is not None and not s.chosen else  # --quantize int8 kept the INT8 original
+            (search.plan_key(s.overrides), refit) if search.plan_key(s.overrides) else ()
             for s, refit in zip(selections, refits)]
+    int8 = _int8_original(search, options.quantize) if with_int8 else None
     for i, (key, selection) in enumerate(zip(keys, selections)):
         tick("building models", i, len(selections))
         if key in built:
+            continue
+        if key == INT8_KEY:
+            assert int8 is not None
+            built[key] = (int8.model, None)
             continue
         conv = convert(model, final, selection.overrides, source=source, count_macs=True)
         # the point's model is the search's final model for this budget - exactly what
@@ -184,24 +215,44 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     # numbers, not a timing.
     lat = options.timing_options
     feeds = random_feeds(model, options.input_shape_map)
-    order = [k for k in built if k]
+    order = [k for k in built if k and k != INT8_KEY]
     looks = schedule(sweep_options.runs, sweep_options.run_cap)
     per_pair = 2 * looks[-1]
+    pairs = len(order) * (2 if int8 is not None else 1) + (1 if int8 is not None else 0)
+    done_pairs = 0
     original_ms: list[float] = []
-    for j, k in enumerate(order):
+
+    def time_pair(a: onnx.ModelProto, b: onnx.ModelProto):
+        """B against A, timed as ``convtool report`` times a pair; (A's stats, B's stats, verdict)."""
+        nonlocal done_pairs
+
         def decided(samples: list[list[float]], rounds: list[int]) -> bool:
             return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
 
-        makers = [lambda: make_session(model, lat.session), lambda m=built[k][0]: make_session(m, lat.session)]
-        timed = time_rounds(makers, [feeds, feeds], looks=looks, per_round=per_round(looks[0]),
+        offset = done_pairs * per_pair
+        timed = time_rounds([lambda: make_session(a, lat.session), lambda: make_session(b, lat.session)],
+                            [feeds, feeds], looks=looks, per_round=per_round(looks[0]),
                             warmup=sweep_options.warmup, stop=decided, max_seconds=sweep_options.max_seconds,
-                            progress=lambda d, t, j=j: tick("timing models", j * per_pair + d, len(order) * per_pair))
-        a, b = timed.stats
+                            progress=lambda d, t: tick("timing models", offset + d, pairs * per_pair))
+        done_pairs += 1
+        first, second = timed.stats
+        return first, second, verdict(first.samples, second.samples, margin=0.0, rounds=timed.rounds,
+                                      looks=timed.looks)
+
+    int8_speed = None
+    if int8 is not None:  # the reference first: every point is then timed against it too
+        a, b, v = time_pair(model, int8.model)
         original_ms += a.samples
-        v = verdict(a.samples, b.samples, margin=0.0, rounds=timed.rounds, looks=timed.looks)
+        int8_speed = (b.median, v)
+    for k in order:
+        a, b, v = time_pair(model, built[k][0])
+        original_ms += a.samples
         measured[k].update(latency_ms=b.median, speedup=v.speedup, ci_low=v.ci_low, ci_high=v.ci_high,
                            runs=v.runs, resolved=v.resolved)
-    if not order:  # nothing converted anywhere: the original alone, for its latency
+        if int8 is not None:
+            _, _, w = time_pair(int8.model, built[k][0])
+            measured[k]["vs_int8"] = PairSpeed(w.speedup, w.ci_low, w.ci_high, w.runs, w.resolved)
+    if not original_ms:  # nothing converted anywhere: the original alone, for its latency
         timed = time_rounds([lambda: make_session(model, lat.session)], [feeds], looks=(looks[0],),
                             per_round=per_round(looks[0]), warmup=sweep_options.warmup,
                             progress=lambda d, t: tick("timing models", d, t))
@@ -210,6 +261,28 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     base = latency_stats(original_ms)
     if () in measured:
         measured[()].update(latency_ms=base.median, speedup=1.0, ci_low=1.0, ci_high=1.0, runs=None, resolved=None)
+        if int8_speed is not None:  # the original against the INT8 original: the reference's pair, inverted
+            v = int8_speed[1]
+            measured[()]["vs_int8"] = PairSpeed(1.0 / v.speedup, 1.0 / v.ci_high, 1.0 / v.ci_low, v.runs, v.resolved)
+    int8_record = None
+    if int8 is not None:
+        if INT8_KEY not in measured:
+            outputs = run_outputs(int8.model, eval_data, batch)
+            d = compare_outputs(reference, outputs)
+            measured[INT8_KEY] = dict(drift=d.drift, rel_l2=d.rel_l2, top1_agreement=d.top1_agreement,
+                                      accuracy=accuracy(outputs, labels, eval_data.source) if labels is not None else None)
+        m8 = measured[INT8_KEY]
+        ms8, v = int8_speed if int8_speed is not None else (None, None)
+        m8.update(latency_ms=ms8, speedup=None if v is None else v.speedup, ci_low=None if v is None else v.ci_low,
+                  ci_high=None if v is None else v.ci_high, runs=None if v is None else v.runs,
+                  resolved=None if v is None else v.resolved, vs_int8=PairSpeed(1.0, 1.0, 1.0))
+        int8_record = SweepInt8(
+            calibration=int8.summary.calibration, samples=int8.summary.samples, macs=macs_before,
+            params=model_params(int8.model), size_bytes=int8.model.ByteSize(), latency_ms=ms8,
+            **{k: m8[k] for k in ("speedup", "ci_low", "ci_high", "runs", "resolved", "drift", "rel_l2",
+                                  "top1_agreement", "accuracy")})
+        if INT8_KEY in built:
+            built[INT8_KEY] = (int8.model, macs_before)
 
     # 6. points and the front
     points = []
@@ -223,7 +296,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     has_agreement = any(point["top1_agreement"] is not None for point in points)
     axis = quality_axis(labels is not None, has_agreement)
     original = dict(speedup=1.0, drift=0.0, top1_agreement=1.0 if has_agreement else None, accuracy=acc_original)
-    for point, on in zip(points, pareto(points, axis, original)):
+    references = [asdict(int8_record)] if int8_record is not None else []  # the INT8 original competes too
+    for point, on in zip(points, pareto(points, axis, original, references)):
         point["pareto"] = on and point["converted"] > 0  # the unchanged model is the original, drawn apart
     env = environment(lat.session).to_dict()
     env.update(runs=sweep_options.runs, max_runs=sweep_options.run_cap, warmup=sweep_options.warmup,
@@ -236,7 +310,8 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
                                convs=len(search.names)),
         points=[SweepPoint(**p) for p in points], environment=env, sensitivity=search.sensitivities(),
         warnings=list(dict.fromkeys(warnings)), seconds=round(time.perf_counter() - start, 3),
-        evaluations=search.evaluations)
+        evaluations=search.evaluations, int8=int8_record,
+        quantize=None if options.quantize is None else "int8")
     log.info("sweep: %d budgets, %d distinct models, %d trials", len(budgets), len(built), search.evaluations)
     return SweepResult(record, [built[k][0] for k in keys])
 
