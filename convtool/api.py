@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -43,7 +43,7 @@ from convtool.graph.export import copy_model
 from convtool.graph.io import check_model, load_model, save_model
 from convtool.options import ConvertOptions, SweepOptions
 from convtool.records import ConversionRecord
-from convtool.runtime.inputs import Dataset, fixed_batch, load, model_inputs, shared_samples, validate
+from convtool.runtime.inputs import Dataset, fixed_batch, input_shapes_from_data, load, shared_samples, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from convtool.search.sweep import SweepResult
@@ -87,7 +87,8 @@ def held_out_samples(model: onnx.ModelProto, data: Dataset, fit_data: Dataset | 
 def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
                  arrays: Mapping[str, np.ndarray] | Dataset | None) -> tuple[ConvertOptions, Dataset | None]:
     """``(options, data)``: the validated calibration data (``None`` when none was asked for)
-    and the options with data-derived shapes for inputs whose non-batch dims are symbolic."""
+    and the options with every input's shape filled from the data where the user gave none
+    (:func:`convtool.runtime.inputs.input_shapes_from_data`)."""
     cal = options.calibration_or_default
     if isinstance(arrays, Dataset):
         data = arrays
@@ -98,8 +99,7 @@ def prepare_data(model: onnx.ModelProto, options: ConvertOptions,
     else:
         return options, None
     given = options.input_shape_map
-    extra = [(spec.name, (1, *data.arrays[spec.name].shape[1:])) for spec in model_inputs(model)
-             if spec.name not in given and spec.dims is not None and any(d is None for d in spec.dims[1:])]
+    extra = [(k, v) for k, v in input_shapes_from_data(model, data, given).items() if k not in given]
     if extra:
         options = replace(options, input_shapes=tuple(options.input_shapes) + tuple(extra))
     return options, data
@@ -121,132 +121,203 @@ def convert_model(model: onnx.ModelProto, options: ConvertOptions | None = None,
     chooses per-layer ranks under a drift budget; ``options.latency_aware`` keeps only
     replacements measured to be faster.
     """
-    options = options or ConvertOptions()
-    options, data = prepare_data(model, options, calibration_data)  # bad data fails before any work
-    if options.finetune is not None:  # --finetune: no data or no torch fails before any work
-        from convtool.search.finetune import check_ready
+    run = _Run.start(model, options or ConvertOptions(), source, calibration_data, progress)
+    for step in (_search, _tune, _convert, _confirm_latency, _refit, _finetune, _quantize_step, _count):
+        step(run)
+    return run.result()
 
-        check_ready(data)
-    if options.quantize is not None and data is None:
-        raise OptionError("--quantize int8 needs calibration data (--calibration): the activation ranges are "
-                          "calibrated on it")
-    warnings: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
-    overrides: dict[str, Override] = {}
-    search = None
-    fit_data = data
-    if options.max_drift is not None:
-        from convtool.search.budget import search as budget_search
 
-        search = budget_search(model, options, data, source=source, progress=progress)
-        overrides, fit_data = dict(search.overrides), search.fit_data
-        warnings += search.warnings
+@dataclass
+class _Run:
+    """One ``convert_model`` call: its inputs, and what the steps so far made of them."""
 
-    tuning = None
-    if options.latency_aware is not None and not (search is not None and search.timed):
-        # (a search under --objective latency already timed every layer and the whole model)
-        from convtool.search import latency
+    model: onnx.ModelProto
+    options: ConvertOptions
+    source: str
+    progress: Progress | None
+    data: Dataset | None
+    fit_data: Dataset | None
+    warnings: list[str]
+    overrides: dict[str, Override] = field(default_factory=dict)
+    search: Any = None  # convtool.search.budget.SearchResult
+    tuning: Any = None  # convtool.search.latency.Tuning
+    conversion: Any = None  # convtool.convert.Conversion
+    new_model: onnx.ModelProto | None = None
 
-        tuning = latency.tune(model, options, plan(model, options, overrides, source), overrides,
-                              progress=_stage(progress, "timing layers"))
-        overrides = tuning.overrides
-        warnings += tuning.warnings
+    @classmethod
+    def start(cls, model: onnx.ModelProto, options: ConvertOptions, source: str,
+              calibration_data: Mapping[str, np.ndarray] | Dataset | None, progress: Progress | None) -> _Run:
+        """Validate the data and every request before any work."""
+        options, data = prepare_data(model, options, calibration_data)  # bad data fails before any work
+        if options.finetune is not None:  # --finetune: no data or no torch fails before any work
+            from convtool.search.finetune import check_ready
 
-    conversion = convert(model, options, overrides, source=source, count_macs=False)
-    new_model, record = conversion.model, conversion.record
+            check_ready(data)
+        if options.quantize is not None and data is None:
+            raise OptionError("--quantize int8 needs calibration data (--calibration): the activation ranges are "
+                              "calibrated on it")
+        warnings = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
+        return cls(model, options, source, progress, data, data, warnings)
+
+    @property
+    def record(self) -> ConversionRecord:
+        return self.conversion.record
+
+    @property
+    def searched_model(self) -> bool:
+        """The search's final model is the one to ship (it measured it; no later tuning changed the plan)."""
+        return self.search is not None and self.search.model is not None and self.tuning is None
+
+    def result(self) -> ConversionResult:
+        data = self.data
+        held = held_out_samples(self.model, data, self.fit_data, self.options) \
+            if data is not None and not data.random else None
+        assert self.new_model is not None
+        return ConversionResult(self.new_model, self.record, held)
+
+
+def _search(run: _Run) -> None:
+    """``--max-drift``: the drift-budget search chooses the plan (and times it under ``--objective latency``)."""
+    if run.options.max_drift is None:
+        return
+    from convtool.search.budget import search as budget_search
+
+    run.search = budget_search(run.model, run.options, run.data, source=run.source, progress=run.progress)
+    run.overrides, run.fit_data = dict(run.search.overrides), run.search.fit_data
+    run.warnings += run.search.warnings
+
+
+def _tune(run: _Run) -> None:
+    """``--latency-aware`` (unless a search under ``--objective latency`` timed every layer already)."""
+    if run.options.latency_aware is None or (run.search is not None and run.search.timed):
+        return
+    from convtool.search import latency
+
+    run.tuning = latency.tune(run.model, run.options, plan(run.model, run.options, run.overrides, run.source),
+                              run.overrides, progress=_stage(run.progress, "timing layers"))
+    run.overrides = run.tuning.overrides
+    run.warnings += run.tuning.warnings
+
+
+def _convert(run: _Run) -> None:
+    """The pure conversion step with the plan; the search's summary applies itself to the record."""
+    run.conversion = convert(run.model, run.options, run.overrides, source=run.source, count_macs=False)
+    run.new_model, record = run.conversion.model, run.conversion.record
+    search = run.search
     record.search = search.summary if search is not None else None
     if search is not None:
         search.apply(record.layers)
         record.latency = search.latency
         budget = search.summary
         record.rank_policy = (f"max drift {budget.max_drift:g} ({budget.metric}), "
-                              f"ranks {'/'.join(str(r) for r in options.search_ranks)}, objective {budget.objective}")
+                              f"ranks {'/'.join(str(r) for r in run.options.search_ranks)}, "
+                              f"objective {budget.objective}")
 
-    if tuning is not None:
-        from convtool.search import latency
 
-        lat = options.latency_aware
-        assert lat is not None
-        latency.apply_choices(record.layers, tuning.choices)
-        verdict, reverted = None, False
-        if lat.confirm and record.totals.converted and options.quantize is None:  # INT8: checked after quantizing
-            verdict = latency.confirm(model, new_model, lat, options.input_shape_map,
-                                      progress=_stage(progress, "timing models"))
-            if not verdict.convert:  # slower, or not resolved: the safe choice is the original
-                reverted = True
-                reason = (f"whole model {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) with the "
-                          f"converted layers ({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured "
-                          "end to end) is not faster beyond noise; kept the original")
-                for layer in record.layers:
-                    if layer.converted:
-                        layer.skip(reason)
-                record.totals.converted, record.totals.skipped = 0, len(record.layers)
-                warnings.append(f"--latency-aware: {reason}")
-                new_model = copy_model(model)
-        record.latency = latency.summary(tuning, lat, verdict, reverted)
+def _confirm_latency(run: _Run) -> None:
+    """``--latency-aware``: the layers' choices, then the end-to-end check; a slower model is not handed out."""
+    if run.tuning is None:
+        return
+    from convtool.search import latency
 
-    if search is not None and search.model is not None and record.totals.converted and tuning is None:
+    lat, record = run.options.latency_aware, run.record
+    assert lat is not None
+    latency.apply_choices(record.layers, run.tuning.choices)
+    verdict, reverted = None, False
+    if lat.confirm and record.totals.converted and run.options.quantize is None:  # INT8: checked after quantizing
+        verdict = latency.confirm(run.model, run.new_model, lat, run.options.input_shape_map,
+                                  progress=_stage(run.progress, "timing models"))
+        if not verdict.convert:  # slower, or not resolved: the safe choice is the original
+            reverted = True
+            reason = (f"whole model {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) with the "
+                      f"converted layers ({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured "
+                      "end to end) is not faster beyond noise; kept the original")
+            for layer in record.layers:
+                if layer.converted:
+                    layer.skip(reason)
+            record.totals.converted, record.totals.skipped = 0, len(record.layers)
+            run.warnings.append(f"--latency-aware: {reason}")
+            run.new_model = copy_model(run.model)
+    record.latency = latency.summary(run.tuning, lat, verdict, reverted)
+
+
+def _refit(run: _Run) -> None:
+    """Calibration: the search's measured model as it is, else the sequential refit."""
+    record, search = run.record, run.search
+    if not record.totals.converted:
+        return
+    if run.searched_model:
         # the search's final model: the one whose held-out drift it measured (same plan, same weights)
-        new_model = copy_model(search.model)
+        run.new_model = copy_model(search.model)
         record.calibration = search.calibration
         _copy_layer_errors(record)
-    elif fit_data is not None and record.totals.converted:
+    elif run.fit_data is not None:
         from convtool.search.calibrate import refit_layers
 
-        cal_options = options.calibration_or_default
+        cal_options = run.options.calibration_or_default
         if search is not None and search.factors in ("data-aware", "pointwise"):
             cal_options = replace(cal_options, factors=search.factors)  # the refit the search measured
-        new_model, cal = refit_layers(model, new_model, record.layers, fit_data, cal_options,
-                                      search.cache if search is not None else None,
-                                      progress=_stage(progress, "refitting layers"), decisions=conversion.decisions)
-        record.calibration = cal
+        run.new_model, record.calibration = refit_layers(
+            run.model, run.new_model, record.layers, run.fit_data, cal_options,
+            search.cache if search is not None else None, progress=_stage(run.progress, "refitting layers"),
+            decisions=run.conversion.decisions)
         _copy_layer_errors(record)
 
-    # --- --finetune: distil the original model into the converted one (convtool.search.finetune) ---
-    if search is not None and search.finetune is not None and search.model is not None and tuning is None:
+
+def _finetune(run: _Run) -> None:
+    """``--finetune``: distil the original model into the converted one (:mod:`convtool.search.finetune`)."""
+    record, search, options = run.record, run.search, run.options
+    if run.searched_model and search.finetune is not None:
         from convtool.search import finetune as ft  # the search fine-tuned its plans already
 
         record.finetune = ft.with_search_note(search.finetune)
         if not search.finetune.kept:
-            warnings.append(f"--finetune: {search.finetune.decision}")
-    elif options.finetune is not None and data is not None and record.totals.converted:
+            run.warnings.append(f"--finetune: {search.finetune.decision}")
+    elif options.finetune is not None and run.data is not None and record.totals.converted:
         from convtool.search import finetune as ft
 
-        train, held = ft.split(data, fit_data, options.calibration_or_default)
-        tuned = ft.finetune(model, new_model, record.layers, train, held, options.finetune,
+        train, held = ft.split(run.data, run.fit_data, options.calibration_or_default)
+        tuned = ft.finetune(run.model, run.new_model, record.layers, train, held, options.finetune,
                             batch_size=options.calibration_or_default.batch_size,
-                            progress=ft.stage_progress(progress))
-        new_model, record.finetune = tuned.model, tuned.summary
+                            progress=ft.stage_progress(run.progress))
+        run.new_model, record.finetune = tuned.model, tuned.summary
         if search is not None:
             record.finetune = ft.with_search_note(tuned.summary)
         if not tuned.summary.kept:
-            warnings.append(f"--finetune: {tuned.summary.decision}")
-    # --- end --finetune ---
+            run.warnings.append(f"--finetune: {tuned.summary.decision}")
 
-    if search is not None and search.quantization is not None and tuning is None:
+
+def _quantize_step(run: _Run) -> None:
+    """``--quantize int8``: the search's quantized model, else equalize + quantize here."""
+    record, search = run.record, run.search
+    if search is not None and search.quantization is not None and run.tuning is None:
         # the search quantized, measured and timed its model against the INT8 original itself
-        new_model, record.quantization = copy_model(search.model), search.quantization
+        run.new_model, record.quantization = copy_model(search.model), search.quantization
         if not record.totals.converted or not any(c for c in search.summary.ranks.values()):
             for layer in record.layers:
                 if layer.converted:
                     layer.skip(search.notes.get(layer.name, "left unconverted by --quantize int8"))
             record.totals.converted = sum(1 for layer in record.layers if layer.converted)
             record.totals.skipped = len(record.layers) - record.totals.converted
-    elif options.quantize is not None and data is not None:
-        new_model, record.quantization = _quantize(model, new_model, record, data, options)
-        if tuning is not None and options.latency_aware is not None and options.latency_aware.confirm \
-                and record.totals.converted:
-            new_model = _never_slower_int8(model, new_model, record, data, options, warnings, progress)
+    elif run.options.quantize is not None and run.data is not None:
+        run.new_model, record.quantization = _quantize(run.model, run.new_model, record, run.data, run.options)
+        lat = run.options.latency_aware
+        if run.tuning is not None and lat is not None and lat.confirm and record.totals.converted:
+            run.new_model = _never_slower_int8(run.model, run.new_model, record, run.data, run.options,
+                                               run.warnings, run.progress)
 
-    totals = record.totals
-    totals.params_after = model_params(new_model)
-    warnings += fill_macs(model, new_model, conversion.sites, record.layers, options.input_shape_map, totals)
-    if totals.converted and options.rank.kind != "full" and record.calibration is None:
-        warnings.append(DATA_FREE_WARNING)
-    if not totals.converted and search is None:
-        warnings.append("no Conv qualified for conversion; the model is unchanged")
-    record.warnings = list(record.warnings) + warnings
-    held = held_out_samples(model, data, fit_data, options) if data is not None and not data.random else None
-    return ConversionResult(new_model, record, held)
+
+def _count(run: _Run) -> None:
+    """Parameters and MACs of the final model, and the closing warnings, into the record."""
+    record, totals = run.record, run.record.totals
+    totals.params_after = model_params(run.new_model)
+    run.warnings += fill_macs(run.model, run.new_model, run.conversion.sites, record.layers,
+                              run.options.input_shape_map, totals)
+    if totals.converted and run.options.rank.kind != "full" and record.calibration is None:
+        run.warnings.append(DATA_FREE_WARNING)
+    if not totals.converted and run.search is None:
+        run.warnings.append("no Conv qualified for conversion; the model is unchanged")
+    record.warnings = list(record.warnings) + run.warnings
 
 
 def _copy_layer_errors(record) -> None:

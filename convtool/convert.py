@@ -20,6 +20,7 @@ import onnx
 
 from convtool.analysis.costs import model_params
 from convtool.core.plan import Decision, Override, plan_layer
+from convtool.core.skip import Skip
 from convtool.errors import OptionError
 from convtool.graph.emit import Namer, replace_conv
 from convtool.graph.export import copy_model, finish
@@ -38,7 +39,7 @@ class Planned:
 
     graph: object  # the graphsurgeon graph (convtool.graph owns every graphsurgeon call)
     sites: list[ConvSite | Rejection]
-    decisions: dict[str, Decision | str]
+    decisions: dict[str, Decision | Skip]
 
     def candidates(self) -> list[tuple[ConvSite, Decision]]:
         """The sites that would be converted, with their decisions."""
@@ -72,15 +73,16 @@ def _rejected_params(site: Rejection) -> int:
     return int(geo.out_channels * (geo.in_channels // max(geo.group, 1)) * geo.kernel_size)
 
 
-def _layer(site: ConvSite | Rejection, decision: Decision | str | None) -> LayerChange:
+def _layer(site: ConvSite | Rejection, decision: Decision | Skip | None) -> LayerChange:
     geo = site.geometry
     before = site.layer.params if isinstance(site, ConvSite) else _rejected_params(site)
     base = dict(name=site.name, kernel=list(geo.kernel), in_channels=geo.in_channels, out_channels=geo.out_channels,
                 group=geo.group, params_before=before)
     if isinstance(site, Rejection):
         return LayerChange(status="skipped", reason=site.reason, params_after=before, **base)
-    if isinstance(decision, str) or decision is None:
-        return LayerChange(status="skipped", reason=decision, params_after=before, **base)
+    if not isinstance(decision, Decision):
+        return LayerChange(status="skipped", reason=decision.reason if decision is not None else None,
+                           params_after=before, **base)
     bn = site.layer.batchnorm
     return LayerChange(status="converted", reason=None, rank=decision.rank, params_after=decision.params_after,
                        weight_error=decision.weight_error, layout=decision.layout, note=decision.note,

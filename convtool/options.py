@@ -442,3 +442,96 @@ class QuantizeOptions:
         ops = f", ops {'/'.join(self.op_types)}" if self.op_types else ""
         tail = ", float output tail" if self.float_tail else ""
         return f"QDQ, {self.activations} activations ({self.method}), {weights}{ops}{tail}"
+
+
+#: Gate name -> (option flag, direction). ``min`` passes when value >= threshold.
+GATES: dict[str, tuple[str, str]] = {
+    "min_speedup": ("--min-speedup", "min"),
+    "max_drift": ("--max-drift", "max"),
+    "min_top1_agreement": ("--min-top1-agreement", "min"),
+    "max_accuracy_drop": ("--max-accuracy-drop", "max"),
+    "min_param_reduction": ("--min-param-reduction", "min"),
+    "min_mac_reduction": ("--min-mac-reduction", "min"),
+}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Everything that shapes a report. Defaults match the CLI's.
+
+    ``input_shapes``: ``(name, dims)`` pairs (``--input-shape``). ``runs``: timed runs per model
+    of a single model, and the *first look* of a pair's timing, which goes on (doubling) until
+    the speedup's interval excludes 1, ``max_runs`` runs (``None``: 8 x ``runs``; equal to
+    ``runs`` for a fixed count) or ``max_seconds`` of timing; ``warmup``: untimed runs per
+    session and round. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
+    options. ``latency``: time the models at all. ``aa_check``: add an A/A control session.
+    ``profile``: per-node profiler times. ``inputs``: an ``.npz`` of samples (and ``labels``).
+    ``seed``: random inputs. ``int8_calibration``: an ``.npz`` or folder of ``.npy`` samples to
+    quantize the original on; set, the report adds the INT8-quantized original
+    (:class:`~convtool.report.Int8Baseline`; needs a converted model). Gates are ``None`` when not requested.
+    """
+
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    runs: int = 100
+    warmup: int = 10
+    max_runs: int | None = None
+    max_seconds: float = 30.0
+    threads: int = 1
+    opt_level: str = "all"
+    allow_spinning: bool = False
+    providers: tuple[str, ...] = (CPU_PROVIDER,)
+    latency: bool = True
+    aa_check: bool = False
+    profile: bool = False
+    inputs: str | None = None
+    seed: int = 0
+    int8_calibration: str | None = None
+    min_speedup: float | None = None
+    max_drift: float | None = None
+    min_top1_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+    min_param_reduction: float | None = None
+    min_mac_reduction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise OptionError(f"--runs must be >= 1, got {self.runs}")
+        if self.warmup < 0:
+            raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.max_runs is not None and self.max_runs < self.runs:
+            raise OptionError(f"max_runs must be >= --runs ({self.runs}), got {self.max_runs}")
+        if not self.max_seconds > 0:
+            raise OptionError(f"the timing cap must be > 0 s, got {self.max_seconds}")
+        self.session  # validates threads, opt level, providers  # noqa: B018
+        for name, (flag, _) in GATES.items():
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise OptionError(f"{flag} must be a finite number, got {value}")
+        if self.min_speedup is not None and self.min_speedup <= 0:
+            raise OptionError(f"--min-speedup must be > 0, got {self.min_speedup}")
+        if self.max_drift is not None and self.max_drift < 0:
+            raise OptionError(f"--max-drift must be >= 0, got {self.max_drift}")
+        if self.min_top1_agreement is not None and not 0 <= self.min_top1_agreement <= 1:
+            raise OptionError(f"--min-top1-agreement must be in [0, 1], got {self.min_top1_agreement}")
+        if self.max_accuracy_drop is not None and not -1 <= self.max_accuracy_drop <= 1:
+            raise OptionError(f"--max-accuracy-drop must be in [-1, 1], got {self.max_accuracy_drop}")
+        for name in ("min_param_reduction", "min_mac_reduction"):
+            value = getattr(self, name)
+            if value is not None and value > 1:
+                raise OptionError(f"{GATES[name][0]} must be <= 1 (a fraction), got {value}")
+
+    @property
+    def input_shape_map(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v) for k, v in self.input_shapes}
+
+    @property
+    def run_cap(self) -> int:
+        return self.max_runs if self.max_runs is not None else 8 * self.runs
+
+    @property
+    def session(self) -> SessionOptions:
+        return SessionOptions(threads=self.threads, opt_level=self.opt_level,  # type: ignore[arg-type]
+                              spinning=self.allow_spinning, providers=tuple(self.providers))
+
+    def requested_gates(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in GATES if getattr(self, name) is not None}

@@ -42,7 +42,7 @@ The pipeline never prints; ``progress(stage, done, total)`` reports long steps t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,11 +51,11 @@ import numpy as np
 import onnx
 
 from convtool.analysis.costs import NodeCost, folded_batchnorms, model_params
-from convtool.analysis.drift import Drift, compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
+from convtool.analysis.drift import Drift, accuracy, class_scores, compare_outputs, label_problem
 from convtool.core.decide import Speedup, resolved, speedup
-from convtool.errors import CalibrationDataError, OptionError
+from convtool.errors import OptionError
 from convtool.graph.io import load_model
-from convtool.options import CPU_PROVIDER, SessionOptions
+from convtool.options import GATES, ReportOptions
 from convtool.records import QuantizationSummary, finite
 from convtool.runtime.inputs import Dataset, model_inputs
 from convtool.runtime.observe import OBSERVED_NOTE, model_costs
@@ -80,100 +80,8 @@ __all__ = [
 #: ``progress(stage, done, total)``: stage is a short label such as ``"timing"``.
 Progress = Callable[[str, int, int], None]
 
-#: Gate name -> (option flag, direction). ``min`` passes when value >= threshold.
-GATES: dict[str, tuple[str, str]] = {
-    "min_speedup": ("--min-speedup", "min"),
-    "max_drift": ("--max-drift", "max"),
-    "min_top1_agreement": ("--min-top1-agreement", "min"),
-    "max_accuracy_drop": ("--max-accuracy-drop", "max"),
-    "min_param_reduction": ("--min-param-reduction", "min"),
-    "min_mac_reduction": ("--min-mac-reduction", "min"),
-}
-
 #: Random inputs for drift when no ``--inputs`` is given: this many seeded batches.
 RANDOM_DRIFT_BATCHES = 4
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """Everything that shapes a report. Defaults match the CLI's.
-
-    ``input_shapes``: ``(name, dims)`` pairs (``--input-shape``). ``runs``: timed runs per model
-    of a single model, and the *first look* of a pair's timing, which goes on (doubling) until
-    the speedup's interval excludes 1, ``max_runs`` runs (``None``: 8 x ``runs``; equal to
-    ``runs`` for a fixed count) or ``max_seconds`` of timing; ``warmup``: untimed runs per
-    session and round. ``threads``/``opt_level``/``allow_spinning``: onnxruntime session
-    options. ``latency``: time the models at all. ``aa_check``: add an A/A control session.
-    ``profile``: per-node profiler times. ``inputs``: an ``.npz`` of samples (and ``labels``).
-    ``seed``: random inputs. ``int8_calibration``: an ``.npz`` or folder of ``.npy`` samples to
-    quantize the original on; set, the report adds the INT8-quantized original
-    (:class:`Int8Baseline`; needs a converted model). Gates are ``None`` when not requested.
-    """
-
-    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    runs: int = 100
-    warmup: int = 10
-    max_runs: int | None = None
-    max_seconds: float = 30.0
-    threads: int = 1
-    opt_level: str = "all"
-    allow_spinning: bool = False
-    providers: tuple[str, ...] = (CPU_PROVIDER,)
-    latency: bool = True
-    aa_check: bool = False
-    profile: bool = False
-    inputs: str | None = None
-    seed: int = 0
-    int8_calibration: str | None = None
-    min_speedup: float | None = None
-    max_drift: float | None = None
-    min_top1_agreement: float | None = None
-    max_accuracy_drop: float | None = None
-    min_param_reduction: float | None = None
-    min_mac_reduction: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.runs < 1:
-            raise OptionError(f"--runs must be >= 1, got {self.runs}")
-        if self.warmup < 0:
-            raise OptionError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.max_runs is not None and self.max_runs < self.runs:
-            raise OptionError(f"max_runs must be >= --runs ({self.runs}), got {self.max_runs}")
-        if not self.max_seconds > 0:
-            raise OptionError(f"the timing cap must be > 0 s, got {self.max_seconds}")
-        self.session  # validates threads, opt level, providers  # noqa: B018
-        for name, (flag, _) in GATES.items():
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise OptionError(f"{flag} must be a finite number, got {value}")
-        if self.min_speedup is not None and self.min_speedup <= 0:
-            raise OptionError(f"--min-speedup must be > 0, got {self.min_speedup}")
-        if self.max_drift is not None and self.max_drift < 0:
-            raise OptionError(f"--max-drift must be >= 0, got {self.max_drift}")
-        if self.min_top1_agreement is not None and not 0 <= self.min_top1_agreement <= 1:
-            raise OptionError(f"--min-top1-agreement must be in [0, 1], got {self.min_top1_agreement}")
-        if self.max_accuracy_drop is not None and not -1 <= self.max_accuracy_drop <= 1:
-            raise OptionError(f"--max-accuracy-drop must be in [-1, 1], got {self.max_accuracy_drop}")
-        for name in ("min_param_reduction", "min_mac_reduction"):
-            value = getattr(self, name)
-            if value is not None and value > 1:
-                raise OptionError(f"{GATES[name][0]} must be <= 1 (a fraction), got {value}")
-
-    @property
-    def input_shape_map(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(v) for k, v in self.input_shapes}
-
-    @property
-    def run_cap(self) -> int:
-        return self.max_runs if self.max_runs is not None else 8 * self.runs
-
-    @property
-    def session(self) -> SessionOptions:
-        return SessionOptions(threads=self.threads, opt_level=self.opt_level,  # type: ignore[arg-type]
-                              spinning=self.allow_spinning, providers=tuple(self.providers))
-
-    def requested_gates(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in GATES if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
@@ -450,15 +358,48 @@ def _chunk(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
     return int(dims[0]) if dims else 32
 
 
-def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray, path: str) -> float:
-    for name, value in outputs.items():
-        if looks_like_class_scores(value):
-            if value.shape[0] != labels.shape[0]:
-                raise CalibrationDataError(
-                    f"output {name!r} of {path} has {value.shape[0]} rows for {labels.shape[0]} labels"
-                )
-            return top1_accuracy(value, labels)
-    raise CalibrationDataError(f"labels given, but no output of {path} looks like class scores [N, C]")
+@dataclass
+class _Inputs:
+    """What every step of a report reads: the models, their costs, the data and the feeds."""
+
+    paths: list[str]
+    models: list[onnx.ModelProto]
+    data: Dataset | None
+    shapes: Mapping[str, Sequence[int]]
+    costs: list
+    params: list[int]
+    timing_batch: dict[str, np.ndarray]
+    drift_data: Dataset
+    inputs_desc: str
+    notes: list[str]
+
+    @property
+    def pair(self) -> bool:
+        return len(self.models) == 2
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.data.labels if self.data is not None else None
+
+
+@dataclass
+class _Timing:
+    """The timing step's result (all ``None`` when latency is off)."""
+
+    latencies: list[LatencyStats | None]
+    aa: AACheck | None = None
+    paired: Speedup | None = None
+    unresolved: bool = False
+
+
+def _stages(progress: Progress | None, stage: str, items: Sequence) -> Iterator[tuple[int, Any]]:
+    """``enumerate(items)``, reporting ``progress(stage, done, total)`` before each and at the end."""
+    for i, item in enumerate(items):
+        if progress is not None:
+            progress(stage, i, len(items))
+        yield i, item
+    if progress is not None:
+        progress(stage, len(items), len(items))
 
 
 def time_pair(makers: Sequence[Callable[[], Any]], batch: Mapping[str, np.ndarray], options: ReportOptions,
@@ -547,11 +488,11 @@ def _int8_record(run: _Int8Run, paths: Sequence[str], models: Sequence[onnx.Mode
     drift = None
     if reference is not None and run.outputs is not None:
         drift = compare_outputs(reference, run.outputs)
-    accuracy = _accuracy(run.outputs, labels, path) if labels is not None and run.outputs is not None else None
+    acc = accuracy(run.outputs, labels, path) if labels is not None and run.outputs is not None else None
     params = model_params(run.model)
     original, converted = records
     record = ModelRecord(path=path, params=params, macs=original.macs, nodes=(), latency=run.latency,
-                         accuracy=accuracy, macs_shapes=original.macs_shapes)
+                         accuracy=acc, macs_shapes=original.macs_shapes)
 
     def compare(s: Speedup | None, params_after: int, macs_before: int | None, macs_after: int | None,
                 params_before: int, d: Drift | None) -> Comparison:
@@ -587,12 +528,38 @@ def build_report(
     unreadable files, bad shapes or data, gates that cannot be computed). Failed gates do not
     raise: check :attr:`Report.passed` (the CLI exits 1 on failure).
     """
-    from convtool.runtime.inputs import input_shapes_from_data, load, random_dataset, random_feeds
-    from convtool.runtime.run import run_outputs
-    from convtool.runtime.session import environment, make_session
-    from convtool.runtime.timing import per_round, schedule, time_rounds
+    from convtool.runtime.session import environment
 
     options = options or ReportOptions()
+    run = _prepare(paths, options, data)
+    env = environment(options.session)
+    timing = _time(run, options, progress)
+    int8_run = _int8_measure(run.models, run.paths, options, run.timing_batch, run.drift_data,
+                             _chunk(run.models[0], run.shapes), run.data is not None, progress, run.notes) \
+        if options.int8_calibration is not None else None  # after the pair's timing, before the drift work
+    node_times, profile_level = _profile(run, options, progress)
+    outputs = _run_inputs(run, options, progress)
+    accuracies = _accuracies(run, outputs)
+    records = tuple(
+        ModelRecord(path=p, params=run.params[i], macs=run.costs[i].macs, nodes=run.costs[i].nodes,
+                    latency=timing.latencies[i], accuracy=accuracies[i], node_latency_ms=node_times[i],
+                    macs_shapes=run.costs[i].shapes)
+        for i, p in enumerate(run.paths)
+    )
+    comparison = _compare(run, records, outputs, timing) if run.pair else None
+    layers = _layers(run, records, node_times)
+    int8 = _int8_record(int8_run, run.paths, run.models, records, outputs[0], run.labels) \
+        if int8_run is not None else None
+    gates = _evaluate_gates(options, records, comparison)
+    return Report(models=records, comparison=comparison, layers=layers, gates=gates, environment=env,
+                  aa_check=timing.aa, inputs=run.inputs_desc, inputs_random=run.data is None,
+                  profile_opt_level=profile_level, notes=tuple(run.notes), int8=int8)
+
+
+def _prepare(paths: Sequence[str | Path], options: ReportOptions, data: Dataset | None) -> _Inputs:
+    """Load and check the models, the data and every request; count the costs; build the feeds."""
+    from convtool.runtime.inputs import input_shapes_from_data, load, random_dataset, random_feeds
+
     paths = [str(p) for p in paths]
     if len(paths) not in (1, 2):
         raise OptionError(f"report takes one model or two (original and converted), got {len(paths)}")
@@ -600,177 +567,143 @@ def build_report(
     models = [load_model(p) for p in paths]
     if len(models) == 2:
         _same_inputs(models[0], models[1], paths)
-
     data = load(options.inputs, models[0], what="--inputs") if options.inputs else data
     shapes = options.input_shape_map
     if data is not None:
         shapes = input_shapes_from_data(models[0], data, shapes)
     if options.max_accuracy_drop is not None and (data is None or data.labels is None):
         raise OptionError("--max-accuracy-drop needs --inputs with a 'labels' array")
-
     costs = [model_costs(m, shapes) for m in models]
-    params = [model_params(m) for m in models]
-    macs = [c.macs for c in costs]
     notes: list[str] = list(data.notes) if data is not None else []  # e.g. float64 cast to float32
     for p, cs in zip(paths, costs):
         if cs.shapes == "observed":
             notes.append(f"{p}: {OBSERVED_NOTE}")
         if cs.reason is not None:
             notes.append(f"{p}: MACs unknown: {cs.reason}")
-
-    config = options.session
-    env = environment(config)
-
-    # Feeds: the timing batch and the drift batches.
-    if data is not None:
-        timing_batch = {
-            k: v[: shapes[k][0]] if len(shapes.get(k, ())) > 0 else v[:1] for k, v in data.arrays.items()
-        }
-        drift_data = data
-        inputs_desc = data.source
+    if data is not None:  # the timing batch and the drift batches
+        timing_batch = {k: v[: shapes[k][0]] if len(shapes.get(k, ())) > 0 else v[:1] for k, v in data.arrays.items()}
+        drift_data, inputs_desc = data, data.source
     else:
         timing_batch = random_feeds(models[0], shapes, seed=options.seed)
         batch = next(iter(timing_batch.values())).shape[0] if timing_batch else 1
         drift_data = random_dataset(models[0], shapes, count=RANDOM_DRIFT_BATCHES * batch, seed=options.seed)
         inputs_desc = f"random (seed {options.seed})"
+    return _Inputs(paths, models, data, shapes, costs, [model_params(m) for m in models], timing_batch,
+                   drift_data, inputs_desc, notes)
 
 
-    latencies: list[LatencyStats | None] = [None] * len(models)
-    aa: AACheck | None = None
-    paired: Speedup | None = None
-    unresolved = False
-    if options.latency:
-        timed_paths = list(paths) + ([paths[0]] if options.aa_check else [])
-        looks = schedule(options.runs, options.run_cap) if len(models) == 2 else (options.runs,)
+def _time(run: _Inputs, options: ReportOptions, progress: Progress | None) -> _Timing:
+    """Time the models interleaved, in rounds of fresh sessions (a pair until its speedup's
+    interval excludes 1 or a cap), with the optional A/A twin; notes on noisy settings."""
+    from convtool.runtime.session import make_session
+    from convtool.runtime.timing import per_round, schedule, time_rounds
 
-        def tick(done: int, total: int) -> None:
-            if progress is not None:
-                progress("timing", done, total)
+    if not options.latency:
+        return _Timing([None] * len(run.models))
+    timed_paths = list(run.paths) + ([run.paths[0]] if options.aa_check else [])
+    looks = schedule(options.runs, options.run_cap) if run.pair else (options.runs,)
 
-        def decided(samples: list[list[float]], rounds: list[int]) -> bool:
-            return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
+    def tick(done: int, _total: int) -> None:
+        if progress is not None:
+            progress("timing", done, _total)
 
-        makers = [lambda p=p: make_session(p, config) for p in timed_paths]
-        timed = time_rounds(makers, [timing_batch] * len(timed_paths), looks=looks, per_round=per_round(looks[0]),
-                            warmup=options.warmup, stop=decided if len(models) == 2 else None,
-                            max_seconds=options.max_seconds, progress=tick)
-        stats = timed.stats
-        latencies = list(stats[: len(models)])
-        if options.aa_check:
-            twin = speedup(stats[0].samples, stats[-1].samples, rounds=timed.rounds, looks=timed.looks)
-            aa = AACheck(latency=stats[-1], ratio=twin.speedup, ci_low=twin.ci_low, ci_high=twin.ci_high)
-        if len(models) == 2:
-            paired = speedup(stats[0].samples, stats[1].samples, rounds=timed.rounds, looks=timed.looks)
-            unresolved = not (paired.ci_low > 1.0 or paired.ci_high < 1.0)
-            if unresolved:
-                notes.append(f"speed not resolved at {paired.runs} runs: {paired.speedup:.2f}x, 95% CI "
+    def decided(samples: list[list[float]], rounds: list[int]) -> bool:
+        return resolved(samples[0], samples[1], margin=0.0, rounds=rounds, looks=len(looks))
+
+    makers = [lambda p=p: make_session(p, options.session) for p in timed_paths]
+    timed = time_rounds(makers, [run.timing_batch] * len(timed_paths), looks=looks, per_round=per_round(looks[0]),
+                        warmup=options.warmup, stop=decided if run.pair else None,
+                        max_seconds=options.max_seconds, progress=tick)
+    stats = timed.stats
+    result = _Timing(list(stats[: len(run.models)]))
+    if options.aa_check:
+        twin = speedup(stats[0].samples, stats[-1].samples, rounds=timed.rounds, looks=timed.looks)
+        result.aa = AACheck(latency=stats[-1], ratio=twin.speedup, ci_low=twin.ci_low, ci_high=twin.ci_high)
+    if run.pair:
+        paired = result.paired = speedup(stats[0].samples, stats[1].samples, rounds=timed.rounds, looks=timed.looks)
+        result.unresolved = not (paired.ci_low > 1.0 or paired.ci_high < 1.0)
+        if result.unresolved:
+            run.notes.append(f"speed not resolved at {paired.runs} runs: {paired.speedup:.2f}x, 95% CI "
                              f"{paired.ci_low:.2f}-{paired.ci_high:.2f}x includes 1.00x (no measurable difference "
                              "within the timing cap)")
-        if options.runs < 20:
-            notes.append(f"only {options.runs} timed runs per model: medians are noisy (use --runs 100+)")
-        if options.threads > 1 and stats[0].median < 1.0:
-            notes.append("sub-millisecond model with several threads: timings are often bimodal; use many runs")
+    if options.runs < 20:
+        run.notes.append(f"only {options.runs} timed runs per model: medians are noisy (use --runs 100+)")
+    if options.threads > 1 and stats[0].median < 1.0:
+        run.notes.append("sub-millisecond model with several threads: timings are often bimodal; use many runs")
+    return result
 
-    int8_run = None
-    if options.int8_calibration is not None:  # after the pair's timing, before the drift work
-        int8_run = _int8_measure(models, paths, options, timing_batch, drift_data, _chunk(models[0], shapes),
-                                 data is not None, progress, notes)
 
-    node_times: list[Mapping[str, float] | None] = [None] * len(models)
-    profile_level = None
-    if options.profile:
-        from convtool.runtime.profile import profile_nodes
+def _profile(run: _Inputs, options: ReportOptions,
+             progress: Progress | None) -> tuple[list[Mapping[str, float] | None], str | None]:
+    """``--profile``: per-node times of each model and the optimisation level they were taken at."""
+    node_times: list[Mapping[str, float] | None] = [None] * len(run.models)
+    if not options.profile:
+        return node_times, None
+    from convtool.runtime.profile import profile_nodes
 
-        prof_runs = min(options.runs, 20)
-        prof_warm = min(options.warmup, 5)
-        for i, (p, m) in enumerate(zip(paths, models)):
-            if progress is not None:
-                progress("profiling", i, len(models))
-            prof = profile_nodes(m, timing_batch, config, runs=prof_runs, warmup=prof_warm, path=p)
-            node_times[i] = prof.times_ms
-            profile_level = prof.opt_level
-        if progress is not None:
-            progress("profiling", len(models), len(models))
+    level = None
+    for i, (p, m) in _stages(progress, "profiling", list(zip(run.paths, run.models))):
+        prof = profile_nodes(m, run.timing_batch, options.session, runs=min(options.runs, 20),
+                             warmup=min(options.warmup, 5), path=p)
+        node_times[i], level = prof.times_ms, prof.opt_level
+    return node_times, level
 
-    need_sessions = len(models) == 2 or (data is not None and data.labels is not None)  # timing makes its own
-    sessions = [make_session(p, config) for p in paths] if need_sessions else []
-    outputs: list[dict[str, np.ndarray] | None] = [None] * len(models)
-    if sessions and (len(models) == 2 or (data is not None and data.labels is not None)):
-        for i, s in enumerate(sessions):
-            if progress is not None:
-                progress("running inputs", i, len(sessions))
-            outputs[i] = run_outputs(models[i], drift_data, _chunk(models[0], shapes), session=s)
-        if progress is not None:
-            progress("running inputs", len(sessions), len(sessions))
 
-    accuracies: list[float | None] = [None] * len(models)
-    if data is not None and data.labels is not None:
-        accuracies = [_accuracy(o, data.labels, p) for o, p in zip(outputs, paths) if o is not None]  # type: ignore[misc]
-        scores = next((v for v in (outputs[0] or {}).values() if looks_like_class_scores(v)), None)
-        problem = label_problem(scores, data.labels, str(data.source)) if scores is not None else None
-        notes += [problem] if problem else []
+def _run_inputs(run: _Inputs, options: ReportOptions, progress: Progress | None) -> list[dict[str, np.ndarray] | None]:
+    """Each model's outputs on the drift data (a pair, or labels to score; timing makes its own sessions)."""
+    from convtool.runtime.run import run_outputs
+    from convtool.runtime.session import make_session
 
-    records = tuple(
-        ModelRecord(
-            path=p,
-            params=params[i],
-            macs=macs[i],
-            nodes=costs[i].nodes,
-            latency=latencies[i],
-            accuracy=accuracies[i],
-            node_latency_ms=node_times[i],
-            macs_shapes=costs[i].shapes,
-        )
-        for i, p in enumerate(paths)
+    outputs: list[dict[str, np.ndarray] | None] = [None] * len(run.models)
+    if not (run.pair or run.labels is not None):
+        return outputs
+    sessions = [make_session(p, options.session) for p in run.paths]
+    for i, s in _stages(progress, "running inputs", sessions):
+        outputs[i] = run_outputs(run.models[i], run.drift_data, _chunk(run.models[0], run.shapes), session=s)
+    return outputs
+
+
+def _accuracies(run: _Inputs, outputs: Sequence[dict[str, np.ndarray] | None]) -> list[float | None]:
+    """With labels: each model's top-1 accuracy, and a note when labels fall outside the classes."""
+    if run.labels is None or run.data is None:
+        return [None] * len(run.models)
+    accuracies: list[float | None] = [accuracy(o, run.labels, p) for o, p in zip(outputs, run.paths) if o is not None]
+    scores = class_scores(outputs[0] or {})
+    problem = label_problem(scores[1], run.labels, str(run.data.source)) if scores is not None else None
+    run.notes += [problem] if problem else []
+    return accuracies
+
+
+def _compare(run: _Inputs, records: Sequence[ModelRecord], outputs: Sequence[dict[str, np.ndarray] | None],
+             timing: _Timing) -> Comparison:
+    """Converted against original: reductions, the paired speedup and the drift."""
+    drift = None
+    if outputs[0] is not None and outputs[1] is not None:
+        try:
+            drift = compare_outputs(outputs[0], outputs[1])
+        except ValueError as exc:
+            raise OptionError(f"cannot compare the models' outputs: {exc}") from None
+    paired = timing.paired
+    return Comparison(
+        param_reduction=_reduction(records[0].params, records[1].params),  # type: ignore[arg-type]
+        mac_reduction=_reduction(records[0].macs, records[1].macs),
+        speedup=None if paired is None else paired.speedup, drift=drift,
+        ci_low=None if paired is None else paired.ci_low, ci_high=None if paired is None else paired.ci_high,
+        runs=None if paired is None else paired.runs, resolved=None if paired is None else not timing.unresolved,
     )
 
-    comparison = None
-    if len(models) == 2:
-        drift = None
-        if outputs[0] is not None and outputs[1] is not None:
-            try:
-                drift = compare_outputs(outputs[0], outputs[1])
-            except ValueError as exc:
-                raise OptionError(f"cannot compare the models' outputs: {exc}") from None
-        comparison = Comparison(
-            param_reduction=_reduction(params[0], params[1]),
-            mac_reduction=_reduction(macs[0], macs[1]),
-            speedup=None if paired is None else paired.speedup,
-            drift=drift,
-            ci_low=None if paired is None else paired.ci_low,
-            ci_high=None if paired is None else paired.ci_high,
-            runs=None if paired is None else paired.runs,
-            resolved=None if paired is None else not unresolved,
-        )
-        layers = _pair_layers(models[0], models[1], records[0], records[1])
+
+def _layers(run: _Inputs, records: Sequence[ModelRecord],
+            node_times: Sequence[Mapping[str, float] | None]) -> tuple[LayerRecord, ...]:
+    """A pair's converted layers (a note when there are none), or a single model's nodes."""
+    if run.pair:
+        layers = _pair_layers(run.models[0], run.models[1], records[0], records[1])
         if not layers:
-            notes.append("no converted layers found (the converter names new nodes <conv>.dw / <conv>.pw)")
-    else:
-        times = node_times[0] or {}
-        layers = tuple(
-            LayerRecord(c.name, c.op_type, c.params, c.macs, times.get(c.name) if node_times[0] is not None else None)
-            for c in costs[0].nodes
-        )
-
-    int8 = None
-    if int8_run is not None:
-        int8 = _int8_record(int8_run, paths, models, records, outputs[0],
-                            data.labels if data is not None else None)
-
-    gates = _evaluate_gates(options, records, comparison)
-    return Report(
-        models=records,
-        comparison=comparison,
-        layers=layers,
-        gates=gates,
-        environment=env,
-        aa_check=aa,
-        inputs=inputs_desc,
-        inputs_random=data is None,
-        profile_opt_level=profile_level,
-        notes=tuple(notes),
-        int8=int8,
-    )
+            run.notes.append("no converted layers found (the converter names new nodes <conv>.dw / <conv>.pw)")
+        return layers
+    times = node_times[0] or {}
+    return tuple(LayerRecord(c.name, c.op_type, c.params, c.macs, times.get(c.name) if node_times[0] is not None else None)
+                 for c in run.costs[0].nodes)
 
 
 def _pair_layers(

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from convtool.analysis.drift import compare_outputs, looks_like_class_scores, output_drift, top1_accuracy
+from convtool.analysis.drift import (accuracy, class_scores, compare_outputs, looks_like_class_scores, output_drift,
+                                     top1_accuracy)
+from convtool.errors import CalibrationDataError
 
 
 def test_identical_outputs_have_no_drift():
@@ -89,3 +91,17 @@ def test_metric_bounds(a):
     assert -1.0 <= d.cosine <= 1.0
     assert d.rel_l2 >= 0 and d.max_abs == pytest.approx(0.5)
     assert 0.0 <= d.top1_agreement <= 1.0
+
+
+def test_accuracy_is_the_first_class_score_output_against_the_labels():
+    outputs = {"boxes": np.zeros((4, 1, 5)), "scores": np.eye(4, 3), "other": np.zeros((4, 2))}
+    assert class_scores(outputs)[0] == "scores"
+    assert accuracy(outputs, np.array([0, 1, 2, 0]), "m.onnx") == 1.0
+    assert accuracy(outputs, np.array([0, 1, 2, 2]), "m.onnx") == 0.75
+
+
+def test_accuracy_says_why_it_cannot_be_computed():
+    with pytest.raises(CalibrationDataError, match=r"^labels given, but no output of m.onnx looks like class scores"):
+        accuracy({"y": np.zeros((4, 1, 5))}, np.zeros(4, np.int64), "m.onnx")
+    with pytest.raises(CalibrationDataError, match=r"^output 'y' of m.onnx has 4 rows for 3 labels$"):
+        accuracy({"y": np.zeros((4, 3))}, np.zeros(3, np.int64), "m.onnx")

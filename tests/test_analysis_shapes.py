@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from convtool.analysis.costs import static_costs
-from convtool.analysis.shapes import shape_table, static_shapes
+from convtool.analysis.shapes import resolve_input_shapes, shape_table, static_shapes
 from convtool.errors import OptionError
 
 #: input_0 = 1x32x32x3 (NHWC) -> x 1x3x32x32 -> pad 1 -> xp 1x3x34x34
@@ -111,3 +111,27 @@ def test_shape_table_unknown_rank_symbolic_dims_and_duplicates():
         value_info=[vi("s", TensorProto.FLOAT, [])],
     )
     assert shape_table(graph) == {"a": (2, 3), "b": None, "c": None, "s": (), "w": (4, 5)}
+
+
+def _inputs_model(*inputs) -> onnx.ModelProto:
+    vis = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name, dims in inputs]
+    w = numpy_helper.from_array(np.zeros((1,), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Identity", [inputs[0][0]], ["y"])], "g",
+                              [*vis, helper.make_tensor_value_info("w", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_the_one_input_shape_resolver():
+    """User shapes win; a symbolic batch becomes 1; initializers listed as inputs are not inputs;
+    any other symbolic dim names the flag that fixes it."""
+    model = _inputs_model(("x", ["N", 3, 8, 8]), ("m", [2, 4]))
+    assert resolve_input_shapes(model) == {"x": (1, 3, 8, 8), "m": (2, 4)}
+    assert resolve_input_shapes(model, {"x": (5, 3, 8, 8)}) == {"x": (5, 3, 8, 8), "m": (2, 4)}
+    with pytest.raises(OptionError, match=r"unknown input 'w'"):
+        resolve_input_shapes(model, {"w": (1,)})
+    with pytest.raises(OptionError, match=r"the model fixes dim 1 to 3"):
+        resolve_input_shapes(model, {"x": (1, 4, 8, 8)})
+    spatial = _inputs_model(("x", ["N", 3, "H", "W"]))
+    with pytest.raises(OptionError, match=r"^input x \[N,3,H,W\] has symbolic dims; pass --input-shape x=DIMS"):
+        resolve_input_shapes(spatial)

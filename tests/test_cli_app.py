@@ -6,16 +6,18 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke as cli_invoke
 
 from convtool import __version__
+from convtool.cli import convert as convert_command
+from convtool.cli import report as report_command
+from convtool.cli import sweep as sweep_command
 from convtool.cli.app import app
 
-runner = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"})
 
 
 def invoke(*args):
-    return runner.invoke(app, list(args))
+    return cli_invoke(*args, width=80, env={"TERM": "dumb"})
 
 
 def test_bare_convtool_prints_help_and_succeeds():
@@ -36,7 +38,7 @@ def test_shell_completion_is_available():
     assert res.exit_code == 0, res.output
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
     # the shell is detected from the environment (a CI runner may have none: say bash)
-    res = runner.invoke(app, ["--show-completion"], env={"SHELL": "/bin/bash"})
+    res = cli_invoke("--show-completion", width=80, env={"TERM": "dumb", "SHELL": "/bin/bash"})
     assert res.exit_code == 0, res.output
     assert "_CONVTOOL_COMPLETE" in res.stdout
 
@@ -58,3 +60,19 @@ def test_convert_help_shows_the_defaults_of_output_and_rank():
     assert "[default: (<stem>.dws.onnx beside MODEL)]" in prose
     assert re.search(r"--rank -r N\|full .*?\[default: 1\]", prose)
     assert "[default: 1,2,4]" in prose and "[default: 512]" in prose
+
+
+def test_each_command_is_its_module_function():
+    callbacks = {c.name: c.callback for c in app.registered_commands}
+    assert callbacks == {"convert": convert_command.convert, "report": report_command.report,
+                         "sweep": sweep_command.sweep}
+
+
+def test_python_dash_m_convtool(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["convtool", "--version"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("convtool.__main__", run_name="__main__")
+    assert done.value.code in (0, None) and __version__ in capsys.readouterr().out

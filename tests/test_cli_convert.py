@@ -10,22 +10,15 @@ import numpy as np
 import onnx
 import pytest
 from builders import conv_model
+from clirun import invoke
 from golden import compare
-from typer.testing import CliRunner
-
-from convtool.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"
-runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
 
 LAYER_KEYS = {"name", "status", "reason", "kernel", "in_channels", "out_channels", "group", "rank",
               "params_before", "params_after", "macs_before", "macs_after", "weight_error"}
 TOTAL_KEYS = {"conv_nodes", "converted", "skipped", "params_before", "params_after", "macs_before", "macs_after"}
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

@@ -16,20 +16,15 @@ from pathlib import Path
 
 import onnx
 import pytest
+from clirun import invoke
 from test_report import converted_model, original_model
-from typer.testing import CliRunner
 
 import convtool.report
-from convtool.cli.app import app
-from convtool.errors import CalibrationDataError
+from convtool.cli.outputs import Outputs
+from convtool.errors import CalibrationDataError, OptionError
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"
-runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def names(folder: Path) -> set[str]:
@@ -236,3 +231,15 @@ def test_records_get_the_permissions_models_get(model, tmp_path, mask):
     assert mode == 0o666 & ~mask
     for name in ("m.json", "r.json", "r.md"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_outputs_refuse_an_output_that_is_an_input(tmp_path):
+    files = Outputs()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    files.read("the input model", model)
+    files.write("-o", tmp_path / "." / "m.onnx")
+    with pytest.raises(OptionError):
+        files.check()
+    with pytest.raises(OptionError, match="--json cannot write to stdout"):
+        Outputs().write("--json", Path("-"), stdout=False)

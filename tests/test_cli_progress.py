@@ -12,21 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
+from clirun import invoke as cli_invoke
 from test_report import converted_model, original_model
-from typer.testing import CliRunner
 
 import convtool.api
 import convtool.report
-from convtool.cli.app import app
+from convtool.cli.common import Clock, closing_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def invoke(*args, terminal: bool):
-    env = {"COLUMNS": "100", "NO_COLOR": "1"}
-    if terminal:
-        env["TTY_COMPATIBLE"] = "1"
-    return CliRunner(env=env).invoke(app, [str(a) for a in args])
+    return cli_invoke(*args, width=100, terminal=terminal)
 
 
 @pytest.fixture
@@ -90,3 +87,10 @@ def test_closing_line_reports_the_real_wall_time(pair, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith(f"wrote {tmp_path / 'r.json'} in ") and _seconds(last) >= 1.2, last
+
+
+def test_closing_line_names_what_was_written():
+    clock = Clock()
+    assert re.fullmatch(r"wrote a\.onnx, a\.json in \S+ s", closing_line(["a.onnx", "a.json"], clock))
+    assert closing_line([], clock).startswith("done in ")
+    assert closing_line([], clock, dry_run=True).startswith("dry run: nothing written (")

@@ -10,19 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from typer.testing import CliRunner
+from clirun import invoke
 
-from convtool.cli.app import app
 from convtool.runtime.inputs import load
 from convtool.runtime.run import run_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
-runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

@@ -12,20 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import invoke
 from test_report import converted_model, original_model
-from typer.testing import CliRunner
 
-from convtool.cli.app import app
 from convtool.errors import OptionError
 from convtool.options import RankPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "sample_models" / "vgg_style.onnx"
-runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ import numpy as np
 import onnx
 import pytest
 from builders import smooth_inputs, three_conv_model
+from clirun import invoke
 from test_search_sweep import Fake
-from typer.testing import CliRunner
 
-from convtool.cli.app import app
 from convtool.runtime import timing as timing_mod
 from convtool.search import latency as latency_mod
 
@@ -47,8 +46,7 @@ def sweep(tmp_path, *args, width=200, calibration="calib.npz", inputs="eval.npz"
         base += ["--inputs", str(tmp_path / inputs)]
     if out:
         base += ["--out", str(tmp_path / out)]
-    runner = CliRunner(env={"COLUMNS": str(width), "NO_COLOR": "1"})
-    return runner.invoke(app, [*base, *[str(a) for a in args]])
+    return invoke(*base, *args, width=width)
 
 
 def one_error_line(res, code=2) -> str:

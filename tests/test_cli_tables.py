@@ -15,10 +15,9 @@ from pathlib import Path
 
 import onnx
 import pytest
+from clirun import invoke as cli_invoke
 from builders import conv_model
-from typer.testing import CliRunner
 
-from convtool.cli.app import app
 from convtool.render import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +25,7 @@ SAMPLES = ROOT / "sample_models"
 
 
 def invoke(*args, width: int = 120):
-    runner = CliRunner(env={"COLUMNS": str(width), "NO_COLOR": "1"})
-    return runner.invoke(app, [str(a) for a in args])
+    return cli_invoke(*args, width=width)
 
 
 def token_in(token: str, text: str) -> bool:

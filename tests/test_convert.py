@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from convtool.analysis.costs import model_params
 from convtool.convert import convert, plan
 from convtool.core.plan import Override
+from convtool.core.skip import Skip
 from convtool.options import ConvertOptions, RankPolicy
 
 RANK2 = ConvertOptions(rank=RankPolicy.fixed(2), layout="multiplier", min_in_channels=1)
@@ -94,7 +95,7 @@ def test_plan_says_what_convert_will_do_without_touching_the_graph():
     overrides = {"conv2": Override(rank=0, reason="kept")}
     planned = plan(model, RANK2, overrides)
     assert [site.name for site, _ in planned.candidates()] == ["conv1", "conv3"]
-    assert planned.decisions["conv2"] == "kept"
+    assert planned.decisions["conv2"] == Skip("kept")
     assert len(planned.graph.nodes) == len(model.graph.node)  # no surgery yet
     result = convert(model, RANK2, overrides)
     assert [layer.name for layer in result.record.layers if layer.converted] == ["conv1", "conv3"]

@@ -21,6 +21,7 @@ from convtool.core.plan import (
     plan_layers,
     pointwise_first_pays,
 )
+from convtool.core.skip import Skip
 from convtool.options import RankPolicy
 
 
@@ -100,7 +101,7 @@ def test_choose_rank_per_policy():
 def test_rank_beyond_full_rank_saves_nothing():
     """At its full rank a factor pair costs at least the original (r / Cout_g + r / K >= 1)."""
     reason = plan_layer(layer(cin=8, cout=12), RankPolicy.fixed(20), "multiplier")
-    assert isinstance(reason, str) and reason.startswith("rank 9 would not reduce MACs (x1.75)")
+    assert isinstance(reason, Skip) and reason.reason.startswith("rank 9 would not reduce MACs (x1.75)")
 
 
 @pytest.mark.parametrize("cin,cout,layout,rank,note", [
@@ -116,7 +117,7 @@ def test_a_capped_rank_says_so(cin, cout, layout, rank, note):
 
 def test_rank_that_saves_nothing_is_skipped_but_full_rank_converts():
     lay = layer(cin=8, cout=8)
-    assert plan_layer(lay, RankPolicy.fixed(8), "multiplier") == "rank 8 would not reduce MACs (x1.89)"
+    assert plan_layer(lay, RankPolicy.fixed(8), "multiplier") == Skip("rank 8 would not reduce MACs (x1.89)")
     full = decided(plan_layer(lay, RankPolicy.full(), "multiplier"))
     assert full.rank == 8 and full.note is None and full.weight_error < 1e-6
 
@@ -147,9 +148,9 @@ def test_batchnorm_is_folded_before_the_factorisation():
 
 def test_override_rank_zero_leaves_the_layer_with_its_reason():
     assert plan_layer(layer(), RankPolicy.fixed(1), "multiplier", Override(rank=0, reason="too much drift")) == \
-        "too much drift"
+        Skip("too much drift")
     assert plan_layer(layer(), RankPolicy.fixed(1), "multiplier", Override(rank=0)) == \
-        "left unconverted (per-layer rank 0)"
+        Skip("left unconverted (per-layer rank 0)")
 
 
 def test_override_rank_and_layout_win_over_the_options():
@@ -164,7 +165,7 @@ def test_override_rank_and_layout_win_over_the_options():
 def test_plan_layers_by_name():
     layers = {"a": layer(name="a"), "b": layer(name="b", seed=1)}
     plans = plan_layers(layers, RankPolicy.fixed(1), "multiplier", {"b": Override(rank=0, reason="kept")})
-    assert decided(plans["a"]).rank == 1 and plans["b"] == "kept"
+    assert decided(plans["a"]).rank == 1 and plans["b"] == Skip("kept")
 
 
 def test_plan_is_pure():
@@ -173,3 +174,9 @@ def test_plan_is_pure():
     plan_layer(lay, RankPolicy.fixed(2), "auto")
     np.testing.assert_array_equal(lay.weight, before[0])
     np.testing.assert_array_equal(lay.bias, before[1])
+
+
+def test_a_skip_reads_as_its_reason():
+    skip = Skip("kernel is 1x1")
+    assert str(skip) == "kernel is 1x1" and f"{skip} (multiplier layout)" == "kernel is 1x1 (multiplier layout)"
+    assert skip == Skip("kernel is 1x1") and skip != Skip("already depthwise")

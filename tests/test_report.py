@@ -15,16 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from clirun import invoke
 from onnx import TensorProto, helper, numpy_helper
-from typer.testing import CliRunner
 
-from convtool.cli.app import app
 from convtool.errors import OptionError
 from convtool.render import fmt
 from convtool.report import ReportOptions, build_report
 
 CIN, COUT, K = 3, 4, 3
-ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 
 
 def _weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +83,7 @@ def pair(tmp_path) -> tuple[Path, Path, Path]:
 
 
 def run(*args: str):
-    result = CliRunner().invoke(app, ["report", *args], env=ENV)
-    return result
+    return invoke("report", *args)
 
 
 def _assert_exit(result, code: int) -> None:

@@ -13,19 +13,16 @@ import json
 import numpy as np
 import onnx
 import pytest
+from clirun import invoke
 from onnx import TensorProto, helper, numpy_helper
-from typer.testing import CliRunner
 
 import convtool.runtime.observe as observe
 from convtool.analysis.costs import static_costs
-from convtool.cli.app import app
 from convtool.convert import convert
 from convtool.options import ConvertOptions
 from convtool.report import ReportOptions, build_report
 from convtool.runtime.observe import OBSERVED_NOTE, known_shapes, model_costs, observe_shapes
 from test_analysis_shapes import CONV1_MACS, CONV2_MACS, FC_MACS, SHAPE, TOTAL_MACS, padded_nhwc_model
-
-runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
 
 
 def _macs(costs) -> dict[str, int | None]:
@@ -189,8 +186,7 @@ def test_convert_json_has_the_true_macs(tmp_path):
     src = tmp_path / "padded.onnx"
     onnx.save(padded_nhwc_model(), src)
     rec = tmp_path / "rec.json"
-    res = runner.invoke(app, ["convert", str(src), "-o", str(tmp_path / "out.onnx"), "--input-shape",
-                              "input_0=1,32,32,3", "--json", str(rec)])
+    res = invoke("convert", src, "-o", tmp_path / "out.onnx", "--input-shape", "input_0=1,32,32,3", "--json", rec)
     assert res.exit_code == 0, res.output
     totals = json.loads(rec.read_text())["totals"]
     assert totals["macs_before"] == TOTAL_MACS
@@ -202,8 +198,7 @@ def test_convert_json_of_a_model_that_cannot_run_says_null_with_the_reason(tmp_p
     src = tmp_path / "custom.onnx"
     onnx.save(_unrunnable(), src)
     rec = tmp_path / "rec.json"
-    res = runner.invoke(app, ["convert", str(src), "-o", str(tmp_path / "out.onnx"), "--input-shape",
-                              "input_0=1,32,32,3", "--json", str(rec)])
+    res = invoke("convert", src, "-o", tmp_path / "out.onnx", "--input-shape", "input_0=1,32,32,3", "--json", rec)
     assert res.exit_code == 0, res.output
     totals = json.loads(rec.read_text())["totals"]
     assert totals["macs_before"] is None and totals["macs_after"] is None

@@ -11,6 +11,7 @@ from convtool.analysis.drift import compare_outputs
 from convtool.api import convert_model, sweep_model
 from convtool.graph.export import copy_model
 from convtool.options import CalibrationOptions, ConvertOptions, SweepOptions
+from convtool.search.sensitivity import layer_io
 from convtool.runtime.inputs import Dataset
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch
@@ -121,3 +122,14 @@ def test_quantize_int8_inside_the_search_measures_and_times_the_deployed_model(t
     else:
         assert any("--quantize int8" in w and "kept the original layers" in w for w in res.record.warnings)
         assert not any(".dw" in n.name for n in res.model.graph.node)
+
+
+def test_layer_io_reads_where_the_layer_reads_and_writes_where_the_folded_bn_writes():
+    from convtool.convert import plan
+
+    planned = plan(three_conv_model(), ConvertOptions(min_in_channels=1))
+    site, _ = planned.candidates()[0]
+    io = layer_io(site)
+    assert io.name == site.name and io.x == site.node.inputs[0].name
+    end = site.batchnorm_node if site.batchnorm_node is not None else site.node
+    assert io.y == end.outputs[0].name and len(io.pads) == 2 * len(io.strides)

@@ -19,11 +19,12 @@ What is counted (FLOPs are reported as exactly ``2 x MACs``):
 
 Where the dims come from: :func:`costs_from_shapes` counts from any shape table; the tensors a
 counted op needs are exactly :func:`shape_needs` (Conv: output and weight; ConvTranspose: input
-and weight; Gemm/MatMul: first input and output).  :func:`node_costs` and :func:`static_costs`
-use ONNX shape inference only (:func:`convtool.analysis.shapes.static_shapes`).  When inference
+and weight; Gemm/MatMul: first input and output).  :func:`static_costs` uses ONNX shape
+inference only (:func:`convtool.analysis.shapes.static_shapes`).  When inference
 leaves some of those tensors unknown, :class:`Costs` lists them in ``unknown`` and
 :func:`convtool.runtime.observe.model_costs` fills them with the shapes onnxruntime observes
-(``Costs.shapes == "observed"``); this module never runs a model.
+(``Costs.shapes == "observed"``); that is the one entry point every caller uses (convert,
+report, sweep, the search).  This module never runs a model.
 
 Unknown is never 0: ``macs`` is ``None`` for a counted op whose needed shapes are unknown (e.g.
 behind a data-dependent ``NonZero``, or a ``Pad`` whose amounts are computed at run time), and
@@ -51,7 +52,7 @@ import onnx
 from convtool.analysis.shapes import Shape, static_shapes
 
 __all__ = ["NodeCost", "Costs", "ShapeSource", "node_costs", "static_costs", "costs_from_shapes", "shape_needs",
-           "model_params", "model_macs", "tensor_elements", "folded_batchnorms"]
+           "model_params", "tensor_elements", "folded_batchnorms"]
 
 #: Where the dims of counted ops came from: ONNX shape inference alone, or (for at least one
 #: counted op) a run of the model with onnxruntime (:mod:`convtool.runtime.observe`).
@@ -250,19 +251,12 @@ def static_costs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int
 def node_costs(
     model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
 ) -> list[NodeCost]:
-    """One :class:`NodeCost` per top-level node, in graph order, from static shapes
-    (:func:`static_costs`).
+    """``static_costs(model, input_shapes).nodes`` as a list.
 
-    Raises :class:`~convtool.errors.OptionError` when an input has symbolic dims the user must fix.
-    Unnamed nodes are reported as ``<op_type>_<index>``.
+    Superseded by :func:`convtool.runtime.observe.model_costs`, the one cost entry point of
+    convert, report, sweep and the search; kept only until ``search/budget.py`` calls that.
     """
     return list(static_costs(model, input_shapes).nodes)
-
-
-def model_macs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None) -> int | None:
-    """Whole-model MACs from static shapes; ``None`` when any counted op's shapes are unknown
-    (see the module docstring for what is counted)."""
-    return static_costs(model, input_shapes).macs
 
 
 def folded_batchnorms(original: onnx.ModelProto, converted: onnx.ModelProto) -> dict[str, tuple[str, ...]]:

@@ -22,7 +22,8 @@ error, the smallest cosine and top-1 agreement. A gate on drift therefore holds 
 output.  :meth:`Drift.value` gives the number a metric budgets: ``rel_l2`` -> ``drift``,
 ``top1`` -> ``1 - top-1 agreement``.
 
-:func:`top1_accuracy` scores class-score outputs against integer labels;
+:func:`top1_accuracy` scores class-score outputs against integer labels; :func:`accuracy` is a
+model's accuracy (its first class-score output, :func:`class_scores`), for report and sweep alike;
 :func:`label_problem` says when labels cannot be classes of those scores (ids outside
 ``0..C-1``: such samples always count as wrong, so the accuracy would mislead silently).
 """
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convtool.errors import CalibrationDataError
+
 __all__ = [
     "channel_rel_l2",
     "OutputDrift",
@@ -42,6 +45,8 @@ __all__ = [
     "compare_outputs",
     "looks_like_class_scores",
     "top1_accuracy",
+    "class_scores",
+    "accuracy",
     "label_problem",
 ]
 
@@ -185,6 +190,25 @@ def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     if s.shape[0] == 0:
         raise ValueError("no samples")
     return float(np.mean(np.argmax(s, axis=1) == y))
+
+
+def class_scores(outputs: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """The first output that looks like class scores ``[N, C]``, with its name; ``None`` if none does."""
+    return next(((name, value) for name, value in outputs.items() if looks_like_class_scores(value)), None)
+
+
+def accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray, where: str) -> float:
+    """Top-1 accuracy of a model's outputs against ``labels``: its first class-score output
+    (:func:`class_scores`).  Raises :class:`~convtool.errors.CalibrationDataError` naming
+    ``where`` (the model or data) when no output looks like class scores, or when that output
+    has another number of rows than there are labels."""
+    found = class_scores(outputs)
+    if found is None:
+        raise CalibrationDataError(f"labels given, but no output of {where} looks like class scores [N, C]")
+    name, value = found
+    if value.shape[0] != labels.shape[0]:
+        raise CalibrationDataError(f"output {name!r} of {where} has {value.shape[0]} rows for {labels.shape[0]} labels")
+    return top1_accuracy(value, labels)
 
 
 def label_problem(scores: np.ndarray, labels: np.ndarray, source: str = "labels") -> str | None:

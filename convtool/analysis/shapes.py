@@ -39,8 +39,8 @@ from google.protobuf.message import Message
 
 from convtool.errors import OptionError
 
-__all__ = ["Shape", "ShapeTable", "with_static_shapes", "user_inputs", "infer_skeleton", "shape_table",
-           "static_shapes"]
+__all__ = ["Shape", "ShapeTable", "with_static_shapes", "user_inputs", "resolve_input_shapes", "infer_skeleton",
+           "shape_table", "static_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -107,64 +107,98 @@ def _dims_text(vi: onnx.ValueInfoProto) -> str:
     return "[" + ",".join(out) + "]"
 
 
-def _fix_inputs(graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+def _user_dims(vi: onnx.ValueInfoProto, dims: Sequence[int]) -> Shape:
+    """The user's ``--input-shape`` dims for ``vi``, checked against the model's static dims."""
+    ttype = vi.type.tensor_type
+    dims = tuple(int(d) for d in dims)
+    if ttype.HasField("shape") and len(ttype.shape.dim) != len(dims):
+        raise OptionError(
+            f"--input-shape {vi.name}: model input has rank {len(ttype.shape.dim)} "
+            f"{_dims_text(vi)}, got {len(dims)} dims"
+        )
+    for axis, d in enumerate(dims):
+        if d <= 0:
+            raise OptionError(f"--input-shape {vi.name}: dims must be positive, got {d}")
+        if ttype.HasField("shape"):
+            old = ttype.shape.dim[axis]
+            if old.WhichOneof("value") == "dim_value" and old.dim_value > 0 and old.dim_value != d:
+                raise OptionError(
+                    f"--input-shape {vi.name}: the model fixes dim {axis} to {old.dim_value} "
+                    f"{_dims_text(vi)}, got {d}"
+                )
+    return dims
+
+
+def _default_dims(vi: onnx.ValueInfoProto) -> Shape | None:
+    """The model's dims with a symbolic first (batch-like) dim as 1; ``None`` when another dim
+    (or the rank) is unknown."""
+    ttype = vi.type.tensor_type
+    if not ttype.HasField("shape"):
+        return None
+    dims = []
+    for i, d in enumerate(ttype.shape.dim):
+        if d.WhichOneof("value") == "dim_value" and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif i == 0:
+            dims.append(1)  # batch-like leading dim
+        else:
+            return None
+    return tuple(dims)
+
+
+def resolve_input_shapes(model: onnx.ModelProto | onnx.GraphProto,
+                         input_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Shape]:
+    """The static dims of every tensor input a user feeds (:func:`user_inputs`): the caller's
+    (``--input-shape``, checked against the model), else the model's with a symbolic first dim
+    as 1.  The one resolver behind shape inference, the cost counts and random feeds.
+
+    Raises :class:`~convtool.errors.OptionError` for an unknown input name, a wrong rank, a
+    non-positive dim or one that contradicts the model, and for any other symbolic dim (naming
+    the input and the ``--input-shape NAME=DIMS`` that fixes it).
+    """
+    graph = model.graph if isinstance(model, onnx.ModelProto) else model
+    given = input_shapes or {}
     inputs = user_inputs(graph)
     by_name = {vi.name: vi for vi in inputs}
-    unknown = sorted(set(input_shapes) - set(by_name))
+    unknown = sorted(set(given) - set(by_name))
     if unknown:
         names = ", ".join(repr(n) for n in by_name) or "none"
         raise OptionError(
             f"--input-shape names unknown input {unknown[0]!r}; the model's inputs are: {names}"
         )
+    out: dict[str, Shape] = {}
     unresolved: list[str] = []
     for vi in inputs:
         if vi.type.WhichOneof("value") != "tensor_type":
-            if vi.name in input_shapes:
+            if vi.name in given:
                 raise OptionError(f"--input-shape {vi.name!r}: input is not a tensor")
             continue
-        ttype = vi.type.tensor_type
-        if vi.name in input_shapes:
-            dims = [int(d) for d in input_shapes[vi.name]]
-            if ttype.HasField("shape") and len(ttype.shape.dim) != len(dims):
-                raise OptionError(
-                    f"--input-shape {vi.name}: model input has rank {len(ttype.shape.dim)} "
-                    f"{_dims_text(vi)}, got {len(dims)} dims"
-                )
-            for axis, d in enumerate(dims):
-                if d <= 0:
-                    raise OptionError(f"--input-shape {vi.name}: dims must be positive, got {d}")
-                if ttype.HasField("shape"):
-                    old = ttype.shape.dim[axis]
-                    if old.WhichOneof("value") == "dim_value" and old.dim_value > 0 and old.dim_value != d:
-                        raise OptionError(
-                            f"--input-shape {vi.name}: the model fixes dim {axis} to {old.dim_value} "
-                            f"{_dims_text(vi)}, got {d}"
-                        )
-            ttype.ClearField("shape")
-            ttype.shape.SetInParent()
-            for d in dims:
-                ttype.shape.dim.add().dim_value = d
+        dims = _user_dims(vi, given[vi.name]) if vi.name in given else _default_dims(vi)
+        if dims is None:
+            shown = _dims_text(vi) if vi.type.tensor_type.HasField("shape") else "(rank unknown)"
+            unresolved.append(f"{vi.name} {shown}")
             continue
-        if not ttype.HasField("shape"):
-            unresolved.append(f"{vi.name} (rank unknown)")
-            continue
-        missing = False
-        for i, d in enumerate(ttype.shape.dim):
-            if d.WhichOneof("value") == "dim_value" and d.dim_value > 0:
-                continue
-            if i == 0:
-                d.ClearField("dim_param")
-                d.dim_value = 1  # batch-like leading dim
-            else:
-                missing = True
-        if missing:
-            unresolved.append(f"{vi.name} {_dims_text(vi)}")
+        out[vi.name] = dims
     if unresolved:
         first = unresolved[0].split(" ")[0]
         raise OptionError(
             f"input {unresolved[0]} has symbolic dims; pass --input-shape {first}=DIMS "
             f"(e.g. --input-shape {first}=1,3,224,224)"
         )
+    return out
+
+
+def _fix_inputs(graph: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+    """Write :func:`resolve_input_shapes` into ``graph``'s inputs."""
+    resolved = resolve_input_shapes(graph, input_shapes)
+    for vi in graph.input:
+        if vi.name not in resolved:
+            continue
+        ttype = vi.type.tensor_type
+        ttype.ClearField("shape")
+        ttype.shape.SetInParent()
+        for d in resolved[vi.name]:
+            ttype.shape.dim.add().dim_value = d
 
 
 def infer_skeleton(

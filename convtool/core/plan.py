@@ -23,6 +23,7 @@ import numpy as np
 
 from convtool.core.conv import ConvLayer
 from convtool.core.factorize import Decomposition, Factors, Orientation, decompose, factors, mac_ratio, rank_for_energy, relative_error
+from convtool.core.skip import Skip
 from convtool.options import RankPolicy
 
 #: The layouts built from depthwise-first factors, and the one built from pointwise-first.
@@ -115,10 +116,10 @@ def _cap_note(asked: int, dec: Decomposition) -> str | None:
     return f"rank capped at {dec.full_rank} ({what})"
 
 
-def plan_layer(layer: ConvLayer, policy: RankPolicy, layout: str, override: Override | None = None) -> Decision | str:
-    """A :class:`Decision`, or the reason the layer stays as it is."""
+def plan_layer(layer: ConvLayer, policy: RankPolicy, layout: str, override: Override | None = None) -> Decision | Skip:
+    """A :class:`Decision`, or a :class:`Skip` saying why the layer stays as it is."""
     if override is not None and override.rank == 0:
-        return override.reason or "left unconverted (per-layer rank 0)"
+        return Skip(override.reason or "left unconverted (per-layer rank 0)")
     weight, bias = layer.folded()
     geo = layer.geometry
     if override is not None and override.layout is not None:
@@ -141,14 +142,14 @@ def plan_layer(layer: ConvLayer, policy: RankPolicy, layout: str, override: Over
     ratio = mac_ratio(cout_g, cin_g, geo.kernel_size, rank, orientation)
     if ratio >= 1.0 and policy.kind != "full":
         cap = _cap_note(asked, dec)  # a capped rank is always full: say why it is not the one asked
-        return f"rank {rank} would not reduce MACs (x{ratio:.2f})" + (f"; {cap}" if cap else "")
+        return Skip(f"rank {rank} would not reduce MACs (x{ratio:.2f})" + (f"; {cap}" if cap else ""))
     f = factors(dec, rank)
     return Decision(layer, weight, bias, f, relative_error(dec, rank), _emitted(layout, orientation, f.rank),
                     _cap_note(asked, dec))
 
 
 def plan_layers(layers: Mapping[str, ConvLayer], policy: RankPolicy, layout: str,
-                overrides: Mapping[str, Override] | None = None) -> dict[str, Decision | str]:
+                overrides: Mapping[str, Override] | None = None) -> dict[str, Decision | Skip]:
     """:func:`plan_layer` for every layer, by name."""
     overrides = overrides or {}
     return {name: plan_layer(layer, policy, layout, overrides.get(name)) for name, layer in layers.items()}

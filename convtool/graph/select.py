@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from convtool.core.conv import BatchNormParams, ConvLayer, Geometry
+from convtool.core.skip import Skip
 from convtool.options import SelectRules
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
@@ -23,13 +24,12 @@ _QUANT_OPS = {"DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear"}
 _MAX_FOLD_NODES = 64
 
 
-@dataclass
-class Rejection:
-    """A Conv that stays as it is, and why."""
+@dataclass(frozen=True)
+class Rejection(Skip):
+    """A Conv that stays as it is, and why (a :class:`~convtool.core.skip.Skip` with its place)."""
 
     node: gs.Node
     name: str
-    reason: str
     geometry: Geometry
     index: int
 
@@ -80,29 +80,29 @@ class ConstantResolver:
         self._model = model
         self._graph_inputs = {t.name for t in graph.inputs}
         self._producers = {out: n for n in model.graph.node for out in n.output}
-        self._cache: dict[str, np.ndarray | str] = {}
+        self._cache: dict[str, np.ndarray | Skip] = {}
 
-    def value(self, tensor: gs.Tensor) -> np.ndarray | str:
-        """The constant value, or a user-readable reason why there is none."""
+    def value(self, tensor: gs.Tensor) -> np.ndarray | Skip:
+        """The constant value, or why there is none."""
         if isinstance(tensor, gs.Constant):
             return np.asarray(tensor.values)
         if tensor.name in self._graph_inputs:
-            return "weight is a graph input, not a constant"
+            return Skip("weight is a graph input, not a constant")
         if tensor.name not in self._cache:
             self._cache[tensor.name] = self._fold(tensor)
         return self._cache[tensor.name]
 
-    def _fold(self, tensor: gs.Tensor) -> np.ndarray | str:
+    def _fold(self, tensor: gs.Tensor) -> np.ndarray | Skip:
         if not tensor.inputs:
-            return "weight has no producer and is not a constant"
+            return Skip("weight has no producer and is not a constant")
         producer = tensor.inputs[0]
         if producer.op in _QUANT_OPS:
-            return f"weight is quantized ({producer.op})"
+            return Skip(f"weight is quantized ({producer.op})")
         if producer.op == "Constant" and "value" in producer.attrs:
             return np.asarray(producer.attrs["value"].values)
         return self._evaluate(tensor.name)
 
-    def _evaluate(self, name: str) -> np.ndarray | str:
+    def _evaluate(self, name: str) -> np.ndarray | Skip:
         """Evaluate the ancestors of ``name`` if they bottom out in constants only."""
         inits = {t.name: t for t in self._model.graph.initializer}
         needed: list[onnx.NodeProto] = []
@@ -114,18 +114,18 @@ class ConstantResolver:
                 continue
             seen.add(cur)
             if cur in self._graph_inputs:
-                return "weight is computed from a graph input, not a constant"
+                return Skip("weight is computed from a graph input, not a constant")
             node = self._producers.get(cur)
             if node is None:
-                return "weight has no producer and is not a constant"
+                return Skip("weight has no producer and is not a constant")
             if node.op_type in _QUANT_OPS:
-                return f"weight is quantized ({node.op_type})"
+                return Skip(f"weight is quantized ({node.op_type})")
             if node.domain not in ("", "ai.onnx") or any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
-                return f"weight is computed by {node.op_type}, which convtool does not fold"
+                return Skip(f"weight is computed by {node.op_type}, which convtool does not fold")
             if node not in needed:
                 needed.append(node)
             if len(needed) > _MAX_FOLD_NODES:
-                return "weight is computed by a large subgraph; fold constants first"
+                return Skip("weight is computed by a large subgraph; fold constants first")
             stack.extend(node.input)
         order = [n for n in self._model.graph.node if n in needed]
         used_inits = [inits[i] for n in order for i in n.input if i in inits]
@@ -139,7 +139,7 @@ class ConstantResolver:
 
             (out,) = ReferenceEvaluator(sub_model).run(None, {})
         except Exception as exc:  # noqa: BLE001 - any failure means "cannot fold"
-            return f"weight subgraph could not be constant-folded ({type(exc).__name__})"
+            return Skip(f"weight subgraph could not be constant-folded ({type(exc).__name__})")
         return np.asarray(out)
 
 
@@ -155,8 +155,8 @@ def _geometry(node: gs.Node, weight_shape: tuple | None) -> Geometry:
     return Geometry(tuple(kernel), cin, cout, group, strides)
 
 
-def _reject(node, name, reason, shape, index) -> Rejection:
-    return Rejection(node, name, reason, _geometry(node, shape), index)
+def _reject(node, name, reason: str, shape, index) -> Rejection:
+    return Rejection(reason, node, name, _geometry(node, shape), index)
 
 
 def _filter_reason(name: str, rules: SelectRules) -> str | None:
@@ -179,7 +179,7 @@ def _batchnorm_after(conv: gs.Node, out_channels: int, graph_outputs: set[str],
     if any(t.outputs or t.name in graph_outputs for t in bn.outputs[1:]):
         return None
     values = [resolver.value(t) for t in bn.inputs[1:5]]
-    if len(values) != 4 or any(isinstance(v, str) for v in values):
+    if len(values) != 4 or any(isinstance(v, Skip) for v in values):
         return None
     if any(np.shape(v) != (out_channels,) for v in values):  # e.g. opset < 9 with spatial=0
         return None
@@ -198,22 +198,22 @@ def find_convs(model: onnx.ModelProto, graph: gs.Graph, rules: SelectRules) -> l
         w_tensor = node.inputs[1]
         shape = tuple(w_tensor.shape) if w_tensor.shape is not None else None
         weight = resolver.value(w_tensor)
-        if isinstance(weight, str):
-            results.append(_reject(node, name, weight, shape, index))
+        if isinstance(weight, Skip):
+            results.append(_reject(node, name, weight.reason, shape, index))
             continue
         geo = _geometry(node, weight.shape)
         reason = _structural_reason(node, weight, geo, w_tensor, rules)
         bias = None
         if reason is None and len(node.inputs) > 2 and node.inputs[2].name:
             b = resolver.value(node.inputs[2])
-            if isinstance(b, str):
+            if isinstance(b, Skip):
                 reason = "bias is not a constant"
             else:  # a shared bias is fine: the replacement gets its own copy
                 bias = b
         if reason is None:
             reason = _filter_reason(name, rules)
         if reason is not None:
-            results.append(Rejection(node, name, reason, geo, index))
+            results.append(Rejection(reason, node, name, geo, index))
             continue
         bn = _batchnorm_after(node, geo.out_channels, graph_outputs, resolver) if rules.fold_batchnorm else None
         layer = ConvLayer(name, weight, bias, geo, bn[1] if bn else None)

@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from convtool.core.skip import Skip
+
 
 def _taken(model: onnx.ModelProto) -> set[str]:
     taken = {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
@@ -50,7 +52,7 @@ def group_of(node: onnx.NodeProto) -> int:
     return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
 
 
-def pointwise_convs(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto] | str:
+def pointwise_convs(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto] | Skip:
     """The 1x1 Convs whose (summed) outputs form the layer output, or why there are none.
 
     ``multiplier``/``repeat`` end with one 1x1 Conv; ``branches`` ends with a ``Sum`` of one
@@ -70,7 +72,7 @@ def pointwise_convs(model: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.N
         if convs and all(is_pointwise(c) for c in convs):
             if len({group_of(c) for c in convs}) == 1:  # type: ignore[arg-type]
                 return convs  # type: ignore[return-value]
-    return f"refit needs the layer to end with 1x1 Convs; it ends with {node.op_type}"
+    return Skip(f"refit needs the layer to end with 1x1 Convs; it ends with {node.op_type}")
 
 
 def pointwise_weights(model: onnx.ModelProto, convs: list[onnx.NodeProto]) -> tuple[list[np.ndarray], np.ndarray | None]:

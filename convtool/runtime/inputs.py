@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from convtool.analysis.shapes import resolve_input_shapes, user_inputs
 from convtool.errors import CalibrationDataError, OptionError
 from convtool.options import ImagePreprocess
 
@@ -64,11 +65,8 @@ class InputSpec:
 
 def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
     """The graph inputs that need feeding (initializers listed as inputs excluded)."""
-    inits = {t.name for t in model.graph.initializer} | {t.values.name for t in model.graph.sparse_initializer}
     specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
+    for vi in user_inputs(model.graph):
         tt = vi.type.tensor_type
         try:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
@@ -288,27 +286,6 @@ def _load_images(files: list[Path], spec: InputSpec, pre: ImagePreprocess, folde
     return np.stack(out).astype(np.float32)
 
 
-def _static_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
-    """Every input's dims: the caller's, else the model's with a symbolic first dim as 1."""
-    given = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-    out: dict[str, tuple[int, ...]] = {}
-    for spec in model_inputs(model):
-        if spec.name in given:
-            out[spec.name] = given[spec.name]
-            continue
-        if spec.dims is None:
-            raise OptionError(f"input {spec.name!r} has an unknown rank; pass --input-shape {spec.name}=DIMS")
-        dims = list(spec.dims)
-        if dims and dims[0] is None:
-            dims[0] = 1
-        if any(d is None for d in dims):
-            shown = ",".join("?" if d is None else str(d) for d in spec.dims)
-            raise OptionError(f"input {spec.name!r} [{shown}] has symbolic dims; pass --input-shape "
-                              f"{spec.name}=DIMS (e.g. --input-shape {spec.name}=1,3,224,224)")
-        out[spec.name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
-    return out
-
-
 def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
@@ -324,7 +301,7 @@ def random_feeds(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | N
     """One seeded batch for every input at its static shape (symbolic first dim: 1)."""
     rng = np.random.default_rng(seed)
     dtypes = {s.name: s.dtype for s in model_inputs(model)}
-    return {name: _random_array(rng, dims, dtypes[name], name) for name, dims in _static_shapes(model, shapes).items()}
+    return {name: _random_array(rng, dims, dtypes[name], name) for name, dims in resolve_input_shapes(model, shapes).items()}
 
 
 def random_dataset(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None = None, *,
@@ -333,7 +310,7 @@ def random_dataset(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] |
     rng = np.random.default_rng(seed)
     dtypes = {s.name: s.dtype for s in model_inputs(model)}
     arrays = {name: _random_array(rng, (count, *dims[1:]), dtypes[name], name)
-              for name, dims in _static_shapes(model, shapes).items()}
+              for name, dims in resolve_input_shapes(model, shapes).items()}
     return Dataset(arrays, None, f"seeded random inputs (seed {seed})", random=True)
 
 
@@ -359,11 +336,12 @@ def batches(data: Dataset, model: onnx.ModelProto, batch_size: int = DEFAULT_BAT
 
 def input_shapes_from_data(model: onnx.ModelProto, data: Dataset,
                            user_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
-    """Static input shapes for analysis: the user's, else ``(B, *sample_shape)`` with ``B`` the
-    model's static batch dim or 1."""
-    shapes = {k: tuple(v) for k, v in (user_shapes or {}).items()}
+    """Static input shapes for analysis, the one place symbolic dims are filled from data: the
+    user's, else ``(B, *sample_shape)`` with ``B`` the model's static batch dim or 1 (the same
+    batch :func:`~convtool.analysis.shapes.resolve_input_shapes` gives a symbolic one)."""
+    shapes = {k: tuple(int(d) for d in v) for k, v in (user_shapes or {}).items()}
     for spec in model_inputs(model):
-        if spec.name in shapes:
+        if spec.name in shapes or spec.name not in data.arrays:
             continue
         first = spec.dims[0] if spec.dims and spec.dims[0] is not None else 1
         shapes[spec.name] = (int(first), *data.arrays[spec.name].shape[1:])

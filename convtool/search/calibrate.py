@@ -63,6 +63,7 @@ from convtool.core.conv import explicit_pads
 from convtool.core.factorize import Factors
 from convtool.core.plan import Decision
 from convtool.core.refit import NormalEquations, RefitResult, augment, few_blas_threads, refit, split_augmented
+from convtool.core.skip import Skip
 from convtool.graph import weights
 from convtool.graph.export import copy_model
 from convtool.graph.prefix import prefix_model
@@ -175,14 +176,14 @@ def refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, layers: 
 
 def _data_aware(original: onnx.ModelProto, model: onnx.ModelProto, target: LayerTarget, decision: Decision,
                 fit_data: Dataset, held_data: Dataset | None, options: CalibrationOptions,
-                rng: np.random.Generator) -> tuple[ALSResult, Factors | None, np.ndarray | None] | str:
+                rng: np.random.Generator) -> tuple[ALSResult, Factors | None, np.ndarray | None] | Skip:
     """Patch moments of the layer, then the ALS fit; the factors to write (``None``: keep the
     data-free ones), or why this layer needs the pointwise fallback."""
     spatial = weights.spatial_conv(model, list(target.nodes))
     first = weights.node_named(model, target.nodes[0]) if target.nodes else None
     final = weights.node_named(model, target.final_node)
     if spatial is None or first is None or final is None:
-        return "the emitted layer has no spatial Conv"
+        return Skip("the emitted layer has no spatial Conv")
     geo = decision.layer.geometry
     kernel = tuple(int(k) for k in geo.kernel)
     attrs = weights.conv_attrs(spatial)
@@ -191,7 +192,7 @@ def _data_aware(original: onnx.ModelProto, model: onnx.ModelProto, target: Layer
     x_name, y_name = first.input[0], final.output[0]
     fit_m = PatchMoments.for_layer(decision.weight, geo.group)
     if fit_m.mode != "full" and (decision.factors.orientation == "pointwise_first" or decision.rank > fit_m.taps):
-        return "layer too large for data-aware moments at this rank"
+        return Skip("layer too large for data-aware moments at this rank")
     held_m = fit_m.empty_like()
     orig_sess = make_session(prefix_model(original, [y_name]), COMPUTE)
     conv_sess = make_session(prefix_model(model, [x_name]), COMPUTE)
@@ -207,13 +208,13 @@ def _data_aware(original: onnx.ModelProto, model: onnx.ModelProto, target: Layer
             cap = min(options.max_positions or total, MOMENT_POSITIONS_PER_DIM * (fit_m.dim + 1))
             mom.update_conv(x, y, strides, pads, dilations, _positions(total, cap, rng))
     if fit_m.count == 0:
-        return "no calibration batch ran (fixed batch larger than the data)"
+        return Skip("no calibration batch ran (fixed batch larger than the data)")
     fit = fit_depthwise_first if decision.factors.orientation == "depthwise_first" else fit_pointwise_first
     extra = {"dense_limit": DENSE_LIMIT} if fit is fit_depthwise_first else {}
     res = fit(decision.weight, decision.bias, fit_m, held_m if held_m.count else None, decision.rank,
               iterations=options.iterations, final_on_all=True, **extra)
     if res.mode not in ("full", "subspace"):
-        return res.mode
+        return Skip(res.mode)
     best = res.best
     if best == "data-free":
         return res, None, None
@@ -275,7 +276,7 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
                 continue
             outcome = _data_aware(original, model, target, decision, fit_data, held_data, options, rng)
             sessions += 2
-            if not isinstance(outcome, str):
+            if not isinstance(outcome, Skip):
                 res, factors, bias = outcome
                 write = None if factors is None else (factors, bias)
                 if write is not None:
@@ -291,7 +292,7 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
             log.info("%s: %s; refitting the pointwise weights only", target.name, outcome)
             prefix.pop()
         convs = weights.pointwise_convs(model, node)
-        if isinstance(convs, str):
+        if isinstance(convs, Skip):
             results.append(LayerRefit(target.name, False, f"{convs} ({target.layout} layout)"))
             reuse = False
             continue

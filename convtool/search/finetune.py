@@ -303,17 +303,12 @@ def finetune(original: onnx.ModelProto, converted: onnx.ModelProto, layers: Sequ
 
 
 def _max_rel(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
-    """The largest relative L2 difference over the outputs of ``reference``."""
-    worst = 0.0
-    for name, a in reference.items():
-        a64 = np.asarray(a, np.float64)
-        b64 = np.asarray(candidate[name], np.float64)
-        if a64.shape != b64.shape:
-            return math.inf
-        norm = float(np.linalg.norm(a64))
-        diff = float(np.linalg.norm(b64 - a64))
-        worst = max(worst, diff / norm if norm > 0 else diff)
-    return worst
+    """The largest relative L2 difference over the outputs of ``reference``
+    (:func:`convtool.analysis.drift.compare_outputs`); ``inf`` when the outputs do not match."""
+    try:
+        return compare_outputs(reference, candidate).rel_l2
+    except ValueError:  # a missing output or another shape
+        return math.inf
 
 
 # --- training ---------------------------------------------------------------------------------

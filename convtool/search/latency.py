@@ -239,7 +239,7 @@ class LayerTuner:
             d = decision if candidate == decision.layout else plan_layer(
                 site.layer, policy, candidate, Override(rank=decision.rank) if override is None else
                 Override(rank=override.rank if override.rank is not None else decision.rank))
-            if isinstance(d, str) or any(p[0].layout == d.layout for p in pairs):
+            if not isinstance(d, Decision) or any(p[0].layout == d.layout for p in pairs):
                 continue  # would not reduce MACs, or the same form as one already timed
             try:
                 pairs.append((d, self.measure(conv_shape(site.node, d, x_shape), d)))

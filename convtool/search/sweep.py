@@ -54,14 +54,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import onnx
 
-from convtool.analysis.costs import model_macs, model_params
-from convtool.analysis.drift import compare_outputs, label_problem, looks_like_class_scores, top1_accuracy
+from convtool.analysis.costs import model_params
+from convtool.analysis.drift import accuracy, class_scores, compare_outputs, label_problem
 from convtool.convert import convert
 from convtool.core.decide import resolved, verdict
-from convtool.errors import CalibrationDataError, ConvToolError, OptionError
+from convtool.errors import ConvToolError, OptionError
 from convtool.options import ConvertOptions, QuantizeOptions, SweepOptions
 from convtool.records import PairSpeed, SweepBaseline, SweepInt8, SweepPoint, SweepRecord
 from convtool.runtime.inputs import Dataset, random_feeds
+from convtool.runtime.observe import model_costs
 from convtool.runtime.run import run_outputs
 from convtool.search.budget import BudgetSearch, Selection
 
@@ -104,12 +105,12 @@ def pareto(points: Sequence[Mapping], axis: str, original: Mapping | None = None
     """
     others = list(points) + ([original] if original is not None else []) + list(references)
     flags = []
-    for p in points:
-        if p.get("speedup") is None:
+    for point in points:
+        if point.get("speedup") is None:
             flags.append(False)
             continue
-        sp, q = float(p["speedup"]), _quality(p, axis)
-        dominated = any(o is not p and o.get("speedup") is not None and float(o["speedup"]) >= sp
+        sp, q = float(point["speedup"]), _quality(point, axis)
+        dominated = any(o is not point and o.get("speedup") is not None and float(o["speedup"]) >= sp
                         and _quality(o, axis) >= q and (float(o["speedup"]) > sp or _quality(o, axis) > q)
                         for o in others)
         flags.append(not dominated)
@@ -121,13 +122,6 @@ def sweep_words(warning: str) -> str:
     text = warning.removeprefix("--max-drift: ")
     text = text.replace("--max-drift without", "sweep without").replace("a larger --max-drift", "larger --budgets")
     return text.replace("--max-drift", "--budgets")
-
-
-def _accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float | None:
-    for value in outputs.values():
-        if looks_like_class_scores(value) and value.shape[0] == labels.shape[0]:
-            return top1_accuracy(value, labels)
-    return None
 
 
 def _int8_original(search: BudgetSearch, quantize: QuantizeOptions | None):
@@ -192,7 +186,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         built[key] = (out, conv.record.totals.macs_after)
     tick("building models", len(selections), len(selections))
     try:
-        macs_before = model_macs(model, options.input_shape_map)
+        macs_before = model_costs(model, options.input_shape_map).macs
     except ConvToolError:
         macs_before = None
 
@@ -200,12 +194,9 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
     batch = search.batch
     reference = run_outputs(model, eval_data, batch)
     labels = eval_data.labels
-    acc_original = _accuracy(reference, labels) if labels is not None else None
-    if labels is not None and acc_original is None:
-        raise CalibrationDataError(f"{eval_data.source}: labels given, but no output looks like class scores [N, C]")
+    acc_original = accuracy(reference, labels, eval_data.source) if labels is not None else None
     if labels is not None:
-        scores = next(v for v in reference.values() if looks_like_class_scores(v) and v.shape[0] == labels.shape[0])
-        problem = label_problem(scores, labels, eval_data.source)
+        problem = label_problem(class_scores(reference)[1], labels, eval_data.source)  # type: ignore[index]
         warnings += [problem] if problem else []
     measured: dict[tuple, dict] = {}
     for i, key in enumerate(built):
@@ -213,7 +204,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
         outputs = run_outputs(built[key][0], eval_data, batch)
         d = compare_outputs(reference, outputs)
         measured[key] = dict(drift=d.drift, rel_l2=d.rel_l2, top1_agreement=d.top1_agreement,
-                             accuracy=_accuracy(outputs, labels) if labels is not None else None)
+                             accuracy=accuracy(outputs, labels, eval_data.source) if labels is not None else None)
     tick("evaluating", len(built), len(built))
 
     # 5. latency: every distinct point against the original exactly as `convtool report` times a
@@ -279,7 +270,7 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             outputs = run_outputs(int8.model, eval_data, batch)
             d = compare_outputs(reference, outputs)
             measured[INT8_KEY] = dict(drift=d.drift, rel_l2=d.rel_l2, top1_agreement=d.top1_agreement,
-                                      accuracy=_accuracy(outputs, labels) if labels is not None else None)
+                                      accuracy=accuracy(outputs, labels, eval_data.source) if labels is not None else None)
         m8 = measured[INT8_KEY]
         ms8, v = int8_speed if int8_speed is not None else (None, None)
         m8.update(latency_ms=ms8, speedup=None if v is None else v.speedup, ci_low=None if v is None else v.ci_low,
@@ -302,12 +293,12 @@ def sweep(model: onnx.ModelProto, options: ConvertOptions, data: Dataset | None,
             converted=len(selection.chosen), ranks={n: c.rank for n, c in selection.chosen.items()},
             layouts={n: c.layout for n, c in selection.chosen.items()}, dropped=selection.dropped,
             finetuned=finetuned.get(key, False) if options.finetune is not None else None, **m))
-    has_agreement = any(p["top1_agreement"] is not None for p in points)
+    has_agreement = any(point["top1_agreement"] is not None for point in points)
     axis = quality_axis(labels is not None, has_agreement)
     original = dict(speedup=1.0, drift=0.0, top1_agreement=1.0 if has_agreement else None, accuracy=acc_original)
     references = [asdict(int8_record)] if int8_record is not None else []  # the INT8 original competes too
-    for p, on in zip(points, pareto(points, axis, original, references)):
-        p["pareto"] = on and p["converted"] > 0  # the unchanged model is the original, drawn apart
+    for point, on in zip(points, pareto(points, axis, original, references)):
+        point["pareto"] = on and point["converted"] > 0  # the unchanged model is the original, drawn apart
     env = environment(lat.session).to_dict()
     env.update(runs=sweep_options.runs, max_runs=sweep_options.run_cap, warmup=sweep_options.warmup,
                max_seconds=sweep_options.max_seconds)
