@@ -16,11 +16,11 @@ same cache folder (**warm**: every layer timing comes from the cache).  Printed:
   the capture pass, the local fits, the suffix-of-graph drift runs, the knapsack verifications,
   the final sequential refit, and the rest (set-up, the whole-model A/B inside the search,
   the record);
-* afterwards, apart from the search: the original and every converted model timed in ONE
-  interleaved loop (:func:`convtool.runtime.timing.time_models`, ABBA, spinning off, ``--threads``
-  intra-op threads, ``--runs`` runs) on one real preprocessed input; speedup =
-  median(original) / median(converted) with the paired 95 % interval of
-  :func:`convtool.core.decide.verdict`;
+* afterwards, apart from the search: every converted model against the original with the
+  pair timing of ``convtool report`` (:mod:`pairtiming`: rounds of fresh sessions, ABBA,
+  spinning off, ``--threads`` intra-op threads, from ``--runs`` paired runs until the interval
+  decides) on one real preprocessed input; speedup = the median paired ratio with its 95 %
+  interval (:func:`convtool.core.decide.verdict`);
 * the task output on images the search never saw (calibration seed 0, evaluation seed 1):
   YOLOv8n - images whose detections are identical (same count, each matched one-to-one to a
   detection of the same class with IoU >= 0.5, scores ignored: :func:`realmodels.agreement`);
@@ -160,16 +160,16 @@ def describe_change(name: str, i: int, kind: str, a, b) -> str:
 
 
 def time_ab(model_paths: Sequence[Path], feed: dict[str, np.ndarray], threads: int, runs: int, warmup: int):
-    """The original (first) and every converted model in one interleaved loop -> verdicts."""
-    from convtool.core.decide import verdict
-    from convtool.options import SessionOptions
-    from convtool.runtime.session import make_session
-    from convtool.runtime.timing import time_models
+    """Each converted model against the original (the first path), as ``convtool report`` times a
+    pair (:mod:`pairtiming`: rounds of fresh sessions, from ``runs`` paired runs until the interval
+    decides) -> verdicts.  Not one loop over every model: that biases small, fast models."""
+    import pairtiming  # benchmarks/pairtiming.py (this script's folder is on the import path)
 
-    config = SessionOptions(threads=threads, opt_level="all", spinning=False)
-    sessions = [make_session(p, config) for p in model_paths]
-    stats = time_models(sessions, [feed] * len(sessions), runs=runs, warmup=warmup)
-    return [verdict(stats[0].samples, st.samples, margin=0.0) for st in stats[1:]]
+    from convtool.report import ReportOptions
+
+    opts = ReportOptions(runs=runs, warmup=warmup, threads=threads, opt_level="all", allow_spinning=False)
+    original = model_paths[0]
+    return [pairtiming.time_pair(original, path, feed, opts).verdict for path in model_paths[1:]]
 
 
 def phase_rows(runs: Sequence[Run]) -> list[str]:
@@ -259,8 +259,8 @@ def bench_model(name: str, budgets: Sequence[float], setup: Setup, args, workdir
 
     task = "detections" if name == "yolov8n" else "OCR text"
     what = "images" if name == "yolov8n" else "pages"
-    lines += [f"Afterwards: {args.runs} interleaved runs (original and the {len(runs)} models in one loop), "
-              f"{args.threads} threads; identical {task} on {len(images)} {what} the search never saw "
+    lines += [f"Afterwards: each model against the original as `convtool report` times a pair (from "
+              f"{args.runs} paired runs until the interval decides), {args.threads} threads; identical {task} on {len(images)} {what} the search never saw "
               f"(new: seed 1; repeat: a fixed image also in the calibration set)", ""]
     if name == "yolov8n":
         lines += ["| budget | cache | ms | speedup (95% CI) | identical | new | repeat |",
@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budgets", help="--max-drift budgets, comma-separated, for every model "
                                      "[default: yolov8n 0.03, ppocr_det 0.05]")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (search and A/B)")
-    p.add_argument("--runs", type=int, default=200, help="interleaved timed runs of the A/B afterwards")
+    p.add_argument("--runs", type=int, default=100, help="paired runs at the first look of the A/B afterwards "
+                   "(as convtool report --runs: doubling until the interval decides)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--sweep", action="store_true", help="also convtool sweep on YOLOv8n (5 budgets)")
     p.add_argument("--sweep-budgets", default=",".join(f"{b:g}" for b in SWEEP_BUDGETS))

@@ -33,12 +33,16 @@ def test_version():
     assert res.stdout.strip() == f"convtool {__version__}"
 
 
-def test_shell_completion_is_available():
+def test_shell_completion_is_available(monkeypatch):
+    import shellingham
+
     res = invoke("--help")
     assert res.exit_code == 0, res.output
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
-    # the shell is detected from the environment (a CI runner may have none: say bash)
-    res = cli_invoke("--show-completion", width=80, env={"TERM": "dumb", "SHELL": "/bin/bash"})
+    # typer detects the shell from the process tree, which a CI runner or a background job may not
+    # have ("Shell  not supported"): the shell is given, what is tested is convtool's wiring
+    monkeypatch.setattr(shellingham, "detect_shell", lambda *a, **k: ("bash", "/bin/bash"))
+    res = cli_invoke("--show-completion", width=80, env={"TERM": "dumb"})
     assert res.exit_code == 0, res.output
     assert "_CONVTOOL_COMPLETE" in res.stdout
 

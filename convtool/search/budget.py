@@ -463,14 +463,14 @@ class BudgetSearch:
         return c.gain(self.objective) / max(self.alone[c.key][1].drift, _DRIFT_FLOOR)
 
     def _candidates(self) -> None:
-        from convtool.analysis.costs import node_costs
+        from convtool.runtime.observe import model_costs
 
         ranks = sorted({int(r) for r in self.options.search_ranks})
         planned = plan(self.model, replace(self.base, rank=RankPolicy.fixed(ranks[0])), source=self.source)
         sites = [s for s in planned.sites if isinstance(s, ConvSite)]
         self.sites = sites
         try:
-            costs = node_costs(self.model, self.options.input_shape_map)
+            costs = list(model_costs(self.model, self.options.input_shape_map).nodes)  # convert's count
         except ConvToolError:
             costs = None
         layout = self.options.layout
