@@ -133,3 +133,17 @@ def test_layer_io_reads_where_the_layer_reads_and_writes_where_the_folded_bn_wri
     assert io.name == site.name and io.x == site.node.inputs[0].name
     end = site.batchnorm_node if site.batchnorm_node is not None else site.node
     assert io.y == end.outputs[0].name and len(io.pads) == 2 * len(io.strides)
+
+
+def test_without_suffix_models_each_candidate_runs_the_whole_model_with_the_same_result(monkeypatch):
+    """Graphs with control-flow subgraphs have no suffix models: the fallback gives the same drifts."""
+    from convtool.search import sensitivity as sens
+
+    model, arrays = three_conv_model(), {"x": smooth_inputs(n=24)["x"]}
+    options = ConvertOptions(max_drift=0.5, objective="macs", search_ranks=(1,), min_in_channels=1)
+    with_suffix = BudgetSearch(model, options, Dataset(arrays)).analyse()
+    monkeypatch.setattr(sens, "has_subgraphs", lambda m: True)
+    whole = BudgetSearch(model, options, Dataset(arrays)).analyse()
+    assert with_suffix.alone.keys() == whole.alone.keys()
+    for key in whole.alone:
+        assert whole.alone[key][0] == pytest.approx(with_suffix.alone[key][0], rel=1e-3, abs=1e-6)

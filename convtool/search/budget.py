@@ -446,7 +446,11 @@ class BudgetSearch:
         self.phases["fits"] = round(time.perf_counter() - t1, 3)
         for i, c in enumerate(todo):
             self._tick("sensitivity", i, len(todo))
-            drift, _ = runner.drift(by_name[c.name], decisions[c.key], self.fitted[c.key])
+            if cap.suffixes:
+                drift, _ = runner.drift(by_name[c.name], decisions[c.key], self.fitted[c.key])
+            else:  # control-flow subgraphs: no suffix models, the whole model runs (slower, same number)
+                drift = compare_outputs(self.reference, run_outputs(self.local_model({c.name: c}), self.held,
+                                                                    self.batch))
             self.alone[c.key] = (_value(drift, self.metric), drift)
         self._tick("sensitivity", len(todo), len(todo))
         self.phases["sensitivity"] = round(time.perf_counter() - t1, 3)
