@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Optional, TypeVar
+from typing import Annotated, Any, ClassVar, Optional, Self
 
 import typer
 
@@ -360,9 +360,6 @@ def group(cls):
     return dataclass(frozen=True, kw_only=True)(cls)
 
 
-C = TypeVar("C", bound="Command")
-
-
 class Command:
     """Base of a command's typed arguments: a frozen dataclass whose fields are groups, in the
     order their flags are declared (the order ``--help`` lists them in, panel by panel)."""
@@ -373,7 +370,7 @@ class Command:
         return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
     @classmethod
-    def command(cls: type[C], body: Callable[[typer.Context, C], None], doc: str, name: str) -> Callable[..., None]:
+    def command(cls, body: Callable[[typer.Context, Self], None], doc: str, name: str) -> Callable[..., None]:
         """The typer callback: every group's flags as its parameters; calls ``body(ctx, args)``."""
         groups = cls.groups()
 
