@@ -68,3 +68,23 @@ def test_no_flag_value_is_read_by_its_name():
     hits = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "convtool").rglob("*.py"))
             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def _defaults(args):
+    """A command's arguments with every flag at its default (required ones given a path)."""
+    groups = {}
+    for name, g in args.groups().items():
+        required = {f.name: Path("x.onnx") for f in dataclasses.fields(g) if f.default is dataclasses.MISSING}
+        groups[name] = g(**required)
+    return args(**groups)
+
+
+@pytest.mark.parametrize("args,callback", COMMANDS)
+def test_every_rule_names_a_parameter_of_its_command(args, callback):
+    parameters = set(inspect.signature(callback).parameters)
+    defaults = _defaults(args)
+    rules = list(defaults.rules())
+    if args is ReportArgs:
+        rules += defaults.int8.rules(defaults.paths)
+    named = {name for rule in rules for name in rule.options}
+    assert named and named <= parameters, named - parameters
