@@ -77,7 +77,7 @@ def test_is_image_folder(tmp_path):
     assert is_image_folder(tmp_path)
 
 
-# --- SWEEP_RULES: refused before any work ----------------------------------------------------------
+# --- sweep's rules (SweepArgs.rules): refused before any work -----------------------------------
 
 @pytest.fixture
 def sweep_files(tmp_path) -> list[str]:

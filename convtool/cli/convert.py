@@ -2,7 +2,8 @@
 
 Order, so that a refused or failed run writes nothing:
 
-1. flag values -> option objects (:mod:`convtool.cli.params`; every value validated), then the
+1. flag values, read as typed option groups (:class:`ConvertArgs`, groups from
+   :mod:`convtool.cli.params`) -> option objects (every value validated), then the groups'
    rules: an option that cannot apply is refused;
 2. every input and output path is checked (:mod:`convtool.cli.outputs`): no output replaces
    an input or another output, every output folder exists and is writable;
@@ -15,6 +16,7 @@ Order, so that a refused or failed run writes nothing:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -24,77 +26,88 @@ from convtool.cli.common import UI, Clock, closing_line, fail
 from convtool.errors import ConvToolError
 
 
-def convert(
-    ctx: typer.Context,
-    model: params.ModelArg,
-    output: params.Output = None,
-    dry_run: params.DryRun = False,
-    json_path: params.Json = None,
-    quiet: params.Quiet = False,
-    rank: params.Rank = "1",
-    energy: params.Energy = None,
-    layout: params.Layout = "auto",
-    min_in_channels: params.MinInChannels = 8,
-    include: params.Include = None,
-    exclude: params.Exclude = None,
-    no_fold_bn: params.NoFoldBn = False,
-    input_shape: params.InputShape = None,
-    calibration: params.Calibration = None,
-    calibration_samples: params.CalibrationSamples = 512,
-    holdout: params.Holdout = 0.2,
-    refit: params.Refit = "data-aware",
-    image_size: params.ImageSize = None,
-    image_mean: params.ImageMean = "0",
-    image_std: params.ImageStd = "1",
-    image_layout: params.ImageLayout = "NCHW",
-    channel_order: params.ChannelOrder = "RGB",
-    max_drift: params.MaxDrift = None,
-    metric: params.Metric = "rel_l2",
-    search_ranks: params.SearchRanks = "1,2,4",
-    objective: params.Objective = "latency",
-    latency_aware: params.LatencyAware = False,
-    cache_dir: params.CacheDir = None,
-    no_cache: params.NoCache = False,
-    threads: params.Threads = 1,
-    opt_level: params.OptLevel = "all",
-    provider: params.Provider = None,
-    report: params.ReportAfter = False,
-    report_runs: params.ReportRuns = 100,
-    report_json: params.ReportJson = None,
-    report_markdown: params.ReportMarkdown = None,
-    finetune: params.Finetune = False,
-    finetune_steps: params.FinetuneSteps = 600,
-    finetune_seconds: params.FinetuneSeconds = 180.0,
-    quantize: params.Quantize = None,
-) -> None:
-    """Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel)."""
-    run(ctx, Clock())
+@dataclass(frozen=True)
+class ConvertArgs(params.Command):
+    """The groups of ``convert``, in the order ``--help`` lists their flags."""
+
+    source: params.ModelInput
+    output: params.ConvertOutput
+    rank: params.RankFlags
+    selection: params.ConvertSelection
+    shapes: params.Shapes
+    calibration: params.CalibrationFlags
+    images: params.ImageFolder
+    budget: params.BudgetFlags
+    speed: params.SpeedFlags
+    cache: params.CacheFlags
+    session: params.SessionFlags
+    report: params.ReportAfterFlags
+    finetune: params.FinetuneFlags
+    quantize: params.QuantizeFlags
+
+    def options(self):
+        """Every flag -> one :class:`ConvertOptions` (every value validated)."""
+        from convtool.options import ConvertOptions
+
+        rank = self.rank.policy()
+        shapes = self.shapes.shapes()
+        timing = self.session.timing(self.cache)  # validated even when nothing is timed
+        return ConvertOptions(
+            rank=rank,
+            min_in_channels=self.selection.min_in_channels,
+            include=self.selection.includes,
+            exclude=self.selection.excludes,
+            fold_batchnorm=not self.selection.no_fold_bn,
+            layout=self.rank.layout,  # type: ignore[arg-type]
+            input_shapes=shapes,
+            latency_aware=timing if self.speed.latency_aware else None,
+            timing=timing if self.budget.searching else None,
+            calibration=self.calibration.options(self.images, search=self.budget.searching),
+            max_drift=self.budget.max_drift,
+            metric=self.budget.metric,  # type: ignore[arg-type]
+            objective=self.budget.objective,  # type: ignore[arg-type]
+            search_ranks=self.budget.ranks(),
+            finetune=self.finetune.options(),
+            quantize=self.quantize.options(),
+        )
+
+    def rules(self) -> tuple[params.Applies, ...]:
+        """Every "applies only with ..." rule of ``convert``, in the order they are checked."""
+        timed = self.speed.latency_aware or self.budget.searching
+        return (*self.rank.rules(self.budget), *self.report.written_rules(self.output), *self.output.rules(),
+                *self.report.rules(), *self.budget.rules(),
+                *self.session.rules(timed or self.report.report,
+                                    "--latency-aware, --max-drift or --report (nothing is timed)"),
+                *self.cache.rules(timed, "--latency-aware or --max-drift (no layer is timed)"),
+                *self.calibration.rules(), *self.finetune.rules(self.calibration),
+                *self.quantize.rules(self.calibration), *self.images.rules(self.calibration))
 
 
-def run(ctx: typer.Context, clock: Clock) -> None:
-    """The command body (``ctx.params`` holds every flag's value by parameter name)."""
+def run(ctx: typer.Context, args: ConvertArgs, clock: Clock | None = None) -> None:
+    """The command body: typed groups in, one library call (and ``--report``'s), tables out."""
     from convtool.api import convert_file, default_output
     from convtool.cli.outputs import Outputs
 
-    p = ctx.params
-    model: Path = p["model"]
+    clock = clock or Clock()
+    model: Path = args.source.model
+    out = args.output
     try:
-        options = params.convert_options(p)
-        report_options = params.report_options(p, runs=p["report_runs"]) if p["report"] else None
-        params.check_rules(ctx, params.CONVERT_RULES)
+        options = args.options()
+        report_options = args.report.options(args.session, args.shapes)
+        params.check_rules(ctx, args.rules())
         files = Outputs()
         files.read("the input model", model)
-        files.read("the calibration data", p["calibration"])
-        target = None if p["dry_run"] else (p["output"] or default_output(model))
-        files.write("--output" if p["output"] else "the converted model (default -o)", target,
+        files.read("the calibration data", args.calibration.calibration)
+        target = None if out.dry_run else (out.output or default_output(model))
+        files.write("--output" if out.output else "the converted model (default -o)", target,
                     stdout=False, sidecars=(".data",))
-        record_out = files.write("--json", p["json_path"])
-        report_json = files.write("--report-json", p["report_json"])
-        report_markdown = files.write("--report-markdown", p["report_markdown"])
+        record_out = files.write("--json", out.json_path)
+        report_json = files.write("--report-json", args.report.report_json)
+        report_markdown = files.write("--report-markdown", args.report.report_markdown)
         files.check()
-        ui = UI(p["quiet"], stdout_taken=files.to_stdout)
+        ui = UI(out.quiet, stdout_taken=files.to_stdout)
         with files.transaction():
-            result = ui.run(lambda progress: convert_file(model, target, options, dry_run=p["dry_run"],
+            result = ui.run(lambda progress: convert_file(model, target, options, dry_run=out.dry_run,
                                                           progress=progress))
             _show_conversion(ui, result.record, model)
             measured = None
@@ -117,7 +130,12 @@ def run(ctx: typer.Context, clock: Clock) -> None:
         from convtool.render import report as render_report
 
         ui.print(render_report.report_renderable(measured, ui.width))
-    ui.print(closing_line(files.written(), clock, p["dry_run"]))
+    ui.print(closing_line(files.written(), clock, out.dry_run))
+
+
+convert = ConvertArgs.command(
+    run, name="convert",
+    doc="Replace standard convolutions with depthwise + pointwise pairs (low-rank SVD per input channel).")
 
 
 def _show_conversion(ui: UI, record, model: Path) -> None:

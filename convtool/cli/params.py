@@ -1,29 +1,35 @@
-"""Option groups shared by the commands: typed flags, the rules saying when each applies, and
-builders that turn flag values into the library's frozen option objects.
+"""Option groups shared by the commands: one small frozen dataclass per concern, owning its flags.
 
-Three parts, each meant to be extended by adding entries, not by editing commands:
+Each group (compare Polygraphy's argument groups, onnxslim's dataclass groups)
 
-1. **Flags** as ``Annotated`` aliases, grouped by concern (one help panel per group).  A
-   command declares ``threads: params.Threads = 1``; every command using a group shows the
-   same flag, help and panel.  A new flag of a group (e.g. ``--provider`` in the session
-   group) is one alias here, one parameter in each command that takes the group, and one line
-   in the group's builder.
-2. **Rules** (:class:`Applies`): an option that cannot apply is refused, never silently
-   ignored.  "Given" means given on the command line (click's ``ParameterSource``), so a
-   default never trips a rule.  :func:`check_rules` runs a command's rules before any work.
-3. **Builders** take the command's values (``ctx.params``: parameter name -> value) and
-   return option objects, validated by their constructors; string parsing is in
-   :mod:`convtool.cli.parsers`.
+* **declares its flags**: its fields are annotated with the ``Annotated`` aliases below (one help
+  panel per concern), so every command using the group shows the same flag, help and panel;
+* **validates** them: its builders return the library's frozen option objects
+  (:mod:`convtool.options`), validated by their constructors; string parsing is in
+  :mod:`convtool.cli.parsers`;
+* **states when they apply** (:meth:`rules`, as :class:`Applies`): an option that cannot apply is
+  refused, never silently ignored.  "Given" means given on the command line (click's
+  ``ParameterSource``), so a default never trips a rule.  A rule that depends on another group
+  takes that group (typed) as an argument.
+
+A command is a frozen dataclass whose fields are groups (:class:`Command`); :meth:`Command.command`
+turns it into the typer callback, whose parameters are the groups' fields in order, and hands the
+command body one typed instance.  No command reads a flag's value by its name: a renamed field is
+an error at import, not a ``KeyError`` at run time.  A new flag of a group (e.g. ``--provider``
+in the session group) is one field here and one line in the group's builder.
 
 Nothing here computes or touches a model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional, Self
 
 import typer
 
@@ -34,13 +40,12 @@ from convtool.errors import OptionError
 __all__ = [
     # parsers, re-exported for callers of the old location
     "parse_numbers", "parse_budgets", "parse_rank", "parse_input_shapes", "input_shapes",
-    "Applies", "check_rules", "given", "flag_name",
-    "session_options", "providers", "timing_options", "latency_options", "image_preprocess", "calibration_options", "convert_options",
-    "finetune_options", "quantize_options",
-    "report_options", "CONVERT_RULES", "REPORT_RULES", "SWEEP_RULES",
+    "Applies", "check_rules", "given", "flag_name", "Group", "Command",
+    "ConvertOutput", "ReportOutput", "QuietOutput", "RankFlags", "Selection", "ConvertSelection", "Shapes",
+    "SessionFlags", "ReportSessionFlags", "SpeedFlags", "CacheFlags", "CalibrationFlags", "ImageFolder",
+    "BudgetFlags", "SearchFlags", "FinetuneFlags", "QuantizeFlags", "ReportAfterFlags", "quantize_options", "providers",
+    "ModelInput", "ReportPaths", "InputsFlags", "MeasureFlags", "GateFlags",
 ]
-
-Values = Mapping[str, Any]
 
 # ----------------------------------------------------------------------------- panels
 
@@ -279,13 +284,16 @@ MinMacReduction = Annotated[Optional[float], typer.Option(
     "--min-mac-reduction", metavar="F", rich_help_panel=GATES,
     help="Fail unless 1 - MACs(CONVERTED) / MACs(MODEL) >= F.")]
 
-# ----------------------------------------------------------------------------- rules
+# ----------------------------------------------------------------------------- groups: machinery
 
 
 def given(ctx: typer.Context, name: str) -> bool:
     """True when the user gave parameter ``name`` (on the command line or in the environment),
     not when it holds its default; robust to defaults equal to the given value."""
-    from typer._click.core import ParameterSource  # typer vendors click
+    try:  # typer >= 0.20 vendors click; older releases depend on it
+        from typer._click.core import ParameterSource
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.core import ParameterSource
 
     source = ctx.get_parameter_source(name)
     return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
@@ -304,85 +312,162 @@ def flag_name(ctx: typer.Context, name: str) -> str:
 
 @dataclass(frozen=True)
 class Applies:
-    """``options`` apply only when ``when(values)`` holds; given otherwise, they are refused.
+    """The parameters ``options`` apply only when ``holds``; given otherwise, they are refused.
 
-    The message reads ``<flag> has no effect without <needs>`` unless ``message`` (with
+    ``holds`` is computed by the group from its typed values (and those of the groups it depends
+    on).  The message reads ``<flag> has no effect without <needs>`` unless ``message`` (with
     ``{flag}``) says it better.
     """
 
     options: tuple[str, ...]
-    when: Callable[[Values], bool]
+    holds: bool
     needs: str = ""
     message: str | None = None
 
 
 def check_rules(ctx: typer.Context, rules: Iterable[Applies]) -> None:
     """Refuse, before any work, every given option that cannot apply (first one found)."""
-    values = ctx.params
     for rule in rules:
-        if rule.when(values):
+        if rule.holds:
             continue
         for name in rule.options:
-            if name in values and given(ctx, name):
+            if given(ctx, name):
                 flag = flag_name(ctx, name)
                 raise OptionError(rule.message.format(flag=flag) if rule.message
                                   else f"{flag} has no effect without {rule.needs}")
 
 
-CONVERT_RULES: tuple[Applies, ...] = (
-    Applies(("rank",), lambda p: p["energy"] is None, message="--rank and --energy are mutually exclusive"),
-    Applies(("rank", "energy"), lambda p: p["max_drift"] is None,
-            message="--max-drift chooses the ranks itself; use --search-ranks instead of --rank/--energy"),
-    Applies(("report",), lambda p: not p["dry_run"], message="--report needs a written model; drop --dry-run"),
-    Applies(("output",), lambda p: not p["dry_run"], message="{flag} has no effect with --dry-run (nothing is written)"),
-    Applies(("report_runs", "report_json", "report_markdown"), lambda p: p["report"], "--report"),
-    Applies(("metric", "search_ranks", "objective"), lambda p: p["max_drift"] is not None, "--max-drift"),
-    Applies(("threads", "opt_level", "provider"), lambda p: p["latency_aware"] or p["report"] or p["max_drift"] is not None,
-            "--latency-aware, --max-drift or --report (nothing is timed)"),
-    Applies(("cache_dir", "no_cache"), lambda p: p["latency_aware"] or p["max_drift"] is not None,
-            "--latency-aware or --max-drift (no layer is timed)"),
-    Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
-    Applies(("calibration_samples", "holdout", "refit"), lambda p: p["calibration"] is not None, "--calibration"),
-    Applies(("finetune",), lambda p: p.get("calibration") is not None,
-            message="--finetune needs --calibration DATA (the samples it trains on)"),
-    Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
-    Applies(("quantize",), lambda p: p.get("calibration") is not None,
-            message="--quantize int8 needs --calibration DATA (the samples its activation ranges are calibrated on)"),
-    Applies(("image_size", "image_mean", "image_std", "image_layout", "channel_order"),
-            lambda p: is_image_folder(p["calibration"]), "--calibration naming a folder of images"),
-)
+class Group:
+    """Base of the option groups: a frozen, keyword-only dataclass whose fields are typer
+    parameters (their annotations are the ``Annotated`` flag declarations)."""
+
+    @classmethod
+    def parameters(cls) -> list[inspect.Parameter]:
+        """The group's fields as keyword-only parameters of a typer callback, in field order."""
+        hints = typing.get_type_hints(cls, include_extras=True)
+        return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                  default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def take(cls, values: dict[str, Any]):
+        """The group built from the callback's keyword arguments (its own fields only)."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
-def _runs_anything(p: Values) -> bool:
-    """Whether ``report`` creates onnxruntime sessions at all (timing, profiling, drift, accuracy)."""
-    return (not p["no_latency"]) or p["profile"] or p["converted"] is not None or p["inputs"] is not None
+def group(cls):
+    """Decorator: a :class:`Group` subclass as a frozen, keyword-only dataclass."""
+    return dataclass(frozen=True, kw_only=True)(cls)
 
 
-SWEEP_RULES: tuple[Applies, ...] = (
-    Applies(("cache_dir",), lambda p: not p["no_cache"], message="{flag} has no effect with --no-cache"),
-    Applies(("finetune",), lambda p: p.get("calibration") is not None,
-            message="--finetune needs --calibration DATA (the samples it trains on)"),
-    Applies(("finetune_steps", "finetune_seconds"), lambda p: bool(p.get("finetune")), "--finetune"),
-)
+class Command:
+    """Base of a command's typed arguments: a frozen dataclass whose fields are groups, in the
+    order their flags are declared (the order ``--help`` lists them in, panel by panel)."""
 
-REPORT_RULES: tuple[Applies, ...] = (
-    Applies(("runs",), lambda p: not p["no_latency"] or p["profile"], "timing (drop --no-latency)"),
-    Applies(("warmup",), lambda p: not p["no_latency"] or p["profile"], "timing (drop --no-latency)"),
-    Applies(("seed",), lambda p: p["inputs"] is None, message="{flag} has no effect with --inputs (no random inputs)"),
-    Applies(("seed",), _runs_anything, "anything to run (CONVERTED, timing, --profile or --inputs)"),
-    Applies(("threads", "opt_level", "spinning", "provider"), _runs_anything,
-            "anything to run (CONVERTED, timing, --profile or --inputs)"),
-)
+    @classmethod
+    def groups(cls) -> dict[str, type[Group]]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
-# ----------------------------------------------------------------------------- builders
+    @classmethod
+    def command(cls, body: Callable[[typer.Context, Self], None], doc: str, name: str) -> Callable[..., None]:
+        """The typer callback: every group's flags as its parameters; calls ``body(ctx, args)``."""
+        groups = cls.groups()
+
+        def callback(ctx: typer.Context, **values: Any) -> None:
+            body(ctx, cls(**{field: g.take(values) for field, g in groups.items()}))
+
+        params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+        for g in groups.values():
+            params.extend(g.parameters())
+        callback.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        callback.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        callback.__doc__, callback.__name__, callback.__qualname__ = doc, name, name
+        return callback
 
 
-def session_options(p: Values):
-    """``--threads``, ``--opt-level`` -> :class:`SessionOptions` (validated even when unused,
-    so a bad value is refused whatever else is given)."""
-    from convtool.options import SessionOptions
+# ----------------------------------------------------------------------------- groups: output
 
-    return SessionOptions(threads=p["threads"], opt_level=p["opt_level"], providers=providers(p.get("provider")))
+
+@group
+class ConvertOutput(Group):
+    """Where ``convert`` writes: the model (unless ``--dry-run``), the record, the console."""
+
+    output: Output = None
+    dry_run: DryRun = False
+    json_path: Json = None
+    quiet: Quiet = False
+
+    def rules(self) -> tuple[Applies, ...]:
+        return (Applies(("output",), not self.dry_run, message="{flag} has no effect with --dry-run (nothing is written)"),)
+
+
+@group
+class ReportOutput(Group):
+    """Where ``report`` writes its records, and the console."""
+
+    json_path: Json = None
+    markdown_path: Markdown = None
+    quiet: Quiet = False
+
+
+@group
+class QuietOutput(Group):
+    quiet: Quiet = False
+
+
+# ----------------------------------------------------------------------------- groups: rank, selection, shapes
+
+
+@group
+class RankFlags(Group):
+    """``--rank`` / ``--energy`` and ``--layout``: the rank policy of a plain conversion."""
+
+    rank: Rank = "1"
+    energy: Energy = None
+    layout: Layout = "auto"
+
+    def policy(self):
+        # --rank has a default; given together with --energy, the rules refuse it
+        return parse_rank(None if self.energy is not None else self.rank, self.energy)
+
+    def rules(self, budget: BudgetFlags) -> tuple[Applies, ...]:
+        return (Applies(("rank",), self.energy is None, message="--rank and --energy are mutually exclusive"),
+                Applies(("rank", "energy"), budget.max_drift is None,
+                        message="--max-drift chooses the ranks itself; use --search-ranks instead of --rank/--energy"))
+
+
+@group
+class Selection(Group):
+    """Which convs are candidates."""
+
+    min_in_channels: MinInChannels = 8
+    include: Include = None
+    exclude: Exclude = None
+
+    @property
+    def includes(self) -> tuple[str, ...]:
+        return tuple(self.include or ())
+
+    @property
+    def excludes(self) -> tuple[str, ...]:
+        return tuple(self.exclude or ())
+
+
+@group
+class ConvertSelection(Selection):
+    no_fold_bn: NoFoldBn = False
+
+
+@group
+class Shapes(Group):
+    input_shape: InputShape = None
+
+    def shapes(self):
+        return input_shapes(self.input_shape)
+
+
+# ----------------------------------------------------------------------------- groups: session, timing
 
 
 def providers(values) -> tuple[str, ...]:
@@ -392,79 +477,179 @@ def providers(values) -> tuple[str, ...]:
     return tuple(v.strip() for v in values if v.strip()) if values else (CPU_PROVIDER,)
 
 
-def timing_options(p: Values):
-    """The session and cache flags -> :class:`LatencyOptions`: how layers and models are timed
-    (by ``--latency-aware``, and by the ``--max-drift`` search and its end-to-end check)."""
-    from convtool.options import LatencyOptions
+@group
+class SessionFlags(Group):
+    """The onnxruntime session every timing and run uses."""
 
-    session = session_options(p)
-    return LatencyOptions(threads=session.threads or 1, opt_level=session.opt_level,
-                          cache_dir=str(p["cache_dir"]) if p["cache_dir"] is not None else None,
-                          use_cache=not p["no_cache"], providers=session.providers)
+    NAMES: ClassVar[tuple[str, ...]] = ("threads", "opt_level", "provider")
 
+    threads: Threads = 1
+    opt_level: OptLevel = "all"
+    provider: Provider = None
 
-def latency_options(p: Values):
-    """``--latency-aware`` and its flags -> :class:`LatencyOptions`, or ``None`` when off."""
-    timing = timing_options(p)
-    return timing if p["latency_aware"] else None
+    def options(self):
+        """-> :class:`SessionOptions` (validated even when unused, so a bad value is refused
+        whatever else is given)."""
+        from convtool.options import SessionOptions
 
+        return SessionOptions(threads=self.threads, opt_level=self.opt_level,  # type: ignore[arg-type]
+                              providers=providers(self.provider))
 
-def image_preprocess(p: Values):
-    """The image-folder flags -> :class:`ImagePreprocess`."""
-    from convtool.options import ImagePreprocess
+    def timing(self, cache: CacheFlags):
+        """With the cache flags -> :class:`LatencyOptions`: how layers and models are timed (by
+        ``--latency-aware``, and by the ``--max-drift`` search and its end-to-end check)."""
+        from convtool.options import LatencyOptions
 
-    return ImagePreprocess(
-        size=parse_numbers(p["image_size"], "--image-size", int),  # type: ignore[arg-type]
-        mean=parse_numbers(p["image_mean"], "--image-mean"),  # type: ignore[arg-type]
-        std=parse_numbers(p["image_std"], "--image-std"),  # type: ignore[arg-type]
-        layout=str(p["image_layout"]).upper(),  # type: ignore[arg-type]
-        channel_order=str(p["channel_order"]).upper(),  # type: ignore[arg-type]
-    )
+        session = self.options()
+        return LatencyOptions(threads=session.threads or 1, opt_level=session.opt_level,
+                              cache_dir=str(cache.cache_dir) if cache.cache_dir is not None else None,
+                              use_cache=not cache.no_cache, providers=session.providers)
 
-
-def calibration_options(p: Values):
-    """``--calibration`` and its flags -> :class:`CalibrationOptions`; ``None`` unless data is
-    given or ``--max-drift`` needs the options (its random-input seed)."""
-    from convtool.options import CalibrationOptions
-
-    image = image_preprocess(p)
-    if p["calibration"] is None and p.get("max_drift") is None:
-        return None
-    return CalibrationOptions(source=str(p["calibration"]) if p["calibration"] is not None else None,
-                              holdout=p["holdout"], max_samples=p["calibration_samples"], image=image,
-                              factors=p.get("refit", "data-aware"))
+    def rules(self, used: bool, needs: str) -> tuple[Applies, ...]:
+        return (Applies(self.NAMES, used, needs),)
 
 
-def convert_options(p: Values):
-    """Every ``convert`` flag -> one :class:`ConvertOptions`."""
-    from convtool.options import ConvertOptions
+@group
+class ReportSessionFlags(SessionFlags):
+    NAMES: ClassVar[tuple[str, ...]] = ("threads", "opt_level", "spinning", "provider")
 
-    return ConvertOptions(
-        # --rank has a default; given together with --energy, CONVERT_RULES refuses it
-        rank=parse_rank(None if p["energy"] is not None else p["rank"], p["energy"]),
-        min_in_channels=p["min_in_channels"],
-        include=tuple(p["include"] or ()),
-        exclude=tuple(p["exclude"] or ()),
-        fold_batchnorm=not p["no_fold_bn"],
-        layout=p["layout"],
-        input_shapes=input_shapes(p["input_shape"]),
-        latency_aware=latency_options(p),
-        timing=timing_options(p) if p["max_drift"] is not None else None,
-        calibration=calibration_options(p),
-        max_drift=p["max_drift"],
-        metric=p["metric"],
-        objective=p["objective"],
-        search_ranks=parse_numbers(p["search_ranks"], "--search-ranks", int),  # type: ignore[arg-type]
-        finetune=finetune_options(p),
-        quantize=quantize_options(p),
-    )
+    spinning: Spinning = False
 
 
-def quantize_options(p: Values):
+@group
+class SpeedFlags(Group):
+    latency_aware: LatencyAware = False
+
+
+@group
+class CacheFlags(Group):
+    """The per-shape layer timing cache."""
+
+    cache_dir: CacheDir = None
+    no_cache: NoCache = False
+
+    def rules(self, timed: bool = True, needs: str = "") -> tuple[Applies, ...]:
+        return (Applies(("cache_dir", "no_cache"), timed, needs),
+                Applies(("cache_dir",), not self.no_cache, message="{flag} has no effect with --no-cache"))
+
+
+# ----------------------------------------------------------------------------- groups: calibration, budget
+
+
+@group
+class ImageFolder(Group):
+    """How a folder of images becomes calibration samples."""
+
+    image_size: ImageSize = None
+    image_mean: ImageMean = "0"
+    image_std: ImageStd = "1"
+    image_layout: ImageLayout = "NCHW"
+    channel_order: ChannelOrder = "RGB"
+
+    def preprocess(self):
+        """-> :class:`ImagePreprocess`."""
+        from convtool.options import ImagePreprocess
+
+        return ImagePreprocess(
+            size=parse_numbers(self.image_size, "--image-size", int),  # type: ignore[arg-type]
+            mean=parse_numbers(self.image_mean, "--image-mean"),  # type: ignore[arg-type]
+            std=parse_numbers(self.image_std, "--image-std"),  # type: ignore[arg-type]
+            layout=str(self.image_layout).upper(),  # type: ignore[arg-type]
+            channel_order=str(self.channel_order).upper(),  # type: ignore[arg-type]
+        )
+
+    def rules(self, calibration: CalibrationFlags) -> tuple[Applies, ...]:
+        return (Applies(("image_size", "image_mean", "image_std", "image_layout", "channel_order"),
+                        is_image_folder(calibration.calibration), "--calibration naming a folder of images"),)
+
+
+@group
+class CalibrationFlags(Group):
+    """``--calibration`` and how its samples are used."""
+
+    calibration: Calibration = None
+    calibration_samples: CalibrationSamples = 512
+    holdout: Holdout = 0.2
+    refit: Refit = "data-aware"
+
+    def options(self, images: ImageFolder, search: bool = False):
+        """-> :class:`CalibrationOptions`; ``None`` unless data is given or a drift search needs
+        the options (its random-input seed)."""
+        from convtool.options import CalibrationOptions
+
+        image = images.preprocess()
+        if self.calibration is None and not search:
+            return None
+        return CalibrationOptions(source=str(self.calibration) if self.calibration is not None else None,
+                                  holdout=self.holdout, max_samples=self.calibration_samples, image=image,
+                                  factors=self.refit)  # type: ignore[arg-type]
+
+    def rules(self) -> tuple[Applies, ...]:
+        return (Applies(("calibration_samples", "holdout", "refit"), self.calibration is not None, "--calibration"),)
+
+
+@group
+class BudgetFlags(Group):
+    """``convert --max-drift`` and its search."""
+
+    max_drift: MaxDrift = None
+    metric: Metric = "rel_l2"
+    search_ranks: SearchRanks = "1,2,4"
+    objective: Objective = "latency"
+
+    @property
+    def searching(self) -> bool:
+        return self.max_drift is not None
+
+    def ranks(self) -> tuple[int, ...]:
+        return parse_numbers(self.search_ranks, "--search-ranks", int)  # type: ignore[return-value]
+
+    def rules(self) -> tuple[Applies, ...]:
+        return (Applies(("metric", "search_ranks", "objective"), self.searching, "--max-drift"),)
+
+
+@group
+class SearchFlags(Group):
+    """The search of ``sweep`` (every point runs it; its budgets are the sweep's)."""
+
+    objective: Objective = "latency"
+    metric: Metric = "rel_l2"
+    search_ranks: SearchRanks = "1,2,4"
+
+    def ranks(self) -> tuple[int, ...]:
+        return parse_numbers(self.search_ranks, "--search-ranks", int)  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- groups: fine-tune, INT8
+
+
+@group
+class FinetuneFlags(Group):
+    finetune: Finetune = False
+    finetune_steps: FinetuneSteps = 600
+    finetune_seconds: FinetuneSeconds = 180.0
+
+    def options(self):
+        """-> :class:`FinetuneOptions` (``None`` when off)."""
+        from convtool.options import FinetuneOptions
+
+        if not self.finetune:
+            return None
+        return FinetuneOptions(steps=self.finetune_steps, seconds=self.finetune_seconds)
+
+    def rules(self, calibration: CalibrationFlags) -> tuple[Applies, ...]:
+        return (Applies(("finetune",), calibration.calibration is not None,
+                        message="--finetune needs --calibration DATA (the samples it trains on)"),
+                Applies(("finetune_steps", "finetune_seconds"), bool(self.finetune), "--finetune"))
+
+
+QUANTIZE_NEEDS = "--quantize int8 needs --calibration DATA (the samples its activation ranges are calibrated on)"
+
+
+def quantize_options(value: str | None):
     """``--quantize`` -> :class:`QuantizeOptions` (``None`` when off); only ``int8`` exists."""
     from convtool.options import QuantizeOptions
 
-    value = p.get("quantize")
     if value is None:
         return None
     if str(value).lower() != "int8":
@@ -472,32 +657,106 @@ def quantize_options(p: Values):
     return QuantizeOptions()
 
 
-def finetune_options(p: Values):
-    """``--finetune`` and its flags -> :class:`FinetuneOptions` (``None`` when off)."""
-    from convtool.options import FinetuneOptions
+@group
+class QuantizeFlags(Group):
+    quantize: Quantize = None
 
-    if not p.get("finetune"):
-        return None
-    return FinetuneOptions(steps=p["finetune_steps"], seconds=p["finetune_seconds"])
+    def options(self):
+        return quantize_options(self.quantize)
+
+    def rules(self, calibration: CalibrationFlags) -> tuple[Applies, ...]:
+        return (Applies(("quantize",), calibration.calibration is not None, message=QUANTIZE_NEEDS),)
 
 
-def report_options(p: Values, **overrides: Any):
-    """``report`` flags (or ``convert --report``'s, through ``overrides``) -> :class:`ReportOptions`."""
-    from convtool.report import ReportOptions
+# ----------------------------------------------------------------------------- groups: convert --report
 
-    session = session_options(p)
-    values: dict[str, Any] = dict(
-        input_shapes=input_shapes(p.get("input_shape")),
-        threads=session.threads,
-        opt_level=session.opt_level,
-        providers=session.providers,
-    )
-    if "runs" in p:  # the report command
-        values.update(
-            runs=p["runs"], warmup=p["warmup"], allow_spinning=p["spinning"], latency=not p["no_latency"],
-            aa_check=p["aa_check"], profile=p["profile"], inputs=None if p["inputs"] is None else str(p["inputs"]),
-            seed=p["seed"], min_speedup=p["min_speedup"], max_drift=p["max_drift"],
-            min_top1_agreement=p["min_top1_agreement"], max_accuracy_drop=p["max_accuracy_drop"],
-            min_param_reduction=p["min_param_reduction"], min_mac_reduction=p["min_mac_reduction"])
-    values.update(overrides)
-    return ReportOptions(**values)
+
+@group
+class ReportAfterFlags(Group):
+    """``convert --report``: compare MODEL and the converted model once written."""
+
+    report: ReportAfter = False
+    report_runs: ReportRuns = 100
+    report_json: ReportJson = None
+    report_markdown: ReportMarkdown = None
+
+    def options(self, session: SessionFlags, shapes: Shapes):
+        """-> :class:`ReportOptions` (``None`` without ``--report``)."""
+        from convtool.options import ReportOptions
+
+        if not self.report:
+            return None
+        settings = session.options()
+        return ReportOptions(input_shapes=shapes.shapes(), threads=settings.threads, opt_level=settings.opt_level,
+                             providers=settings.providers, runs=self.report_runs)
+
+    def written_rules(self, output: ConvertOutput) -> tuple[Applies, ...]:
+        """``--report`` measures the written model: refused with ``--dry-run``."""
+        return (Applies(("report",), not output.dry_run, message="--report needs a written model; drop --dry-run"),)
+
+    def rules(self) -> tuple[Applies, ...]:
+        return (Applies(("report_runs", "report_json", "report_markdown"), bool(self.report), "--report"),)
+
+
+# ----------------------------------------------------------------------------- groups: report
+
+
+@group
+class ModelInput(Group):
+    model: ModelArg
+
+
+@group
+class ReportPaths(Group):
+    """MODEL, and CONVERTED when comparing."""
+
+    model: ReportModel
+    converted: Converted = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.model] if self.converted is None else [self.model, self.converted]
+
+
+@group
+class InputsFlags(Group):
+    """The samples ``report`` runs: ``--inputs`` or seeded random inputs."""
+
+    inputs: Inputs = None
+    seed: Seed = 0
+
+    def rules(self, runs_anything: bool) -> tuple[Applies, ...]:
+        needs = "anything to run (CONVERTED, timing, --profile or --inputs)"
+        return (Applies(("seed",), self.inputs is None, message="{flag} has no effect with --inputs (no random inputs)"),
+                Applies(("seed",), runs_anything, needs))
+
+
+@group
+class MeasureFlags(Group):
+    """How ``report`` times the models."""
+
+    runs: Runs = 100
+    warmup: Warmup = 10
+    no_latency: NoLatency = False
+    aa_check: AACheck = False
+    profile: Profile = False
+
+    @property
+    def timing(self) -> bool:
+        return not self.no_latency or self.profile
+
+    def rules(self) -> tuple[Applies, ...]:
+        return (Applies(("runs",), self.timing, "timing (drop --no-latency)"),
+                Applies(("warmup",), self.timing, "timing (drop --no-latency)"))
+
+
+@group
+class GateFlags(Group):
+    """The CI gates of ``report``."""
+
+    min_speedup: MinSpeedup = None
+    max_drift: GateMaxDrift = None
+    min_top1_agreement: MinTop1Agreement = None
+    max_accuracy_drop: MaxAccuracyDrop = None
+    min_param_reduction: MinParamReduction = None
+    min_mac_reduction: MinMacReduction = None

@@ -1,17 +1,19 @@
 """``convtool report``: measure one model, or an original against its converted model, and gate.
 
-Flags in (:mod:`convtool.cli.params`; options that cannot apply are refused), paths checked
+Flags in as typed option groups (:class:`ReportArgs`, groups from :mod:`convtool.cli.params`;
+options that cannot apply are refused), paths checked
 (:mod:`convtool.cli.outputs`), :func:`convtool.report.build_report` with a progress bar on a
 terminal, the records written all or nothing, tables out.  Exit codes: 0 all gates passed (or
 none given), 1 a gate failed (each failed gate is printed; the records are still written),
 2 bad input (``error: ...``, nothing written).
 
 ``--int8-baseline --calibration DATA`` adds the INT8-quantized original (:class:`convtool.report.
-Int8Baseline`); its flags are declared here, with the rules that refuse them alone.
+Int8Baseline`); its group (:class:`Int8Flags`) is declared here, with the rules that refuse its flags.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,73 +35,92 @@ Int8Calibration = Annotated[Optional[Path], typer.Option(
     help="Samples to quantize MODEL on (--int8-baseline): an .npz with one array per model input, or a folder "
          "like --inputs; use other samples than --inputs.")]
 
-#: ``--int8-baseline`` and its data: each needs the other, and a converted model to compare.
-INT8_RULES: tuple[params.Applies, ...] = (
-    params.Applies(("int8_baseline",), lambda p: p["converted"] is not None,
-                   message="--int8-baseline compares CONVERTED with the INT8-quantized original; give MODEL and "
-                           "CONVERTED"),
-    params.Applies(("int8_baseline",), lambda p: p["int8_calibration"] is not None,
-                   message="--int8-baseline needs --calibration DATA (the samples the original is quantized on)"),
-    params.Applies(("int8_calibration",), lambda p: p["int8_baseline"], "--int8-baseline"),
-)
+@params.group
+class Int8Flags(params.Group):
+    """``--int8-baseline`` and its data: each needs the other, and a converted model to compare."""
+
+    int8_baseline: Int8Baseline = False
+    int8_calibration: Int8Calibration = None
+
+    @property
+    def calibration(self) -> str | None:
+        """The data the original is quantized on, when the baseline is asked for."""
+        return str(self.int8_calibration) if self.int8_baseline and self.int8_calibration is not None else None
+
+    def rules(self, paths: params.ReportPaths) -> tuple[params.Applies, ...]:
+        return (
+            params.Applies(("int8_baseline",), paths.converted is not None,
+                           message="--int8-baseline compares CONVERTED with the INT8-quantized original; give MODEL "
+                                   "and CONVERTED"),
+            params.Applies(("int8_baseline",), self.int8_calibration is not None,
+                           message="--int8-baseline needs --calibration DATA (the samples the original is quantized "
+                                   "on)"),
+            params.Applies(("int8_calibration",), bool(self.int8_baseline), "--int8-baseline"),
+        )
 
 
-def report(
-    ctx: typer.Context,
-    model: params.ReportModel,
-    converted: params.Converted = None,
-    json_path: params.Json = None,
-    markdown_path: params.Markdown = None,
-    quiet: params.Quiet = False,
-    input_shape: params.InputShape = None,
-    inputs: params.Inputs = None,
-    seed: params.Seed = 0,
-    runs: params.Runs = 100,
-    warmup: params.Warmup = 10,
-    no_latency: params.NoLatency = False,
-    aa_check: params.AACheck = False,
-    profile: params.Profile = False,
-    threads: params.Threads = 1,
-    opt_level: params.OptLevel = "all",
-    provider: params.Provider = None,
-    spinning: params.Spinning = False,
-    min_speedup: params.MinSpeedup = None,
-    max_drift: params.GateMaxDrift = None,
-    min_top1_agreement: params.MinTop1Agreement = None,
-    max_accuracy_drop: params.MaxAccuracyDrop = None,
-    min_param_reduction: params.MinParamReduction = None,
-    min_mac_reduction: params.MinMacReduction = None,
-    int8_baseline: Int8Baseline = False,
-    int8_calibration: Int8Calibration = None,
-) -> None:
-    """Parameters, MACs/FLOPs, latency and output drift of a model, or of an original/converted pair, with CI gates."""
-    run(ctx, Clock())
+@dataclass(frozen=True)
+class ReportArgs(params.Command):
+    """The groups of ``report``, in the order ``--help`` lists their flags."""
+
+    paths: params.ReportPaths
+    output: params.ReportOutput
+    shapes: params.Shapes
+    inputs: params.InputsFlags
+    measure: params.MeasureFlags
+    session: params.ReportSessionFlags
+    gates: params.GateFlags
+    int8: Int8Flags
+
+    @property
+    def runs_anything(self) -> bool:
+        """Whether ``report`` creates onnxruntime sessions at all (timing, profiling, drift, accuracy)."""
+        return (not self.measure.no_latency or self.measure.profile or self.paths.converted is not None
+                or self.inputs.inputs is not None)
+
+    def options(self):
+        """Every flag -> one :class:`ReportOptions` (every value validated)."""
+        from convtool.options import ReportOptions
+
+        session, measure, gates = self.session.options(), self.measure, self.gates
+        return ReportOptions(
+            input_shapes=self.shapes.shapes(), threads=session.threads, opt_level=session.opt_level,
+            providers=session.providers, runs=measure.runs, warmup=measure.warmup,
+            allow_spinning=self.session.spinning, latency=not measure.no_latency, aa_check=measure.aa_check,
+            profile=measure.profile, inputs=None if self.inputs.inputs is None else str(self.inputs.inputs),
+            seed=self.inputs.seed, min_speedup=gates.min_speedup, max_drift=gates.max_drift,
+            min_top1_agreement=gates.min_top1_agreement, max_accuracy_drop=gates.max_accuracy_drop,
+            min_param_reduction=gates.min_param_reduction, min_mac_reduction=gates.min_mac_reduction,
+            int8_calibration=self.int8.calibration)
+
+    def rules(self) -> tuple[params.Applies, ...]:
+        """The rules checked once the options are built (the INT8 ones are checked before)."""
+        return (*self.measure.rules(), *self.inputs.rules(self.runs_anything),
+                *self.session.rules(self.runs_anything, "anything to run (CONVERTED, timing, --profile or --inputs)"))
 
 
-def run(ctx: typer.Context, clock: Clock) -> None:
-    """The command body (``ctx.params`` holds every flag's value by parameter name)."""
+def run(ctx: typer.Context, args: ReportArgs) -> None:
+    """The command body: typed groups in, :func:`convtool.report.build_report`, tables and gates out."""
+    clock = Clock()
     from convtool.cli.outputs import Outputs
     from convtool.render import report as render_report
     from convtool.report import build_report
 
-    p = ctx.params
-    paths = [p["model"]] if p["converted"] is None else [p["model"], p["converted"]]
     try:
-        params.check_rules(ctx, INT8_RULES)
-        int8 = str(p["int8_calibration"]) if p["int8_baseline"] and p["int8_calibration"] is not None else None
-        options = params.report_options(p, int8_calibration=int8)
-        params.check_rules(ctx, params.REPORT_RULES)
+        params.check_rules(ctx, args.int8.rules(args.paths))
+        options = args.options()
+        params.check_rules(ctx, args.rules())
         files = Outputs()
-        files.read("the model", p["model"])
-        files.read("the converted model", p["converted"])
-        files.read("the inputs", p["inputs"])
-        files.read("the calibration data", p["int8_calibration"])
-        record_out = files.write("--json", p["json_path"])
-        markdown_out = files.write("--markdown", p["markdown_path"])
+        files.read("the model", args.paths.model)
+        files.read("the converted model", args.paths.converted)
+        files.read("the inputs", args.inputs.inputs)
+        files.read("the calibration data", args.int8.int8_calibration)
+        record_out = files.write("--json", args.output.json_path)
+        markdown_out = files.write("--markdown", args.output.markdown_path)
         files.check()
-        ui = UI(p["quiet"], stdout_taken=files.to_stdout)
+        ui = UI(args.output.quiet, stdout_taken=files.to_stdout)
         with files.transaction():
-            result = ui.run(lambda progress: build_report(paths, options, progress=progress))
+            result = ui.run(lambda progress: build_report(args.paths.paths, options, progress=progress))
             files.write_json(record_out, result.to_dict())
             files.write_text(markdown_out, render_report.render_markdown(result))
     except ConvToolError as exc:
@@ -111,3 +132,8 @@ def run(ctx: typer.Context, clock: Clock) -> None:
             ui.err.print(line, style="red", highlight=False, markup=False)
         failed = ", ".join(g.flag for g in result.failed_gates)
         fail(GateFailure(f"{len(result.failed_gates)} gate(s) failed: {failed}"))
+
+
+report = ReportArgs.command(
+    run, name="report",
+    doc="Parameters, MACs/FLOPs, latency and output drift of a model, or of an original/converted pair, with CI gates.")

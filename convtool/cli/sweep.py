@@ -5,11 +5,15 @@ out, and ``DIR/sweep.json``, ``DIR/sweep.md`` and ``DIR/sweep.svg`` written (ren
 ``--int8-baseline`` (a flag, not implied by ``--calibration``: quantizing the original and
 timing every point against it costs a quantization and a pair timing per point) adds the
 INT8-quantized original as a reference point; ``--quantize int8`` builds every point quantized
-and implies it.  Both need ``--calibration`` (:data:`INT8_RULES`).
+and implies it.  Both need ``--calibration`` (:meth:`SweepInt8Flags.rules`).
+
+The flags are typed option groups (:class:`SweepArgs`): the shared ones from
+:mod:`convtool.cli.params`, the sweep's own declared here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -57,69 +61,103 @@ SweepLayout = Annotated[str, typer.Option(
     help="Emission layout (see 'convtool convert --help'); auto: under --objective latency, the fastest measured.")]
 
 
-def sweep(
-    ctx: typer.Context,
-    model: SweepModel,
-    inputs: EvalInputs,
-    out: OutDir,
-    budgets: Budgets = "0.005,0.01,0.02,0.05,0.1",
-    save_models: SaveModels = False,
-    quiet: params.Quiet = False,
-    objective: params.Objective = "latency",
-    metric: params.Metric = "rel_l2",
-    search_ranks: params.SearchRanks = "1,2,4",
-    layout: SweepLayout = "auto",
-    min_in_channels: params.MinInChannels = 8,
-    include: params.Include = None,
-    exclude: params.Exclude = None,
-    input_shape: params.InputShape = None,
-    calibration: SweepCalibration = None,
-    calibration_samples: params.CalibrationSamples = 512,
-    holdout: params.Holdout = 0.2,
-    refit: params.Refit = "data-aware",
-    finetune: params.Finetune = False,
-    finetune_steps: params.FinetuneSteps = 600,
-    finetune_seconds: params.FinetuneSeconds = 180.0,
-    image_size: params.ImageSize = None,
-    image_mean: params.ImageMean = "0",
-    image_std: params.ImageStd = "1",
-    image_layout: params.ImageLayout = "NCHW",
-    channel_order: params.ChannelOrder = "RGB",
-    threads: params.Threads = 1,
-    opt_level: params.OptLevel = "all",
-    provider: params.Provider = None,
-    cache_dir: params.CacheDir = None,
-    no_cache: params.NoCache = False,
-    runs: SweepRuns = 50,
-    int8_baseline: SweepInt8Baseline = False,
-    quantize: SweepQuantize = None,
-) -> None:
-    """The trade-off curve: one search over the calibration data, one model per drift budget, each measured on
-    held-out evaluation data (drift, agreement or accuracy, MACs, params, latency); the table, sweep.json,
-    sweep.md and a picture (sweep.svg) with the Pareto front, to pick a budget from."""
+@params.group
+class SweepFlags(params.Group):
+    """What ``sweep`` measures and where it writes (the ``Sweep`` panel)."""
+
+    model: SweepModel
+    inputs: EvalInputs
+    out: OutDir
+    budgets: Budgets = "0.005,0.01,0.02,0.05,0.1"
+    save_models: SaveModels = False
+
+
+@params.group
+class SweepRunsFlags(params.Group):
+    runs: SweepRuns = 50
+
+
+@params.group
+class SweepLayoutFlags(params.Group):
+    layout: SweepLayout = "auto"
+
+
+@params.group
+class SweepCalibrationFlags(params.CalibrationFlags):
+    """``--calibration`` as the sweep's search uses it (seeded random inputs without it)."""
+
+    calibration: SweepCalibration = None
+
+
+@params.group
+class SweepInt8Flags(params.Group):
+    """The INT8 flags: both need the data the INT8 original is calibrated on."""
+
+    int8_baseline: SweepInt8Baseline = False
+    quantize: SweepQuantize = None
+
+    def rules(self, calibration: params.CalibrationFlags) -> tuple[params.Applies, ...]:
+        given_data = calibration.calibration is not None
+        return (params.Applies(("int8_baseline",), given_data,
+                               message="--int8-baseline needs --calibration DATA (the samples the original is "
+                                       "quantized on)"),
+                params.Applies(("quantize",), given_data, message=params.QUANTIZE_NEEDS))
+
+
+@dataclass(frozen=True)
+class SweepArgs(params.Command):
+    """The groups of ``sweep``, in the order ``--help`` lists their flags."""
+
+    sweep: SweepFlags
+    output: params.QuietOutput
+    search: params.SearchFlags
+    layout: SweepLayoutFlags
+    selection: params.Selection
+    shapes: params.Shapes
+    calibration: SweepCalibrationFlags
+    finetune: params.FinetuneFlags
+    images: params.ImageFolder
+    session: params.SessionFlags
+    cache: params.CacheFlags
+    runs: SweepRunsFlags
+    int8: SweepInt8Flags
+
+    def rules(self) -> tuple[params.Applies, ...]:
+        """Every "applies only with ..." rule of ``sweep``, in the order they are checked."""
+        return (*self.cache.rules(), *self.finetune.rules(self.calibration), *self.int8.rules(self.calibration))
+
+    def options(self):
+        """-> (:class:`ConvertOptions` every point is built with, :class:`SweepOptions`)."""
+        from convtool.options import ConvertOptions, SweepOptions
+
+        options = ConvertOptions(
+            calibration=self.calibration.options(self.images, search=True),
+            objective=self.search.objective,  # type: ignore[arg-type]
+            metric=self.search.metric,  # type: ignore[arg-type]
+            search_ranks=self.search.ranks(),
+            layout=self.layout.layout,  # type: ignore[arg-type]
+            min_in_channels=self.selection.min_in_channels, include=self.selection.includes,
+            exclude=self.selection.excludes, input_shapes=self.shapes.shapes(), finetune=self.finetune.options(),
+            quantize=params.quantize_options(self.int8.quantize), timing=self.session.timing(self.cache))
+        sweep = self.sweep
+        sweep_options = SweepOptions(budgets=params.parse_budgets(sweep.budgets), runs=self.runs.runs,
+                                     save_models=sweep.save_models,
+                                     int8_baseline=self.int8.int8_baseline or self.int8.quantize is not None)
+        return options, sweep_options
+
+
+def run(ctx: typer.Context, args: SweepArgs) -> None:
+    """The command body: typed groups in, :func:`convtool.api.sweep_file`, the files and the table out."""
     clock = Clock()
     from convtool.api import sweep_file
     from convtool.cli.outputs import Outputs
-    from convtool.options import ConvertOptions, LatencyOptions, SweepOptions
     from convtool.render import sweep as render
 
-    p = ctx.params
+    model, inputs, out, save_models = args.sweep.model, args.sweep.inputs, args.sweep.out, args.sweep.save_models
+    calibration = args.calibration.calibration
     try:
-        params.check_rules(ctx, params.SWEEP_RULES)
-        params.check_rules(ctx, INT8_RULES)
-        options = ConvertOptions(
-            calibration=params.calibration_options({**p, "max_drift": 0.0}), objective=objective,  # type: ignore[arg-type]
-            metric=metric,  # type: ignore[arg-type]
-            search_ranks=params.parse_numbers(search_ranks, "--search-ranks", int),  # type: ignore[arg-type]
-            layout=layout,  # type: ignore[arg-type]
-            min_in_channels=min_in_channels, include=tuple(include or ()), exclude=tuple(exclude or ()),
-            input_shapes=params.input_shapes(input_shape), finetune=params.finetune_options(p),
-            quantize=params.quantize_options(p),
-            timing=LatencyOptions(threads=threads, opt_level=opt_level,  # type: ignore[arg-type]
-                                  cache_dir=str(cache_dir) if cache_dir is not None else None, use_cache=not no_cache,
-                                  providers=params.providers(provider)))
-        sweep_options = SweepOptions(budgets=params.parse_budgets(budgets), runs=runs, save_models=save_models,
-                                     int8_baseline=int8_baseline or quantize is not None)
+        params.check_rules(ctx, args.rules())
+        options, sweep_options = args.options()
         if calibration is not None and _same_path(calibration, inputs):
             raise OptionError(f"--inputs and --calibration both name {inputs}: the evaluation data must be samples "
                               "the search never sees; pass held-out data to --inputs")
@@ -134,7 +172,7 @@ def sweep(
         for budget in sweep_options.sorted_budgets if save_models else ():
             files.write("--save-models", out / f"{model.stem}.drift-{budget:g}.onnx", stdout=False, sidecars=(".data",))
         files.check()
-        ui = UI(quiet)
+        ui = UI(args.output.quiet)
         with files.transaction():
             result = ui.run(lambda progress: sweep_file(model, out, inputs, options, sweep_options, progress=progress))
             record = result.record
@@ -147,18 +185,15 @@ def sweep(
     for warning in record.warnings:
         ui.warn(warning)
     ui.print(render.table(record, title=f"convtool sweep {model.name}", width=ui.width), *render.summary_lines(record))
-    saved = [p.model for p in record.points if p.model]
+    saved = [point.model for point in record.points if point.model]
     ui.print(closing_line([*(str(t.path) for t in (json_out, md_out, svg_out) if t is not None), *saved], clock))
 
 
-#: The INT8 flags need the data the INT8 original is calibrated on.
-INT8_RULES: tuple[params.Applies, ...] = (
-    params.Applies(("int8_baseline",), lambda p: p.get("calibration") is not None,
-                   message="--int8-baseline needs --calibration DATA (the samples the original is quantized on)"),
-    params.Applies(("quantize",), lambda p: p.get("calibration") is not None,
-                   message="--quantize int8 needs --calibration DATA (the samples its activation ranges are "
-                           "calibrated on)"),
-)
+sweep = SweepArgs.command(
+    run, name="sweep",
+    doc="""The trade-off curve: one search over the calibration data, one model per drift budget, each measured on
+    held-out evaluation data (drift, agreement or accuracy, MACs, params, latency); the table, sweep.json,
+    sweep.md and a picture (sweep.svg) with the Pareto front, to pick a budget from.""")
 
 
 def _same_path(a: Path, b: Path) -> bool:
