@@ -367,6 +367,14 @@ class BudgetSearch:
         """Every qualifying layer off except the chosen ones."""
         return {**{n: Override(rank=0) for n in self.names}, **{n: c.override for n, c in chosen.items()}}
 
+    def overrides_of(self, chosen: Mapping[str, Candidate], notes: Mapping[str, str]) -> dict[str, Override]:
+        """The plan, each layer left out carrying its note as the reason."""
+        overrides = self.plan_of(chosen)
+        for name, note in notes.items():
+            if name not in chosen and name in overrides:
+                overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
+        return overrides
+
     def local_model(self, chosen: Mapping[str, Candidate]) -> onnx.ModelProto:
         """The plan converted, each layer with its local fit from the sensitivity pass."""
         if not chosen:
@@ -684,10 +692,7 @@ class BudgetSearch:
             else:
                 warnings.append(f"no layer fits the drift budget {budget:g}; the model is unchanged. Try a larger "
                                 "--max-drift, more --search-ranks (e.g. 1,2,4,8) or more --calibration data")
-        overrides = self.plan_of(chosen)
-        for name, note in notes.items():
-            if name not in chosen and name in overrides:
-                overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
+        overrides = self.overrides_of(chosen, notes)
         return Selection(budget, dict(chosen), overrides, value, drift, model, notes, verdict, tuple(dropped),
                          slower, warnings, bound=m.bound)
 
@@ -780,10 +785,7 @@ class BudgetSearch:
                 continue
             lo, measured = internal, (m2.bound if m2.bound is not None else m2.value)
             notes = self._notes(budget, names, chosen, m2, " (room left by the sequential refit)")
-            overrides = self.plan_of(chosen)
-            for name, note in notes.items():
-                if name not in chosen and name in overrides:
-                    overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
+            overrides = self.overrides_of(chosen, notes)
             selection = replace(selection, chosen=chosen, overrides=overrides, value=m2.value, drift=m2.drift,
                                 bound=m2.bound, model=model, notes=notes, calibration=cal,
                                 end_to_end=verdict or selection.end_to_end, dropped=())
@@ -919,19 +921,8 @@ class BudgetSearch:
                  "drift": m.value, "bound": m.bound, "kept": ok, "finetune_kept": tuned.summary.kept,
                  "steps": tuned.summary.steps, "seconds": round(time.perf_counter() - t0, 3)})
             if ok and (attempt == 0 or this > gain):
-                notes = dict(best.notes)
-                for name in names:
-                    if name in chosen:
-                        c = chosen[name]
-                        notes[name] = (f"chosen at rank {c.rank} ({c.layout}) after fine-tuning: "
-                                       f"{describe_gain(c, self.objective)}; whole model {m.value:.4g} "
-                                       f"(bound {m.bound if m.bound is not None else float('nan'):.4g}) <= {budget:g}")
-                    elif name in best.chosen:
-                        notes[name] = f"not in the deeper plan kept after fine-tuning (budget {budget:g})"
-                overrides = self.plan_of(chosen)
-                for name, note in notes.items():
-                    if name not in chosen and name in overrides:
-                        overrides[name] = Override(rank=0, reason=f"left unconverted by --max-drift: {note}")
+                notes = self._notes(budget, names, chosen, m, " after fine-tuning")
+                overrides = self.overrides_of(chosen, notes)
                 best = replace(best, chosen=chosen, overrides=overrides, value=m.value, drift=m.drift, bound=m.bound,
                                model=tuned.model, notes=notes, factors=self.cal.factors, calibration=cal,
                                end_to_end=verdict or best.end_to_end, finetune=tuned.summary)
