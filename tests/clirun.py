@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result  # typer vendors click: no click import
 
 from convtool.cli.app import app
 
