@@ -239,6 +239,17 @@ def _als_record(name: str, res: ALSResult) -> LayerRefit:
         pointwise_error=held(res.pointwise), als_error=held(res.als), moments=res.mode, iterations=res.iterations)
 
 
+def _reuse(cache: RefitCache | None, key: tuple, apply: Callable[[object], object]) -> LayerRefit | None:
+    """A solved refit of the same converted-layer prefix: ``apply`` writes what it solved into the
+    model, and its record is returned; ``None`` when there is none (or no cache)."""
+    if cache is None or key not in cache.solved:
+        return None
+    record, solved = cache.solved[key]
+    apply(solved)
+    cache.reused += 1
+    return record
+
+
 def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_targets: Sequence[LayerTarget],
                   data: Dataset, options: CalibrationOptions, cache: RefitCache | None,
                   progress: Callable[[int, int], None] | None,
@@ -266,13 +277,12 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
             f = decision.factors
             prefix.append((target.name, "als:" + _digest([f.first, f.second, decision.bias])))
             key = tuple(prefix)
-            if reuse and cache is not None and key in cache.solved:
-                record, write = cache.solved[key]
-                if write is not None:
-                    weights.write_factors(model, list(target.nodes), target.layout, *write, decision.layer.geometry.group)
-                results.append(record)
+            group = decision.layer.geometry.group
+            hit = _reuse(cache if reuse else None, key, lambda write: write is not None and weights.write_factors(
+                model, list(target.nodes), target.layout, *write, group))
+            if hit is not None:
+                results.append(hit)
                 reused += 1
-                cache.reused += 1
                 continue
             outcome = _data_aware(original, model, target, decision, fit_data, held_data, options, rng)
             sessions += 2
@@ -303,13 +313,12 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
         a0 = augment(merged, bias, group)
         prefix.append((target.name, _digest([*ws, bias])))
         key = tuple(prefix)
-        if reuse and cache is not None and key in cache.solved:
-            record, solved = cache.solved[key]
-            for name, w, b in solved or ():
-                weights.write_pointwise(model, weights.node_named(model, name), w, b)  # type: ignore[arg-type]
-            results.append(record)
+        hit = _reuse(cache if reuse else None, key, lambda solved: [
+            weights.write_pointwise(model, weights.node_named(model, name), w, b)  # type: ignore[arg-type]
+            for name, w, b in solved or ()])
+        if hit is not None:
+            results.append(hit)
             reused += 1
-            cache.reused += 1
             continue
         y_name, z_names = node.output[0], [c.input[0] for c in convs]
         orig_sess = make_session(prefix_model(original, [y_name]), COMPUTE)
