@@ -155,6 +155,37 @@ class Rounds:
         return len(self.rounds)
 
 
+def _check_rounds(makers, feeds, looks: Sequence[int], per_round: int, warmup: int) -> None:
+    if not looks or looks[0] < 1 or list(looks) != sorted(looks):
+        raise OptionError(f"timed runs must be >= 1, got {list(looks)}")
+    if warmup < 0:
+        raise OptionError(f"--warmup must be >= 0, got {warmup}")
+    if per_round < 1:
+        raise ValueError("per_round must be >= 1")
+    if len(makers) != len(feeds) or not makers:
+        raise ValueError("one feed dict per session is required")
+
+
+def _one_round(makers, fed: list[dict], r: int, warmup: int, runs: int, samples: list[list[float]],
+               round_ids: list[int], progress: Callable[[int], None] | None) -> None:
+    """Round ``r``: fresh sessions in the round's rotated order, ``warmup`` untimed runs each,
+    then ``runs`` interleaved (ABBA) timed runs appended to ``samples`` / ``round_ids``."""
+    shift = r % len(makers)
+    order = list(range(len(makers)))[shift:] + list(range(len(makers)))[:shift]
+    sessions: list = [None] * len(makers)  # the last round's sessions are released before new ones are made
+    for i in order:
+        sessions[i] = makers[i]()
+    for _ in range(warmup):
+        for i in order:
+            sessions[i].run(None, fed[i])
+    for j in range(runs):
+        for i in order if j % 2 == 0 else order[::-1]:
+            samples[i].append(_run_once(sessions[i], fed[i]))
+        round_ids.append(r)
+        if progress is not None:
+            progress(len(round_ids))
+
+
 def time_rounds(
     makers: Sequence[Callable[[], onnxruntime.InferenceSession]],
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -177,14 +208,7 @@ def time_rounds(
     before the first look: a slow model (PP-OCR's detector, 130 ms a run) still gets the runs an
     interval needs instead of a verdict on a handful.
     """
-    if not looks or looks[0] < 1 or list(looks) != sorted(looks):
-        raise OptionError(f"timed runs must be >= 1, got {list(looks)}")
-    if warmup < 0:
-        raise OptionError(f"--warmup must be >= 0, got {warmup}")
-    if per_round < 1:
-        raise ValueError("per_round must be >= 1")
-    if len(makers) != len(feeds) or not makers:
-        raise ValueError("one feed dict per session is required")
+    _check_rounds(makers, feeds, looks, per_round, warmup)
     start = time.perf_counter()
     fed = [dict(f) for f in feeds]
     samples: list[list[float]] = [[] for _ in fed]
@@ -195,20 +219,9 @@ def time_rounds(
     stopped = "runs"
     r = 0
     while len(round_ids) < last:
-        shift = r % len(makers)
-        order = list(range(len(makers)))[shift:] + list(range(len(makers)))[:shift]
-        sessions: list = [None] * len(makers)  # release the last round's sessions before creating new ones
-        for i in order:
-            sessions[i] = makers[i]()
-        for _ in range(warmup):
-            for i in order:
-                sessions[i].run(None, fed[i])
-        for j in range(min(per_round, pending[0] - len(round_ids))):  # a round never passes a look
-            for i in order if j % 2 == 0 else order[::-1]:
-                samples[i].append(_run_once(sessions[i], fed[i]))
-            round_ids.append(r)
-            if progress is not None:
-                progress(len(round_ids) * len(fed), total)
+        runs = min(per_round, pending[0] - len(round_ids))  # a round never passes a look
+        _one_round(makers, fed, r, warmup, runs, samples, round_ids,
+                   None if progress is None else (lambda d: progress(d * len(fed), total)))
         r += 1
         done = len(round_ids)
         if pending and done >= pending[0]:

@@ -250,87 +250,86 @@ def _reuse(cache: RefitCache | None, key: tuple, apply: Callable[[object], objec
     return record
 
 
-def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_targets: Sequence[LayerTarget],
-                  data: Dataset, options: CalibrationOptions, cache: RefitCache | None,
-                  progress: Callable[[int, int], None] | None,
-                  decisions: Mapping[str, Decision]) -> tuple[onnx.ModelProto, CalibrationSummary]:
-    start = time.perf_counter()
-    model = copy_model(converted)
-    fit_data, held_data = data.split(options.holdout, options.seed, fixed_batch(converted) or 1)
-    rng = np.random.default_rng(options.seed)
-    order = {n.name: i for i, n in enumerate(model.graph.node)}
-    todo = sorted(todo_targets, key=lambda t: order.get(t.final_node, len(order)))
-    results: list[LayerRefit] = []
-    sessions = reused = 0
-    prefix: list[tuple[str, str]] = []
-    reuse = cache is not None
-    for done, target in enumerate(todo):
-        if progress is not None:
-            progress(done, len(todo))
-        node = weights.node_named(model, target.final_node)
-        if node is None:
-            results.append(LayerRefit(target.name, False, f"node {target.final_node!r} not found"))
-            reuse = False  # an unrefitted converted layer is not in the key: stop reusing
-            continue
-        decision = decisions.get(target.name)
-        if decision is not None and options.factors == "data-aware":
-            f = decision.factors
-            prefix.append((target.name, "als:" + _digest([f.first, f.second, decision.bias])))
-            key = tuple(prefix)
-            group = decision.layer.geometry.group
-            hit = _reuse(cache if reuse else None, key, lambda write: write is not None and weights.write_factors(
-                model, list(target.nodes), target.layout, *write, group))
-            if hit is not None:
-                results.append(hit)
-                reused += 1
-                continue
-            outcome = _data_aware(original, model, target, decision, fit_data, held_data, options, rng)
-            sessions += 2
-            if not isinstance(outcome, Skip):
-                res, factors, bias = outcome
-                write = None if factors is None else (factors, bias)
-                if write is not None:
-                    weights.write_factors(model, list(target.nodes), target.layout, factors, bias,
-                                          decision.layer.geometry.group)
-                record = _als_record(target.name, res)
-                if reuse and cache is not None:
-                    cache.solved[key] = (record, write)
-                log.info("data-aware fit %s: held-out error %.4f -> %.4f (%s)", target.name,
-                         record.output_error_before or 0.0, record.output_error_after or 0.0, record.method)
-                results.append(record)
-                continue
+@dataclass
+class _Run:
+    """One sequential refit in progress: the model being refitted and what was done so far."""
+
+    original: onnx.ModelProto
+    model: onnx.ModelProto
+    fit: Dataset
+    held: Dataset | None
+    options: CalibrationOptions
+    cache: RefitCache | None  # None: no reuse (no cache, or a layer broke the prefix key)
+    rng: np.random.Generator
+    prefix: list[tuple[str, str]] = field(default_factory=list)
+    results: list[LayerRefit] = field(default_factory=list)
+    sessions: int = 0
+    reused: int = 0
+
+    def reuse(self, key: tuple, apply: Callable[[object], object]) -> bool:
+        hit = _reuse(self.cache, key, apply)
+        if hit is not None:
+            self.results.append(hit)
+            self.reused += 1
+        return hit is not None
+
+    def data_aware(self, target: LayerTarget, decision: Decision) -> bool:
+        """Both factors from the layer's patch moments; False: the layer needs the pointwise refit."""
+        f, group = decision.factors, decision.layer.geometry.group
+        self.prefix.append((target.name, "als:" + _digest([f.first, f.second, decision.bias])))
+        key = tuple(self.prefix)
+        if self.reuse(key, lambda write: write is not None and weights.write_factors(
+                self.model, list(target.nodes), target.layout, *write, group)):
+            return True
+        outcome = _data_aware(self.original, self.model, target, decision, self.fit, self.held, self.options,
+                              self.rng)
+        self.sessions += 2
+        if isinstance(outcome, Skip):
             log.info("%s: %s; refitting the pointwise weights only", target.name, outcome)
-            prefix.pop()
+            self.prefix.pop()
+            return False
+        res, factors, bias = outcome
+        write = None if factors is None else (factors, bias)
+        if write is not None:
+            weights.write_factors(self.model, list(target.nodes), target.layout, factors, bias, group)
+        record = _als_record(target.name, res)
+        if self.cache is not None:
+            self.cache.solved[key] = (record, write)
+        log.info("data-aware fit %s: held-out error %.4f -> %.4f (%s)", target.name,
+                 record.output_error_before or 0.0, record.output_error_after or 0.0, record.method)
+        self.results.append(record)
+        return True
+
+    def pointwise(self, target: LayerTarget, node: onnx.NodeProto) -> None:
+        """Ridge least squares of the 1x1 weights that end the layer."""
+        model = self.model
         convs = weights.pointwise_convs(model, node)
         if isinstance(convs, Skip):
-            results.append(LayerRefit(target.name, False, f"{convs} ({target.layout} layout)"))
-            reuse = False
-            continue
+            self.results.append(LayerRefit(target.name, False, f"{convs} ({target.layout} layout)"))
+            self.cache = None
+            return
         group = weights.group_of(convs[0])
         ws, bias = weights.pointwise_weights(model, convs)
         widths = [w.shape[1] for w in ws]
         merged = np.concatenate(ws, axis=1) if len(ws) > 1 else ws[0]
-        a0 = augment(merged, bias, group)
-        prefix.append((target.name, _digest([*ws, bias])))
-        key = tuple(prefix)
-        hit = _reuse(cache if reuse else None, key, lambda solved: [
-            weights.write_pointwise(model, weights.node_named(model, name), w, b)  # type: ignore[arg-type]
-            for name, w, b in solved or ()])
-        if hit is not None:
-            results.append(hit)
-            reused += 1
-            continue
+        self.prefix.append((target.name, _digest([*ws, bias])))
+        key = tuple(self.prefix)
+        if self.reuse(key, lambda solved: [
+                weights.write_pointwise(model, weights.node_named(model, name), w, b)  # type: ignore[arg-type]
+                for name, w, b in solved or ()]):
+            return
         y_name, z_names = node.output[0], [c.input[0] for c in convs]
-        orig_sess = make_session(prefix_model(original, [y_name]), COMPUTE)
+        orig_sess = make_session(prefix_model(self.original, [y_name]), COMPUTE)
         conv_sess = make_session(prefix_model(model, z_names), COMPUTE)
-        sessions += 2
-        fit_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, fit_data, model, group, options, rng)
-        held_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, held_data, model, group, options, rng)
+        self.sessions += 2
+        fit_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, self.fit, model, group, self.options, self.rng)
+        held_eq = _accumulate(orig_sess, conv_sess, y_name, z_names, self.held, model, group, self.options, self.rng)
         del orig_sess, conv_sess
         if fit_eq is None or fit_eq.count == 0:
-            results.append(LayerRefit(target.name, False, "no calibration batch ran (fixed batch larger than the data)"))
-            continue
-        res = refit(fit_eq, held_eq, a0)
+            self.results.append(LayerRefit(target.name, False,
+                                           "no calibration batch ran (fixed batch larger than the data)"))
+            return
+        res = refit(fit_eq, held_eq, augment(merged, bias, group))
         solved = None
         if res.accepted:
             new_w, new_b = split_augmented(res.weights, merged)
@@ -339,19 +338,44 @@ def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_ta
                 solved.append((c.name, np.ascontiguousarray(w), new_b if k == 0 else None))
                 weights.write_pointwise(model, c, solved[-1][1], solved[-1][2])
         record = _record(target.name, res)
-        if reuse and cache is not None:
-            cache.solved[key] = (record, solved)
+        if self.cache is not None:
+            self.cache.solved[key] = (record, solved)
         log.info("refit %s: held-out error %.4f -> %.4f (alpha %s)", target.name, res.error_before,
                  res.error_after, res.alpha)
-        results.append(record)
+        self.results.append(record)
+
+
+def _refit_layers(original: onnx.ModelProto, converted: onnx.ModelProto, todo_targets: Sequence[LayerTarget],
+                  data: Dataset, options: CalibrationOptions, cache: RefitCache | None,
+                  progress: Callable[[int, int], None] | None,
+                  decisions: Mapping[str, Decision]) -> tuple[onnx.ModelProto, CalibrationSummary]:
+    start = time.perf_counter()
+    model = copy_model(converted)
+    fit_data, held_data = data.split(options.holdout, options.seed, fixed_batch(converted) or 1)
+    run = _Run(original, model, fit_data, held_data, options, cache, np.random.default_rng(options.seed))
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    todo = sorted(todo_targets, key=lambda t: order.get(t.final_node, len(order)))
+    for done, target in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
+        node = weights.node_named(model, target.final_node)
+        if node is None:
+            run.results.append(LayerRefit(target.name, False, f"node {target.final_node!r} not found"))
+            run.cache = None  # an unrefitted converted layer is not in the key: stop reusing
+            continue
+        decision = decisions.get(target.name)
+        if decision is not None and options.factors == "data-aware" and run.data_aware(target, decision):
+            continue
+        run.pointwise(target, node)
     if progress is not None:
         progress(len(todo), len(todo))
+    results = run.results
     summary = CalibrationSummary(
         source=data.source, samples=data.count, fit_samples=fit_data.count,
         held_out_samples=held_data.count if held_data is not None else 0,
         method=METHOD_ALS if options.factors == "data-aware" and decisions else METHOD,
         layers_refitted=sum(1 for r in results if r.refitted),
         layers_kept_data_free=sum(1 for r in results if not r.refitted),
-        sessions=sessions, layers_reused=reused, seconds=round(time.perf_counter() - start, 3),
+        sessions=run.sessions, layers_reused=run.reused, seconds=round(time.perf_counter() - start, 3),
         layers=tuple(results))
     return model, summary
