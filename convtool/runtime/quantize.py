@@ -255,46 +255,13 @@ def quantize_model(model: onnx.ModelProto, data: Dataset, options: QuantizeOptio
     batch of a fixed-batch model.
     """
     import onnxruntime
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    from convtool.errors import CalibrationDataError
 
     options = options or QuantizeOptions()
-    subset = calibration_subset(data, options)
-    if not list(batches(subset, model, options.batch_size)):
-        raise CalibrationDataError(f"{data.source}: {subset.count} sample(s), fewer than the model's fixed batch "
-                                   f"of {fixed_batch(model)}; quantization needs at least one full batch")
-    activations, weights, method = _types(options)
+    subset = _checked_subset(model, data, options)
+    types = _types(options)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convtool-int8-") as tmp:
-        folder = Path(tmp)
-        source, prepared, output = folder / "float.onnx", folder / "prepared.onnx", folder / "int8.onnx"
-        onnx.save_model(_opset_for_qdq(model), str(source))
-        preprocess = _preprocess(source, prepared)
-        excluded = float_tail(_name_nodes(prepared)) if options.float_tail else []
-        chatter = io.StringIO()  # its histogram calibrators print; the library never does
-        try:
-            with contextlib.redirect_stdout(chatter), _quiet_root_logger():
-                quantize_static(
-                    str(prepared), str(output), DatasetReader(subset, model, options.batch_size),
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(options.op_types) or None,
-                    per_channel=options.per_channel,
-                    activation_type=activations,
-                    weight_type=weights,
-                    calibrate_method=method,
-                    nodes_to_exclude=excluded,
-                )
-        except ConvToolError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
-            raise QuantizationError(f"onnxruntime could not quantize the model: {_first_line(exc)}") from None
-        finally:
-            if chatter.getvalue():
-                log.debug("quantize_static: %s", chatter.getvalue().strip())
-        _validate(output, model, subset, options.batch_size)
-        quantized = onnx.load(str(output))
-        size_before, size_after = source.stat().st_size, output.stat().st_size
+        run = _quantize_in(Path(tmp), model, subset, options, types)
     summary = QuantizationSummary(
         options=options.describe(),
         activations=options.activations,
@@ -304,15 +271,77 @@ def quantize_model(model: onnx.ModelProto, data: Dataset, options: QuantizeOptio
         op_types=tuple(options.op_types),
         calibration=data.source,
         samples=subset.count,
-        preprocess=preprocess,
-        quantized_nodes=quantized_nodes(quantized),
-        float_nodes=len(excluded),
+        preprocess=run.preprocess,
+        quantized_nodes=quantized_nodes(run.model),
+        float_nodes=len(run.excluded),
         onnxruntime=onnxruntime.__version__,
         seconds=time.perf_counter() - start,
-        size_before=size_before,
-        size_after=size_after,
+        size_before=run.size_before,
+        size_after=run.size_after,
     )
-    return Quantized(quantized, summary)
+    return Quantized(run.model, summary)
+
+
+def _checked_subset(model: onnx.ModelProto, data: Dataset, options: QuantizeOptions) -> Dataset:
+    """The calibration subset, or :class:`CalibrationDataError` when it cannot fill one batch."""
+    from convtool.errors import CalibrationDataError
+
+    subset = calibration_subset(data, options)
+    if not list(batches(subset, model, options.batch_size)):
+        raise CalibrationDataError(f"{data.source}: {subset.count} sample(s), fewer than the model's fixed batch "
+                                   f"of {fixed_batch(model)}; quantization needs at least one full batch")
+    return subset
+
+
+@dataclass
+class _Run:
+    """What :func:`_quantize_in` leaves behind once its temporary folder is gone."""
+
+    model: onnx.ModelProto
+    preprocess: str
+    excluded: list[str]
+    size_before: int
+    size_after: int
+
+
+def _quantize_in(folder: Path, model: onnx.ModelProto, subset: Dataset, options: QuantizeOptions, types) -> _Run:
+    """Pre-process, quantize and validate ``model`` with files in ``folder``."""
+    source, prepared, output = folder / "float.onnx", folder / "prepared.onnx", folder / "int8.onnx"
+    onnx.save_model(_opset_for_qdq(model), str(source))
+    preprocess = _preprocess(source, prepared)
+    excluded = float_tail(_name_nodes(prepared)) if options.float_tail else []
+    _quantize_static(prepared, output, model, subset, options, types, excluded)
+    _validate(output, model, subset, options.batch_size)
+    quantized = onnx.load(str(output))
+    return _Run(quantized, preprocess, excluded, source.stat().st_size, output.stat().st_size)
+
+
+def _quantize_static(prepared: Path, output: Path, model: onnx.ModelProto, subset: Dataset, options: QuantizeOptions,
+                     types, excluded: list[str]) -> None:
+    """onnxruntime's ``quantize_static`` (QDQ), quiet; its failures as :class:`QuantizationError`."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    activations, weights, method = types
+    chatter = io.StringIO()  # its histogram calibrators print; the library never does
+    try:
+        with contextlib.redirect_stdout(chatter), _quiet_root_logger():
+            quantize_static(
+                str(prepared), str(output), DatasetReader(subset, model, options.batch_size),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(options.op_types) or None,
+                per_channel=options.per_channel,
+                activation_type=activations,
+                weight_type=weights,
+                calibrate_method=method,
+                nodes_to_exclude=excluded,
+            )
+    except ConvToolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+        raise QuantizationError(f"onnxruntime could not quantize the model: {_first_line(exc)}") from None
+    finally:
+        if chatter.getvalue():
+            log.debug("quantize_static: %s", chatter.getvalue().strip())
 
 
 def quantize_for_timing(model: onnx.ModelProto, options: QuantizeOptions | None = None,

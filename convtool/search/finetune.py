@@ -212,94 +212,152 @@ def finetune(original: onnx.ModelProto, converted: onnx.ModelProto, layers: Sequ
     from convtool.runtime import torch_graph
 
     train = trainable_tensors(original, converted, layers)
-    if not train.tensors:
-        return FinetuneResult(converted, _not_run("no converted layer has factor weights to train", started, fit, held))
-    gaps = torch_graph.unsupported(original) + torch_graph.unsupported(converted)
-    if gaps:
-        more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
-        return FinetuneResult(converted, _not_run(
-            f"the torch interpreter does not run {', '.join(dict.fromkeys(gaps[:3]))}{more}", started, fit, held))
+    reason = _unsupported(torch_graph, original, converted, train)
+    if reason is not None:
+        return FinetuneResult(converted, _not_run(reason, started, fit, held))
     check = held if held is not None else fit
     torch.manual_seed(options.seed)
     teacher = torch_graph.TorchGraph(original)
     student = torch_graph.TorchGraph(converted, train.tensors)
-
     # the interpreter must reproduce onnxruntime before we train anything with it
+    reason = _interpreter_mismatch(torch, student, converted, check, batch_size)
+    if reason is not None:
+        return FinetuneResult(converted, _not_run(reason, started, fit, held))
+
+    reference_held = run_outputs(original, held, batch_size) if held is not None else None
+    reference_fit = run_outputs(original, fit, batch_size)
+    before = _Drifts.of(reference_held, reference_fit, converted, fit, held, batch_size)
+
+    losses, done, stopped_by = _train_on_threads(torch, teacher, student, train, fit, original, options,
+                                                 steps or options.steps, batch_size, progress)
+    tuned = _written_back(converted, student)
+    # onnxruntime must give what the trained student gives
+    ort_error = _ort_error(torch, student, tuned, check, batch_size)
+    after = _Drifts.of(reference_held, reference_fit, tuned, fit, held, batch_size)
+
+    kept, decision = _decide(ort_error, before.decisive, after.decisive, held is not None)
+    log.info("fine-tune: %s (%d steps, %.1f s)", decision, done, time.perf_counter() - started)
+    summary = FinetuneSummary(
+        kept=kept, decision=decision,
+        held_out_drift_before=before.held.drift if before.held is not None else None,
+        held_out_drift_after=after.held.drift if after.held is not None else None,
+        fit_drift_before=before.fit.drift, fit_drift_after=after.fit.drift,
+        top1_agreement_before=before.decisive.top1_agreement, top1_agreement_after=after.decisive.top1_agreement,
+        steps=done, stopped_by=stopped_by, seconds=round(time.perf_counter() - started, 3),
+        fit_samples=fit.count, held_out_samples=held.count if held is not None else 0,
+        layers=train.layers, tensors=len(train.tensors),
+        parameters=int(sum(p.numel() for p in student.parameters.values())),
+        loss_first=losses[0] if losses else None, loss_last=float(np.mean(losses[-10:])) if losses else None,
+        augmentation=_augmentation_text(options, _spatial(original)),
+        loss=_loss_text(options, train, reference_fit), ort_error=ort_error,
+        torch_version=str(torch.__version__),
+    )
+    return FinetuneResult(tuned if kept else converted, summary)
+
+
+def _unsupported(torch_graph, original: onnx.ModelProto, converted: onnx.ModelProto, train: Trainable) -> str | None:
+    """Why fine-tuning cannot start on these models (nothing to train, ops the interpreter
+    lacks), or ``None``."""
+    if not train.tensors:
+        return "no converted layer has factor weights to train"
+    gaps = torch_graph.unsupported(original) + torch_graph.unsupported(converted)
+    if gaps:
+        more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+        return f"the torch interpreter does not run {', '.join(dict.fromkeys(gaps[:3]))}{more}"
+    return None
+
+
+def _interpreter_mismatch(torch, student, converted: onnx.ModelProto, check: Dataset, batch_size: int) -> str | None:
+    """Why the torch interpreter cannot stand in for onnxruntime on ``converted`` (it fails, or
+    its outputs on one batch of ``check`` differ), or ``None``."""
     sample = check.take(np.arange(min(check.count, batch_size)))
     ort_start = run_outputs(converted, sample, batch_size)
     try:
         with torch.no_grad():
             torch_start = student.run(sample.arrays)
     except (NotImplementedError, RuntimeError, ValueError, KeyError, IndexError) as exc:
-        return FinetuneResult(converted, _not_run(f"the torch interpreter failed: {exc}", started, fit, held))
+        return f"the torch interpreter failed: {exc}"
     gap = _max_rel(ort_start, {k: v.numpy() for k, v in torch_start.items()})
     if not gap <= ORT_TOLERANCE:
-        return FinetuneResult(converted, _not_run(
-            f"the torch interpreter differs from onnxruntime on this model (relative L2 {gap:.2g})", started, fit, held))
+        return f"the torch interpreter differs from onnxruntime on this model (relative L2 {gap:.2g})"
+    return None
 
-    reference_held = run_outputs(original, held, batch_size) if held is not None else None
-    reference_fit = run_outputs(original, fit, batch_size)
-    before_held = _drift(reference_held, converted, held, batch_size) if held is not None else None
-    before_fit = _drift(reference_fit, converted, fit, batch_size)
 
-    total_steps = steps or options.steps
+@dataclass(frozen=True)
+class _Drifts:
+    """One model's drift on the held-out samples (``None`` without them) and on the fit samples."""
+
+    held: Drift | None
+    fit: Drift
+
+    @classmethod
+    def of(cls, reference_held: dict[str, np.ndarray] | None, reference_fit: dict[str, np.ndarray],
+           model: onnx.ModelProto, fit: Dataset, held: Dataset | None, batch_size: int) -> _Drifts:
+        held_drift = _drift(reference_held, model, held, batch_size) if held is not None else None
+        return cls(held_drift, _drift(reference_fit, model, fit, batch_size))
+
+    @property
+    def decisive(self) -> Drift:
+        """The drift the keep-or-discard decision goes by: held-out when there is one."""
+        return self.held if self.held is not None else self.fit
+
+
+def _train_on_threads(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.ModelProto,
+                      options: FinetuneOptions, total_steps: int, batch_size: int,
+                      progress: StepProgress | None) -> tuple[list[float], int, str]:
+    """:func:`_train` with torch on ``options.threads`` threads (restored afterwards)."""
     threads = torch.get_num_threads()
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     try:
-        losses, done, stopped_by = _train(torch, teacher, student, train, fit, original, options, total_steps,
-                                          batch_size, progress)
+        return _train(torch, teacher, student, train, fit, model, options, total_steps, batch_size, progress)
     finally:
         torch.set_num_threads(threads)
+
+
+def _written_back(converted: onnx.ModelProto, student) -> onnx.ModelProto:
+    """A copy of ``converted`` with the student's trained tensors in their initializers
+    (cast to the stored dtype)."""
     tuned = copy_model(converted)
     for name, param in student.parameters.items():
         dtype = weights.read(tuned, name).dtype
         weights.set_initializer(tuned, name, param.detach().numpy().astype(dtype))
+    return tuned
 
-    # onnxruntime must give what the trained student gives
+
+def _ort_error(torch, student, tuned: onnx.ModelProto, check: Dataset, batch_size: int) -> float:
+    """Relative L2 between onnxruntime's outputs of ``tuned`` and the trained student's on ``check``."""
     with torch.no_grad():
         torch_out = student.run(check.arrays)
     ort_out = run_outputs(tuned, check, batch_size)
-    ort_error = _max_rel(ort_out, {k: v.numpy() for k, v in torch_out.items()})
-    after_held = _drift(reference_held, tuned, held, batch_size) if held is not None else None
-    after_fit = _drift(reference_fit, tuned, fit, batch_size)
+    return _max_rel(ort_out, {k: v.numpy() for k, v in torch_out.items()})
 
-    decide_before = before_held if before_held is not None else before_fit
-    decide_after = after_held if after_held is not None else after_fit
-    where = "held-out" if held is not None else "fitted (no held-out samples)"
+
+def _decide(ort_error: float, before: Drift, after: Drift, has_held: bool) -> tuple[bool, str]:
+    """(kept, decision text): kept when onnxruntime agrees with the student and the drift dropped."""
+    where = "held-out" if has_held else "fitted (no held-out samples)"
     if not ort_error <= ORT_TOLERANCE:
-        kept = False
-        decision = (f"discarded: onnxruntime's outputs differ from the trained student's "
-                    f"(relative L2 {ort_error:.2g}); calibrated weights kept")
-    elif decide_after.drift < decide_before.drift:
-        kept = True
-        decision = f"kept: {where} drift {decide_before.drift:.4g} -> {decide_after.drift:.4g}"
-    else:
-        kept = False
-        decision = (f"discarded: {where} drift did not drop ({decide_before.drift:.4g} -> "
-                    f"{decide_after.drift:.4g}); calibrated weights kept")
-    log.info("fine-tune: %s (%d steps, %.1f s)", decision, done, time.perf_counter() - started)
-    spatial = any(s.dims is not None and len(s.dims) >= 3 and s.dtype.kind == "f" for s in model_inputs(original))
+        return False, (f"discarded: onnxruntime's outputs differ from the trained student's "
+                       f"(relative L2 {ort_error:.2g}); calibrated weights kept")
+    if after.drift < before.drift:
+        return True, f"kept: {where} drift {before.drift:.4g} -> {after.drift:.4g}"
+    return False, (f"discarded: {where} drift did not drop ({before.drift:.4g} -> "
+                   f"{after.drift:.4g}); calibrated weights kept")
+
+
+def _spatial(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has a float input with spatial axes (``[N, C, *spatial]``)."""
+    return any(s.dims is not None and len(s.dims) >= 3 and s.dtype.kind == "f" for s in model_inputs(model))
+
+
+def _loss_text(options: FinetuneOptions, train: Trainable, reference_fit: dict[str, np.ndarray]) -> str:
+    """The loss, in words, as the summary records it."""
     loss_text = "drift^2 of the outputs"
     if options.feature_weight > 0 and train.features:
         loss_text += f" + {options.feature_weight:g} x mean drift^2 of {len(train.features)} converted layers' outputs"
     if options.temperature > 0 and any(looks_like_class_scores(v) for v in reference_fit.values()):
         loss_text += f" + KL of class scores (T = {options.temperature:g})"
-    summary = FinetuneSummary(
-        kept=kept, decision=decision,
-        held_out_drift_before=before_held.drift if before_held is not None else None,
-        held_out_drift_after=after_held.drift if after_held is not None else None,
-        fit_drift_before=before_fit.drift, fit_drift_after=after_fit.drift,
-        top1_agreement_before=decide_before.top1_agreement, top1_agreement_after=decide_after.top1_agreement,
-        steps=done, stopped_by=stopped_by, seconds=round(time.perf_counter() - started, 3),
-        fit_samples=fit.count, held_out_samples=held.count if held is not None else 0,
-        layers=train.layers, tensors=len(train.tensors),
-        parameters=int(sum(p.numel() for p in student.parameters.values())),
-        loss_first=losses[0] if losses else None, loss_last=float(np.mean(losses[-10:])) if losses else None,
-        augmentation=_augmentation_text(options, spatial), loss=loss_text, ort_error=ort_error,
-        torch_version=str(torch.__version__),
-    )
-    return FinetuneResult(tuned if kept else converted, summary)
+    return loss_text
 
 
 def _max_rel(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> float:
@@ -376,20 +434,7 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
     size = fixed_batch(model) or min(batch_size, n)
     features = list(train.features) if options.feature_weight > 0 else []
     outputs = list(teacher.output_names)
-
-    # per-tensor step sizes: a weight's RMS; a bias: the RMS of its conv's output
-    first = {k: v[: size] for k, v in arrays.items()}
-    with torch.no_grad():
-        conv_out = student.run(first, sorted(set(train.bias_of.values()))) if train.bias_of else {}
-    groups = []
-    for name, param in student.parameters.items():
-        if name in train.bias_of:
-            scale = float(conv_out[train.bias_of[name]].pow(2).mean().sqrt())
-        else:
-            scale = float(param.detach().pow(2).mean().sqrt())
-        scale = scale if scale > 0 and math.isfinite(scale) else 1.0
-        groups.append({"params": [param], "lr": options.lr * scale, "base": options.lr * scale})
-    optimiser = torch.optim.Adam(groups, betas=(0.9, 0.999))
+    optimiser = _optimiser(torch, student, train, {k: v[: size] for k, v in arrays.items()}, options)
 
     losses: list[float] = []
     order = rng.permutation(n)
@@ -402,9 +447,7 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
         if options.seconds is not None and elapsed >= options.seconds:
             stopped_by = "time"
             break
-        frac = max(step / total_steps, elapsed / options.seconds if options.seconds else 0.0)
-        warm = min(1.0, (step + 1) / max(1, int(0.05 * total_steps)))
-        factor = warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        factor = _lr_factor(step, total_steps, elapsed, options)
         for g in optimiser.param_groups:
             g["lr"] = g["base"] * factor
         if cursor + size > n:
@@ -412,19 +455,7 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
         index = torch.from_numpy(np.sort(order[cursor:cursor + size]))
         cursor += size
         feeds = _augment(torch, {k: v[index] for k, v in arrays.items()}, specs, options, rng)
-        with torch.no_grad():
-            t = teacher.run(feeds, outputs + features)
-        s = student.run(feeds, outputs + features)
-        loss = sum(_channel_drift2(torch, s[o], t[o]) for o in outputs if s[o].is_floating_point())
-        if options.temperature > 0:
-            temp = options.temperature
-            for o in outputs:
-                if t[o].dim() == 2 and t[o].shape[1] > 1 and t[o].is_floating_point():
-                    loss = loss + temp * temp * torch.nn.functional.kl_div(
-                        torch.log_softmax(s[o] / temp, dim=1), torch.log_softmax(t[o] / temp, dim=1),
-                        reduction="batchmean", log_target=True)
-        if features:
-            loss = loss + options.feature_weight * sum(_channel_drift2(torch, s[f], t[f]) for f in features) / len(features)
+        loss = _batch_loss(torch, teacher, student, feeds, outputs, features, options)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
@@ -437,6 +468,49 @@ def _train(torch, teacher, student, train: Trainable, fit: Dataset, model: onnx.
         if progress is not None:
             progress(done, total_steps, float(np.mean(losses[-10:])))
     return losses, done, stopped_by
+
+
+def _optimiser(torch, student, train: Trainable, first: dict, options: FinetuneOptions):
+    """Adam with per-tensor step sizes ``lr x scale``: a weight's RMS; a bias: the RMS of its
+    conv's output on the ``first`` batch (each group keeps its ``base`` step size)."""
+    with torch.no_grad():
+        conv_out = student.run(first, sorted(set(train.bias_of.values()))) if train.bias_of else {}
+    groups = []
+    for name, param in student.parameters.items():
+        if name in train.bias_of:
+            scale = float(conv_out[train.bias_of[name]].pow(2).mean().sqrt())
+        else:
+            scale = float(param.detach().pow(2).mean().sqrt())
+        scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        groups.append({"params": [param], "lr": options.lr * scale, "base": options.lr * scale})
+    return torch.optim.Adam(groups, betas=(0.9, 0.999))
+
+
+def _lr_factor(step: int, total_steps: int, elapsed: float, options: FinetuneOptions) -> float:
+    """The step-size factor: a 5 % linear warm-up, then a cosine from 1 to 0.1 over the
+    training's progress (the larger of steps done / steps and seconds used / seconds)."""
+    frac = max(step / total_steps, elapsed / options.seconds if options.seconds else 0.0)
+    warm = min(1.0, (step + 1) / max(1, int(0.05 * total_steps)))
+    return warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def _batch_loss(torch, teacher, student, feeds: dict, outputs: list[str], features: list[str],
+                options: FinetuneOptions):
+    """The distillation loss of one batch (the module docstring's ``L``), differentiable."""
+    with torch.no_grad():
+        t = teacher.run(feeds, outputs + features)
+    s = student.run(feeds, outputs + features)
+    loss = sum(_channel_drift2(torch, s[o], t[o]) for o in outputs if s[o].is_floating_point())
+    if options.temperature > 0:
+        temp = options.temperature
+        for o in outputs:
+            if t[o].dim() == 2 and t[o].shape[1] > 1 and t[o].is_floating_point():
+                loss = loss + temp * temp * torch.nn.functional.kl_div(
+                    torch.log_softmax(s[o] / temp, dim=1), torch.log_softmax(t[o] / temp, dim=1),
+                    reduction="batchmean", log_target=True)
+    if features:
+        loss = loss + options.feature_weight * sum(_channel_drift2(torch, s[f], t[f]) for f in features) / len(features)
+    return loss
 
 
 # --- --max-drift ---------------------------------------------------------------------------------
