@@ -183,25 +183,30 @@ def _ci_label(low: float | None, high: float | None, unresolved: bool = False) -
     return f" (95% CI {low:.2f}-{high:.2f}x{', not resolved' if unresolved else ''})"
 
 
+def _single_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool | None]]:
+    """The summary of one model: header, rows and (no) flags."""
+    m = report.models[0]
+    rows = [
+        ["params", fmt.count(m.params)],
+        ["MACs", fmt.count(m.macs)],
+        ["FLOPs (2 x MACs)", fmt.count(m.flops)],
+    ]
+    if m.latency is not None:
+        rows.append(["latency median (ms)", fmt.ms(m.latency.median)])
+        rows.append(["latency p10-p90 (ms)", f"{fmt.ms(m.latency.p10)}-{fmt.ms(m.latency.p90)}"])
+    if report.aa_check is not None:
+        aa = report.aa_check
+        rows.append([f"A/A ratio (noise floor){_ci_label(aa.ci_low, aa.ci_high)}", fmt.times(aa.ratio)])
+    if m.accuracy is not None:
+        rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
+    return ["metric", "value"], rows, [None] * len(rows)
+
+
 def _summary_rows(report: Report) -> tuple[list[str], list[list[str]], list[bool | None]]:
     """Header, rows (plain text) and each row's good/bad flag for the change column."""
     models = report.models
     if not report.is_pair:
-        m = models[0]
-        rows = [
-            ["params", fmt.count(m.params)],
-            ["MACs", fmt.count(m.macs)],
-            ["FLOPs (2 x MACs)", fmt.count(m.flops)],
-        ]
-        if m.latency is not None:
-            rows.append(["latency median (ms)", fmt.ms(m.latency.median)])
-            rows.append(["latency p10-p90 (ms)", f"{fmt.ms(m.latency.p10)}-{fmt.ms(m.latency.p90)}"])
-        if report.aa_check is not None:
-            aa = report.aa_check
-            rows.append([f"A/A ratio (noise floor){_ci_label(aa.ci_low, aa.ci_high)}", fmt.times(aa.ratio)])
-        if m.accuracy is not None:
-            rows.append(["top-1 accuracy", fmt.pct(m.accuracy)])
-        return ["metric", "value"], rows, [None] * len(rows)
+        return _single_rows(report)
 
     if report.int8 is not None:
         return _int8_rows(report)

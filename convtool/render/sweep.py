@@ -334,6 +334,125 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
+class _Frame:
+    """The plot area of :func:`svg`: its ticks, margins and the data-to-pixel mapping."""
+
+    left, right, top, bottom = 70, 30, 50, 60
+    inset = 0.04  # points never sit on the frame
+
+    def __init__(self, width: int, height: int, xt: list[float], yt: list[float], drift_axis: bool) -> None:
+        self.width, self.height, self.xt, self.yt, self.drift_axis = width, height, xt, yt, drift_axis
+        self.pw, self.ph = width - self.left - self.right, height - self.top - self.bottom
+
+    def x_of(self, q: float) -> float:
+        xt = self.xt
+        f = (q - xt[0]) / ((xt[-1] - xt[0]) or 1.0)
+        return self.left + (self.inset + (1.0 - 2 * self.inset) * (1.0 - f if self.drift_axis else f)) * self.pw
+
+    def y_of(self, s: float) -> float:
+        yt = self.yt
+        return self.top + (1.0 - (s - yt[0]) / ((yt[-1] - yt[0]) or 1.0)) * self.ph
+
+    def xlabel(self, q: float) -> str:
+        return f"{q:g}" if self.drift_axis else f"{q * 100:.4g}%"
+
+
+def _svg_x_ticks(xs: list[float], drift_axis: bool) -> list[float]:
+    """The x ticks: from 0 for drift; for a fraction the span of the data, never past 100 %."""
+    if drift_axis:
+        return nice_ticks(0.0, max(xs)) if xs and max(xs) > 0 else [0.0, 0.01]
+    lo, hi = (min(xs), max(xs)) if xs else (0.9, 1.0)
+    span = max(hi - lo, 0.002)  # at least 0.2 points, so that equal values get a readable axis
+    lo, hi = max(0.0, lo - 0.1 * span), min(1.0, hi + 0.1 * span)
+    xt = [t for t in nice_ticks(lo, hi) if t <= 1.0 + 1e-12]
+    if xt[-1] < hi:  # ticks past 100 % were dropped: the data still ends inside the frame
+        xt.append(1.0)
+    return xt
+
+
+def _svg_header(record: SweepRecord, axis: str, frame: _Frame) -> list[str]:
+    """The opening tag, background, title and subtitle."""
+    width, height = frame.width, frame.height
+    threads = record.environment.get("threads")
+    subtitle = (f"{_plural(threads, 'thread') if isinstance(threads, int) else f'{threads} threads'}, "
+                f"objective {record.objective}, {_finetune_words(record)}; filled: Pareto front")
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            f'<text x="{width / 2:.1f}" y="22" text-anchor="middle" font-size="15">'
+            f'{escape(f"convtool sweep: speedup against {_QUALITY[axis]}, one point per drift budget")}</text>',
+            f'<text x="{width / 2:.1f}" y="38" text-anchor="middle" fill="#555">{escape(subtitle)}</text>']
+
+
+def _svg_axes(axis: str, frame: _Frame) -> list[str]:
+    """Grid, ticks, frame, the 1.00x line and the axis titles."""
+    left, top, pw, ph = frame.left, frame.top, frame.pw, frame.ph
+    xt, yt = frame.xt, frame.yt
+    name = _QUALITY[axis] + (" on the evaluation data (lower is better, right)" if frame.drift_axis else
+                             " on the evaluation data")
+    out = []
+    for v in yt:  # grid and y ticks
+        y = frame.y_of(v)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{v:g}x</text>')
+    for v in xt:
+        x = frame.x_of(v)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{escape(frame.xlabel(v))}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    if yt[0] <= 1.0 <= yt[-1]:
+        y1 = frame.y_of(1.0)
+        out.append(f'<line x1="{left}" y1="{y1:.1f}" x2="{left + pw}" y2="{y1:.1f}" stroke="#999" '
+                   f'stroke-dasharray="5,4"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{frame.height - 16}" text-anchor="middle">{escape(name)}</text>')
+    out.append(f'<text x="18" y="{top + ph / 2:.1f}" text-anchor="middle" '
+               f'transform="rotate(-90 18 {top + ph / 2:.1f})">speedup over the original (x)</text>')
+    return out
+
+
+def _svg_points(pts: list[tuple[SweepPoint, float, float]], axis: str, frame: _Frame) -> list[str]:
+    """The Pareto line, one circle per budget and the budget labels."""
+    out = []
+    front = sorted(((frame.x_of(q), frame.y_of(s)) for p, q, s in pts if p.pareto), key=lambda xy: xy[0])
+    if len(front) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
+        out.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
+    labels: dict[tuple[int, int], list[str]] = {}  # budgets landing on one spot share one label
+    for p, q, s in pts:
+        x, y = frame.x_of(q), frame.y_of(s)
+        fill = "#1f77b4" if p.pareto else "white"
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#1f77b4" stroke-width="2">'
+                   f'<title>{escape(_tooltip(p, axis))}</title></circle>')
+        labels.setdefault((round(x), round(y)), []).append(f"{p.budget:g}")
+    for (x, y), budgets in labels.items():  # right half: labels to the left of the point
+        anchor, dx = ("end", -9) if x > frame.left + frame.pw / 2 else ("start", 9)
+        out.append(f'<text x="{x + dx}" y="{y - 8}" text-anchor="{anchor}">{escape(", ".join(budgets))}</text>')
+    return out
+
+
+def _svg_int8(int8_at: tuple, axis: str, frame: _Frame) -> list[str]:
+    """The INT8 original: a labelled diamond (nothing when it has no position)."""
+    if int8_at[0] is None or int8_at[1] is None:
+        return []
+    x, y = frame.x_of(int8_at[0]), frame.y_of(int8_at[1])
+    tip = (f"the INT8-quantized original: {fmt.times(int8_at[1])}, {_QUALITY[axis]} "
+           f"{_quality_text(int8_at[0], axis)}")
+    anchor, dx = ("end", -10) if x > frame.left + frame.pw / 2 else ("start", 10)
+    return [f'<polygon points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
+            f'fill="#d62728"><title>{escape(tip)}</title></polygon>',
+            f'<text x="{x + dx:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}" fill="#d62728">INT8 original</text>']
+
+
+def _svg_original(orig_q: float | None, frame: _Frame) -> list[str]:
+    """The original: a grey square at (its quality, 1.00x) (nothing without a quality)."""
+    if orig_q is None:
+        return []
+    x, y = frame.x_of(orig_q), frame.y_of(1.0)
+    return [f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666">'
+            f'<title>the original: speedup 1.00x</title></rect>',
+            f'<text x="{x:.1f}" y="{y + 20:.1f}" text-anchor="middle" fill="#444">original</text>']
+
+
 def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     """The picture: speedup against the quality measure, Pareto front marked (module docstring)."""
     axis = record.x_axis
@@ -347,85 +466,10 @@ def svg(record: SweepRecord, width: int = 720, height: int = 440) -> str:
     if int8_at[0] is not None and int8_at[1] is not None:  # the INT8 original: inside the frame too
         xs.append(int8_at[0])
         ys.append(int8_at[1])
-    if drift_axis:
-        xt = nice_ticks(0.0, max(xs)) if xs and max(xs) > 0 else [0.0, 0.01]
-    else:  # a fraction: the span of the data (original included), never past 100 %
-        lo, hi = (min(xs), max(xs)) if xs else (0.9, 1.0)
-        span = max(hi - lo, 0.002)  # at least 0.2 points, so that equal values get a readable axis
-        lo, hi = max(0.0, lo - 0.1 * span), min(1.0, hi + 0.1 * span)
-        xt = [t for t in nice_ticks(lo, hi) if t <= 1.0 + 1e-12]
-        if xt[-1] < hi:  # ticks past 100 % were dropped: the data still ends inside the frame
-            xt.append(1.0)
-    yt = nice_ticks(min(0.9, min(ys)), max(ys))
-    left, right, top, bottom = 70, 30, 50, 60
-    pw, ph = width - left - right, height - top - bottom
-
-    inset = 0.04  # points never sit on the frame
-
-    def x_of(q: float) -> float:
-        f = (q - xt[0]) / ((xt[-1] - xt[0]) or 1.0)
-        return left + (inset + (1.0 - 2 * inset) * (1.0 - f if drift_axis else f)) * pw
-
-    def y_of(s: float) -> float:
-        return top + (1.0 - (s - yt[0]) / ((yt[-1] - yt[0]) or 1.0)) * ph
-
-    def xlabel(q: float) -> str:
-        return f"{q:g}" if drift_axis else f"{q * 100:.4g}%"
-
-    threads = record.environment.get("threads")
-    subtitle = (f"{_plural(threads, 'thread') if isinstance(threads, int) else f'{threads} threads'}, "
-                f"objective {record.objective}, {_finetune_words(record)}; filled: Pareto front")
-    name = _QUALITY[axis] + (" on the evaluation data (lower is better, right)" if drift_axis else
-                             " on the evaluation data")
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2:.1f}" y="22" text-anchor="middle" font-size="15">'
-           f'{escape(f"convtool sweep: speedup against {_QUALITY[axis]}, one point per drift budget")}</text>',
-           f'<text x="{width / 2:.1f}" y="38" text-anchor="middle" fill="#555">{escape(subtitle)}</text>']
-    for v in yt:  # grid and y ticks
-        y = y_of(v)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{v:g}x</text>')
-    for v in xt:
-        x = x_of(v)
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#eee"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{escape(xlabel(v))}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
-    if yt[0] <= 1.0 <= yt[-1]:
-        y1 = y_of(1.0)
-        out.append(f'<line x1="{left}" y1="{y1:.1f}" x2="{left + pw}" y2="{y1:.1f}" stroke="#999" '
-                   f'stroke-dasharray="5,4"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 16}" text-anchor="middle">{escape(name)}</text>')
-    out.append(f'<text x="18" y="{top + ph / 2:.1f}" text-anchor="middle" '
-               f'transform="rotate(-90 18 {top + ph / 2:.1f})">speedup over the original (x)</text>')
-    front = sorted(((x_of(q), y_of(s)) for p, q, s in pts if p.pareto), key=lambda xy: xy[0])
-    if len(front) > 1:
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
-    labels: dict[tuple[int, int], list[str]] = {}  # budgets landing on one spot share one label
-    for p, q, s in pts:
-        x, y = x_of(q), y_of(s)
-        fill = "#1f77b4" if p.pareto else "white"
-        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#1f77b4" stroke-width="2">'
-                   f'<title>{escape(_tooltip(p, axis))}</title></circle>')
-        labels.setdefault((round(x), round(y)), []).append(f"{p.budget:g}")
-    for (x, y), budgets in labels.items():  # right half: labels to the left of the point
-        anchor, dx = ("end", -9) if x > left + pw / 2 else ("start", 9)
-        out.append(f'<text x="{x + dx}" y="{y - 8}" text-anchor="{anchor}">{escape(", ".join(budgets))}</text>')
-    if int8_at[0] is not None and int8_at[1] is not None:  # a diamond, labelled, above the points
-        x, y = x_of(int8_at[0]), y_of(int8_at[1])
-        tip = (f"the INT8-quantized original: {fmt.times(int8_at[1])}, {_QUALITY[axis]} "
-               f"{_quality_text(int8_at[0], axis)}")
-        out.append(f'<polygon points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}" '
-                   f'fill="#d62728"><title>{escape(tip)}</title></polygon>')
-        anchor, dx = ("end", -10) if x > left + pw / 2 else ("start", 10)
-        out.append(f'<text x="{x + dx:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}" fill="#d62728">INT8 original</text>')
-    if orig_q is not None:  # last, so that it stays visible above budgets that converted nothing
-        x, y = x_of(orig_q), y_of(1.0)
-        out.append(f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="#666">'
-                   f'<title>the original: speedup 1.00x</title></rect>')
-        out.append(f'<text x="{x:.1f}" y="{y + 20:.1f}" text-anchor="middle" fill="#444">original</text>')
+    frame = _Frame(width, height, _svg_x_ticks(xs, drift_axis), nice_ticks(min(0.9, min(ys)), max(ys)), drift_axis)
+    out = _svg_header(record, axis, frame) + _svg_axes(axis, frame) + _svg_points(pts, axis, frame)
+    out += _svg_int8(int8_at, axis, frame)  # a diamond, labelled, above the points
+    out += _svg_original(orig_q, frame)  # last, so that it stays visible above budgets that converted nothing
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
