@@ -18,9 +18,8 @@ def prefix_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelPr
     """
     graph = model.graph
     producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    has_subgraphs = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                        for n in graph.node for a in n.attribute)
-    if has_subgraphs:
+    subgraphs = has_subgraphs(model)
+    if subgraphs:
         keep = set(range(len(graph.node)))
     else:
         keep = set()
@@ -31,20 +30,35 @@ def prefix_model(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelPr
                 continue
             keep.add(idx)
             stack.extend(graph.node[idx].input)
+    out = with_nodes(model, keep, all_initializers=subgraphs)
+    g = out.graph
+    known = {vi.name: vi for vi in (*graph.value_info, *graph.output)}
+    del g.output[:]
+    for name in outputs:
+        vi = known.get(name) or onnx.helper.make_tensor_value_info(name, _elem_type(model, name), None)
+        g.output.append(vi)
+    return out
+
+
+def has_subgraphs(model: onnx.ModelProto) -> bool:
+    """Whether any node carries a control-flow body (``If`` / ``Loop`` / ``Scan``)."""
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in model.graph.node for a in n.attribute)
+
+
+def with_nodes(model: onnx.ModelProto, keep, all_initializers: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` with only the nodes at indices ``keep`` (graph order) and the
+    initializers they read (all of them with ``all_initializers``); inputs and outputs as
+    they were, for the caller to set."""
+    graph = model.graph
     needed = {i for k in keep for i in graph.node[k].input}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
     del g.node[:]
     g.node.extend(graph.node[k] for k in sorted(keep))
-    inits = [t for t in graph.initializer if t.name in needed or has_subgraphs]
     del g.initializer[:]
-    g.initializer.extend(inits)
-    known = {vi.name: vi for vi in (*graph.value_info, *graph.output)}
-    del g.output[:]
-    for name in outputs:
-        vi = known.get(name) or onnx.helper.make_tensor_value_info(name, _elem_type(model, name), None)
-        g.output.append(vi)
+    g.initializer.extend(t for t in graph.initializer if all_initializers or t.name in needed)
     return out
 
 

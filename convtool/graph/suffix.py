@@ -22,8 +22,9 @@ import onnx
 from onnx import helper
 
 from convtool.errors import ConvToolError
+from convtool.graph.prefix import has_subgraphs, with_nodes
 
-__all__ = ["Suffix", "has_subgraphs", "suffix_model", "value_infos"]
+__all__ = ["Suffix", "downstream", "has_subgraphs", "suffix_model", "value_infos"]
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,6 @@ class Suffix:
     start: str
     inputs: tuple[str, ...]  # ``start`` first, then the boundary tensors in graph order
     outputs: tuple[str, ...]  # the model outputs that depend on ``start``
-
-
-def has_subgraphs(model: onnx.ModelProto) -> bool:
-    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for n in model.graph.node for a in n.attribute)
 
 
 def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
@@ -52,12 +48,9 @@ def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
 
 
-def suffix_model(model: onnx.ModelProto, start: str, infos: dict | None = None) -> Suffix:
-    """The nodes downstream of ``start`` as a model (see the module docstring).
-
-    ``infos``: name -> ValueInfoProto with the tensors' types (default: :func:`value_infos`;
-    pass them in when cutting many suffixes of one model).
-    """
+def downstream(model: onnx.ModelProto, start: str) -> tuple[list[int], list[str], list[str]]:
+    """The suffix of ``start`` without building it: the indices of the nodes reachable forward
+    from it (graph order), its boundary tensors and the model outputs that depend on it."""
     if has_subgraphs(model):
         raise ConvToolError("the graph has control-flow subgraphs; suffix models are not supported")
     graph = model.graph
@@ -84,23 +77,27 @@ def suffix_model(model: onnx.ModelProto, start: str, infos: dict | None = None) 
         for name in graph.node[i].input:
             if name and name != start and name not in written and name not in inits and name not in boundary:
                 boundary.append(name)
+    outputs = [o.name for o in graph.output if o.name in written or o.name == start]
+    return sorted(keep), boundary, outputs
+
+
+def suffix_model(model: onnx.ModelProto, start: str, infos: dict | None = None) -> Suffix:
+    """The nodes downstream of ``start`` as a model (see the module docstring).
+
+    ``infos``: name -> ValueInfoProto with the tensors' types (default: :func:`value_infos`;
+    pass them in when cutting many suffixes of one model).
+    """
+    keep, boundary, outputs = downstream(model, start)
     infos = infos if infos is not None else value_infos(model)
-    needed = {n for i in keep for n in graph.node[i].input}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = with_nodes(model, keep)
     g = out.graph
-    del g.node[:]
-    g.node.extend(graph.node[i] for i in sorted(keep))
-    del g.initializer[:]
-    g.initializer.extend(t for t in graph.initializer if t.name in needed)
     del g.input[:]
     for name in (start, *boundary):
         vi = infos.get(name)
         if vi is None or not vi.type.tensor_type.elem_type:
             vi = helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
         g.input.append(vi)
-    outputs = [o for o in graph.output if o.name in written or o.name == start]
     del g.output[:]
-    g.output.extend(outputs)
+    g.output.extend(o for o in model.graph.output if o.name in outputs)
     del g.value_info[:]
-    return Suffix(out, start, (start, *boundary), tuple(o.name for o in outputs))
+    return Suffix(out, start, (start, *boundary), tuple(outputs))

@@ -339,6 +339,7 @@ class BudgetSearch:
         self.sites: list[ConvSite] = []
         self.sequential: dict[float, Measured] = {}  # per budget: the sequential refit's measurement
         self.kept_internal: dict[float, float] = {}  # per budget: the internal budget of the kept plan
+        self._ks: tuple | None = None  # _knapsack(): fixed once the candidates' drifts are known
         self.ft_attempts: dict[float, list[dict]] = {}  # per budget: --finetune attempts (deepen)
         self.q_attempts: dict[float, list[dict]] = {}  # per budget: --quantize int8 attempts
         self._q_original = None  # the INT8-quantized original (--quantize int8), made once
@@ -563,9 +564,7 @@ class BudgetSearch:
         ``promise``: the user's budget when ``budget`` is a tighter one chosen internally
         (``--quantize int8`` leaves room for the quantization's drift); the selection carries it."""
         t0 = time.perf_counter()
-        names = [n for n in self.names if self.candidates.get(n)]
-        options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
-        top = math.sqrt(sum(max(cost for cost, _ in opts) for opts in options)) if options else 0.0
+        _, options, top = self._knapsack()
         attempts: list[Attempt] = []
         best: tuple[dict[str, Candidate], Measured, float] = ({}, self.verify({}), 0.0)
         lo, hi = 0.0, math.inf
@@ -574,16 +573,13 @@ class BudgetSearch:
             if not options or internal <= 0:
                 break
             self._tick("verifying plans", step, MAX_VERIFICATIONS)
-            picks = knapsack.solve(options, internal * internal)
-            chosen = {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
+            chosen = self.plan_for(internal)
             m = self.verify(chosen)
             ok = self.keeps(m, budget)
-            attempts.append(Attempt(internal, len(chosen), m.value, m.bound, ok,
-                                    sum(c.gain(self.objective) for c in chosen.values())))
+            attempts.append(Attempt(internal, len(chosen), m.value, m.bound, ok, self.gain_of(chosen)))
             if ok:
                 lo = internal
-                if sum(c.gain(self.objective) for c in chosen.values()) > sum(
-                        c.gain(self.objective) for c in best[0].values()):
+                if self.gain_of(chosen) > self.gain_of(best[0]):
                     best = (chosen, m, internal)
             else:
                 hi = internal
@@ -596,7 +592,7 @@ class BudgetSearch:
         self.attempts[budget] = tuple(attempts)
         chosen, measured, internal = best
         self.kept_internal[budget] = internal
-        notes = self._notes(budget, names, chosen, measured)
+        notes = self._notes(budget, chosen, measured)
         self.phases[f"selection {budget:g}"] = round(time.perf_counter() - t0, 3)
         selection = self._finish(budget, dict(chosen), notes)
         if promise is not None:
@@ -607,12 +603,38 @@ class BudgetSearch:
                                       f"held-out samples (needs >= {need}); no plan was accepted")
         return selection
 
-    def _notes(self, budget: float, names: Sequence[str], chosen: Mapping[str, Candidate], measured: Measured,
+    def _knapsack(self) -> tuple[list[str], list[list[tuple[float, float]]], float]:
+        """The layers with candidates, each one's ``(cost, gain)`` options, and the internal budget
+        at which every layer takes its costliest option (fixed once :meth:`analyse` has run)."""
+        if self._ks is None:
+            names = [n for n in self.names if self.candidates.get(n)]
+            options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
+            top = math.sqrt(sum(max(cost for cost, _ in opts) for opts in options)) if options else 0.0
+            self._ks = (names, options, top)
+        return self._ks
+
+    def plan_for(self, internal: float) -> dict[str, Candidate]:
+        """The knapsack's plan for internal budget ``internal``: ``sum d_l^2 <= internal^2``."""
+        names, options, _ = self._knapsack()
+        picks = knapsack.solve(options, internal * internal)
+        return {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
+
+    def gain_of(self, chosen: Mapping[str, Candidate]) -> float:
+        return sum(c.gain(self.objective) for c in chosen.values())
+
+    def _adopt(self, selection: Selection, chosen: dict[str, Candidate], m: Measured, model: onnx.ModelProto,
+               how: str, **fields) -> Selection:
+        """``selection`` replaced by a larger plan the search measured (its notes, overrides, drift)."""
+        notes = self._notes(selection.budget, chosen, m, how)
+        return replace(selection, chosen=chosen, overrides=self.overrides_of(chosen, notes), value=m.value,
+                       drift=m.drift, bound=m.bound, model=model, notes=notes, **fields)
+
+    def _notes(self, budget: float, chosen: Mapping[str, Candidate], measured: Measured,
                how: str = "") -> dict[str, str]:
         """Why each layer was chosen or left, for the record."""
         notes: dict[str, str] = dict(self.left)
         bound = "" if measured.bound is None else f" (95% bound {measured.bound:.4g})"
-        for name in names:
+        for name in self._knapsack()[0]:
             if name in chosen:
                 c = chosen[name]
                 notes[name] = (f"chosen at rank {c.rank} ({c.layout}){how}: {describe_gain(c, self.objective)}, drift "
@@ -749,10 +771,8 @@ class BudgetSearch:
         timed end to end), at most :data:`SEQ_ROUNDS` times; the larger plan is kept only when
         it keeps the budget."""
         budget = selection.budget
-        names = [n for n in self.names if self.candidates.get(n)]
-        options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
         lo, hi = self.kept_internal.get(budget, 0.0), math.inf
-        gain = sum(c.gain(self.objective) for c in selection.chosen.values())
+        gain = self.gain_of(selection.chosen)
         measured = m.bound if m.bound is not None else m.value
         if lo <= 0 or measured >= ROOM * budget:
             return selection
@@ -762,9 +782,8 @@ class BudgetSearch:
                         else math.sqrt(lo * hi))
             if hi < math.inf and hi / lo < 1.0 + BRACKET:
                 break
-            picks = knapsack.solve(options, internal * internal)
-            chosen = {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
-            this = sum(c.gain(self.objective) for c in chosen.values())
+            chosen = self.plan_for(internal)
+            this = self.gain_of(chosen)
             if this <= gain:
                 lo = internal
                 continue
@@ -784,11 +803,8 @@ class BudgetSearch:
                 hi = internal
                 continue
             lo, measured = internal, (m2.bound if m2.bound is not None else m2.value)
-            notes = self._notes(budget, names, chosen, m2, " (room left by the sequential refit)")
-            overrides = self.overrides_of(chosen, notes)
-            selection = replace(selection, chosen=chosen, overrides=overrides, value=m2.value, drift=m2.drift,
-                                bound=m2.bound, model=model, notes=notes, calibration=cal,
-                                end_to_end=verdict or selection.end_to_end, dropped=())
+            selection = self._adopt(selection, chosen, m2, model, " (room left by the sequential refit)",
+                                    calibration=cal, end_to_end=verdict or selection.end_to_end, dropped=())
             gain = this
         return selection
 
@@ -887,12 +903,10 @@ class BudgetSearch:
         if ftopt is None or not self.refit:
             return selection
         budget = selection.budget
-        names = [n for n in self.names if self.candidates.get(n)]
-        options = [[(self.cost(c), c.gain(self.objective)) for c in self.candidates[n]] for n in names]
-        top = math.sqrt(sum(max(cost for cost, _ in opts) for opts in options)) if options else 0.0
-        start = max((a.internal for a in self.attempts.get(budget, ()) if a.kept), default=0.0)
+        top = self._knapsack()[2]
+        start = self.kept_internal.get(budget, 0.0)
         best, tried = selection, []
-        gain = sum(c.gain(self.objective) for c in selection.chosen.values())
+        gain = self.gain_of(selection.chosen)
         lo, hi, internal = start, math.inf, start
         for attempt in range(FINETUNE_ATTEMPTS):
             t0 = time.perf_counter()
@@ -900,8 +914,7 @@ class BudgetSearch:
                 chosen = dict(selection.chosen)
             else:
                 internal = min(top, internal * 2.0 if hi == math.inf else math.sqrt(max(lo, 1e-12) * hi))
-                picks = knapsack.solve(options, internal * internal)
-                chosen = {n: self.candidates[n][j] for n, j in zip(names, picks) if j is not None}
+                chosen = self.plan_for(internal)
                 if self.plan_key(self.plan_of(chosen)) in tried or not chosen:
                     break
             tried.append(self.plan_key(self.plan_of(chosen)))
@@ -915,17 +928,14 @@ class BudgetSearch:
             if ok and self.objective == "latency" and self.timing.confirm and attempt > 0:
                 verdict = self._time_whole(tuned.model)
                 ok = verdict.convert
-            this = sum(c.gain(self.objective) for c in chosen.values())
+            this = self.gain_of(chosen)
             self.ft_attempts.setdefault(budget, []).append(
                 {"internal_budget": internal, "layers": len(chosen), "gain": this, "drift_before": before.value,
                  "drift": m.value, "bound": m.bound, "kept": ok, "finetune_kept": tuned.summary.kept,
                  "steps": tuned.summary.steps, "seconds": round(time.perf_counter() - t0, 3)})
             if ok and (attempt == 0 or this > gain):
-                notes = self._notes(budget, names, chosen, m, " after fine-tuning")
-                overrides = self.overrides_of(chosen, notes)
-                best = replace(best, chosen=chosen, overrides=overrides, value=m.value, drift=m.drift, bound=m.bound,
-                               model=tuned.model, notes=notes, factors=self.cal.factors, calibration=cal,
-                               end_to_end=verdict or best.end_to_end, finetune=tuned.summary)
+                best = self._adopt(best, chosen, m, tuned.model, " after fine-tuning", factors=self.cal.factors,
+                                   calibration=cal, end_to_end=verdict or best.end_to_end, finetune=tuned.summary)
                 gain, lo = this, internal
             elif attempt > 0:
                 hi = internal

@@ -44,7 +44,7 @@ from convtool.core.refit import few_blas_threads
 from convtool.graph.prefix import prefix_model
 from convtool.graph.select import ConvSite
 from convtool.graph.single import batch_free, conv_shape, replacement_model
-from convtool.graph.suffix import has_subgraphs, suffix_model, value_infos
+from convtool.graph.suffix import downstream, has_subgraphs, suffix_model, value_infos
 from convtool.options import CalibrationOptions
 from convtool.records import CalibrationSummary, LayerRefit
 from convtool.runtime.inputs import Dataset, batches, fixed_batch
@@ -112,11 +112,7 @@ class Capture:
 
 def _boundary(model: onnx.ModelProto, ys: Sequence[str]) -> set[str]:
     """Every tensor a suffix from one of ``ys`` reads from outside itself."""
-    names: set[str] = set()
-    infos: dict = {}
-    for y in ys:
-        names.update(suffix_model(model, y, infos).inputs[1:])
-    return names
+    return {name for y in ys for name in downstream(model, y)[1]}
 
 
 def capture(model: onnx.ModelProto, sites: Sequence[ConvSite], decisions: Mapping[str, Decision],
