@@ -16,17 +16,11 @@ from builders import smooth_inputs, three_conv_model
 from clirun import invoke
 from test_search_sweep import Fake
 
-from convtool.runtime import timing as timing_mod
-from convtool.search import latency as latency_mod
 
 
 @pytest.fixture(autouse=True)
 def fake(monkeypatch):
-    f = Fake()
-    monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
-    monkeypatch.setattr(latency_mod, "confirm", f.confirm)
-    monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
-    return f
+    return Fake.install(monkeypatch)
 
 
 @pytest.fixture

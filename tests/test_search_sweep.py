@@ -32,6 +32,15 @@ class Fake:
     """Every layer form ``speedup`` x faster; the whole model per the queue; the i-th point timed
     against the original gets a median of ``1 / (1 + 0.25 i)`` ms (later budgets, faster)."""
 
+    @classmethod
+    def install(cls, monkeypatch) -> "Fake":
+        """Every layer, end-to-end and pair timing of the sweep faked by a new instance."""
+        f = cls()
+        monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
+        monkeypatch.setattr(latency_mod, "confirm", f.confirm)
+        monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
+        return f
+
     def __init__(self):
         self.speedup = 2.0
         self.e2e = 1.5
@@ -58,11 +67,7 @@ class Fake:
 
 @pytest.fixture(autouse=True)
 def fake(monkeypatch):
-    f = Fake()
-    monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
-    monkeypatch.setattr(latency_mod, "confirm", f.confirm)
-    monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
-    return f
+    return Fake.install(monkeypatch)
 
 
 def _options(tmp_path, **kw) -> ConvertOptions:

@@ -27,18 +27,12 @@ from convtool.errors import OptionError
 from convtool.options import QuantizeOptions, SweepOptions
 from convtool.records import PairSpeed, SweepInt8
 from convtool.render import sweep as render
-from convtool.runtime import timing as timing_mod
-from convtool.search import latency as latency_mod
 from convtool.search.sweep import pareto
 
 
 @pytest.fixture(autouse=True)
 def fake(monkeypatch):
-    f = Fake()
-    monkeypatch.setattr(latency_mod, "time_pair", f.time_pair)
-    monkeypatch.setattr(latency_mod, "confirm", f.confirm)
-    monkeypatch.setattr(timing_mod, "time_rounds", f.time_rounds)
-    return f
+    return Fake.install(monkeypatch)
 
 
 def test_the_int8_original_is_a_reference_point_and_every_point_is_timed_against_it(tmp_path, fake):
