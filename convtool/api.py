@@ -232,10 +232,7 @@ def _confirm_latency(run: _Run) -> None:
             reason = (f"whole model {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) with the "
                       f"converted layers ({verdict.original_ms:.3g} -> {verdict.replacement_ms:.3g} ms, measured "
                       "end to end) is not faster beyond noise; kept the original")
-            for layer in record.layers:
-                if layer.converted:
-                    layer.skip(reason)
-            record.totals.converted, record.totals.skipped = 0, len(record.layers)
+            _revert(record, reason)
             run.warnings.append(f"--latency-aware: {reason}")
             run.new_model = copy_model(run.model)
     record.latency = latency.summary(run.tuning, lat, verdict, reverted)
@@ -291,14 +288,9 @@ def _quantize_step(run: _Run) -> None:
     """``--quantize int8``: the search's quantized model, else equalize + quantize here."""
     record, search = run.record, run.search
     if search is not None and search.quantization is not None and run.tuning is None:
-        # the search quantized, measured and timed its model against the INT8 original itself
+        # the search quantized, measured and timed its model against the INT8 original itself (when
+        # it kept the original layers its plan converts nothing, and the record says so already)
         run.new_model, record.quantization = copy_model(search.model), search.quantization
-        if not record.totals.converted or not any(c for c in search.summary.ranks.values()):
-            for layer in record.layers:
-                if layer.converted:
-                    layer.skip(search.notes.get(layer.name, "left unconverted by --quantize int8"))
-            record.totals.converted = sum(1 for layer in record.layers if layer.converted)
-            record.totals.skipped = len(record.layers) - record.totals.converted
     elif run.options.quantize is not None and run.data is not None:
         run.new_model, record.quantization = _quantize(run.model, run.new_model, record, run.data, run.options)
         lat = run.options.latency_aware
@@ -335,25 +327,44 @@ def _copy_layer_errors(record) -> None:
 def _quantize(original: onnx.ModelProto, converted: onnx.ModelProto, record: ConversionRecord, data: Dataset,
               options: ConvertOptions):
     """``--quantize int8``: equalize, quantize on the fit part, measure drift on the held-out part."""
-    from convtool.analysis.drift import compare_outputs
     from convtool.graph.equalize import equalize_model
     from convtool.runtime.quantize import quantize_model
-    from convtool.runtime.run import run_outputs
 
     q = options.quantize
     assert q is not None
-    cal = options.calibration_or_default
-    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    fit, held = _int8_split(original, data, options)
     pairs: list = []
     if q.equalize and record.totals.converted:
         converted, pairs = equalize_model(converted, record.layers)
     quantized = quantize_model(converted, fit, q)
-    drift, samples = None, 0
-    if held is not None:
-        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
-                                run_outputs(quantized.model, held, cal.batch_size)).drift
-        samples = held.count
-    return quantized.model, replace(quantized.summary, equalized=tuple(pairs), drift=drift, drift_samples=samples)
+    return quantized.model, _with_drift(quantized.summary, original, quantized.model, held, options, pairs)
+
+
+def _int8_split(original: onnx.ModelProto, data: Dataset, options: ConvertOptions) -> tuple[Dataset, Dataset | None]:
+    """(fit, held-out): the refit's split - INT8 calibrates on the first, its drift is measured on the second."""
+    cal = options.calibration_or_default
+    return data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+
+
+def _with_drift(summary, original: onnx.ModelProto, quantized: onnx.ModelProto, held: Dataset | None,
+                options: ConvertOptions, pairs=()):
+    """``summary`` with the quantized model's drift against the float original on ``held``."""
+    from convtool.analysis.drift import compare_outputs
+    from convtool.runtime.run import run_outputs
+
+    if held is None:
+        return replace(summary, equalized=tuple(pairs), drift=None, drift_samples=0)
+    batch = options.calibration_or_default.batch_size
+    drift = compare_outputs(run_outputs(original, held, batch), run_outputs(quantized, held, batch)).drift
+    return replace(summary, equalized=tuple(pairs), drift=drift, drift_samples=held.count)
+
+
+def _revert(record: ConversionRecord, reason: str) -> None:
+    """Every converted layer of ``record`` back to skipped, with ``reason``."""
+    for layer in record.layers:
+        if layer.converted:
+            layer.skip(reason)
+    record.totals.converted, record.totals.skipped = 0, len(record.layers)
 
 
 def _never_slower_int8(original: onnx.ModelProto, quantized: onnx.ModelProto, record: ConversionRecord,
@@ -367,8 +378,7 @@ def _never_slower_int8(original: onnx.ModelProto, quantized: onnx.ModelProto, re
     q = options.quantize
     lat = options.latency_aware
     assert q is not None and lat is not None
-    cal = options.calibration_or_default
-    fit, held = data.split(cal.holdout, cal.seed, fixed_batch(original) or 1)
+    fit, held = _int8_split(original, data, options)
     baseline = quantize_model(original, fit, q)
     verdict = latency.confirm(baseline.model, quantized, lat, options.input_shape_map,
                               progress=_stage(progress, "timing INT8 models"))
@@ -378,21 +388,10 @@ def _never_slower_int8(original: onnx.ModelProto, quantized: onnx.ModelProto, re
         return quantized
     reason = (f"the quantized converted model is {verdict.speedup:.2f}x ({verdict.ci_low:.2f}-{verdict.ci_high:.2f}x) "
               "the INT8-quantized original, not faster beyond noise; kept the original layers (quantized)")
-    for layer in record.layers:
-        if layer.converted:
-            layer.skip(reason)
-    record.totals.converted, record.totals.skipped = 0, len(record.layers)
+    _revert(record, reason)
     if record.latency is not None:
         record.latency = replace(record.latency, reverted=True)
-    drift, samples = None, 0
-    if held is not None:
-        from convtool.analysis.drift import compare_outputs
-        from convtool.runtime.run import run_outputs
-
-        drift = compare_outputs(run_outputs(original, held, cal.batch_size),
-                                run_outputs(baseline.model, held, cal.batch_size)).drift
-        samples = held.count
-    record.quantization = replace(baseline.summary, drift=drift, drift_samples=samples)
+    record.quantization = _with_drift(baseline.summary, original, baseline.model, held, options)
     warnings.append(f"--latency-aware --quantize int8: {reason}")
     return baseline.model
 

@@ -271,3 +271,32 @@ def test_int8_timing_quantizes_both_one_layer_models_and_keys_the_cache(tmp_path
     assert len(seen) == 2 and all("QuantizeLinear" in ops for ops in seen)
     assert "INT8" in cand.verdict.reason
     assert tuner.key(shape, d.rank, d.layout) != float_tuner.key(shape, d.rank, d.layout)
+
+
+@pytest.mark.parametrize("e2e", [3.0, 0.7], ids=["faster", "slower"])
+def test_latency_aware_int8_is_checked_against_the_int8_original(tmp_path, fake, e2e):
+    """--latency-aware --quantize int8: the quantized conversion is kept only when faster than the
+    INT8-quantized original; otherwise that original (quantized, no layer converted) is written."""
+    import numpy as np
+
+    from convtool.options import CalibrationOptions, QuantizeOptions
+
+    fake({"repeat": 2.0, "branches": 2.0, "multiplier": 2.0, "pointwise_first": 2.0}, e2e=e2e)
+    model = onnx.load(SAMPLES / "digits_cnn.onnx")
+    with np.load(SAMPLES / "digits_calib.npz") as f:
+        calib = {"input": f["input"][:40]}
+    options = ConvertOptions(rank=RankPolicy.fixed(2), layout="multiplier", quantize=QuantizeOptions(),
+                             calibration=CalibrationOptions(factors="pointwise"),
+                             latency_aware=LatencyOptions(cache_dir=str(tmp_path)))
+    result = convert_model(model, options, calibration_data=calib)
+    record = result.record
+    assert record.quantization is not None and record.quantization.drift is not None
+    assert any(n.op_type == "QuantizeLinear" for n in result.model.graph.node)
+    assert record.latency.end_to_end is not None
+    if e2e > 1:
+        assert record.totals.converted > 0 and not record.latency.reverted
+        assert any(".dw" in n.name for n in result.model.graph.node)
+    else:
+        assert record.totals.converted == 0 and record.latency.reverted
+        assert not any(".dw" in n.name for n in result.model.graph.node)
+        assert any("INT8-quantized original, not faster beyond noise" in w for w in record.warnings)

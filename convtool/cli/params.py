@@ -129,7 +129,7 @@ LatencyAware = Annotated[bool, typer.Option(
     "--latency-aware", rich_help_panel=SPEED,
     help="Time each candidate layer against its replacement at its real input shape "
          "(interleaved, spinning off) and convert only layers measured faster beyond noise; then "
-         "time both whole models and keep the original if the result is slower.")]
+         "time both whole models and keep the original unless the result is faster beyond noise.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     "--cache-dir", metavar="DIR", rich_help_panel=SPEED, show_default="~/.cache/convtool",
     help="Where per-shape layer timings are cached.")]

@@ -719,9 +719,7 @@ class BudgetSearch:
                          slower, warnings, bound=m.bound)
 
     def _time_whole(self, converted: onnx.ModelProto) -> Verdict:
-        return latency.confirm(self.model, converted, self.timing, self.options.input_shape_map,
-                               progress=None if self.progress is None else
-                               (lambda d, t: self._tick("timing models", d, t)))
+        return self._time_pair(self.model, converted)
 
     def final(self, budget: float) -> tuple[Selection, str]:
         """Everything ``convert --max-drift budget`` does after the analysis - selection, final
