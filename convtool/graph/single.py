@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from convtool.core.plan import Decision
 from convtool.graph.emit import Namer, replace_conv
 
-__all__ = ["ConvShape", "batch_free", "conv_shape", "original_model", "replacement_model"]
+__all__ = ["ConvShape", "batch_free", "conv_shape", "original_model", "replacement_model", "window_attrs"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,20 @@ class ConvShape:
         return out
 
 
+def window_attrs(node: gs.Node, dims: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str]:
+    """A Conv node's ``strides``, ``pads``, ``dilations`` (ONNX defaults filled in) and ``auto_pad``."""
+    attrs = node.attrs
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    return (tuple(int(v) for v in attrs.get("strides", [1] * dims)),
+            tuple(int(v) for v in attrs.get("pads", [0] * (2 * dims))),
+            tuple(int(v) for v in attrs.get("dilations", [1] * dims)), auto_pad)
+
+
 def conv_shape(node: gs.Node, decision: Decision, x_shape: tuple[int, ...]) -> ConvShape:
     """The timing-relevant shape of ``node`` converted by ``decision``."""
-    attrs = node.attrs
     geo = decision.layer.geometry
-    d = len(geo.kernel)
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto_pad, bytes):
-        auto_pad = auto_pad.decode()
+    strides, pads, dilations, auto_pad = window_attrs(node, len(geo.kernel))
     return ConvShape(
         x_shape=tuple(int(v) for v in x_shape),
         dtype=str(np.dtype(decision.weight.dtype)),
@@ -61,10 +67,10 @@ def conv_shape(node: gs.Node, decision: Decision, x_shape: tuple[int, ...]) -> C
         in_channels=geo.in_channels,
         out_channels=geo.out_channels,
         group=geo.group,
-        strides=tuple(int(s) for s in attrs.get("strides", [1] * d)),
-        pads=tuple(int(p) for p in attrs.get("pads", [0] * (2 * d))),
-        dilations=tuple(int(v) for v in attrs.get("dilations", [1] * d)),
-        auto_pad=str(auto_pad),
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        auto_pad=auto_pad,
         bias=decision.bias is not None,
     )
 

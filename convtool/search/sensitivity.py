@@ -43,7 +43,7 @@ from convtool.core.plan import Decision
 from convtool.core.refit import few_blas_threads
 from convtool.graph.prefix import prefix_model
 from convtool.graph.select import ConvSite
-from convtool.graph.single import batch_free, conv_shape, replacement_model
+from convtool.graph.single import batch_free, conv_shape, replacement_model, window_attrs
 from convtool.graph.suffix import downstream, has_subgraphs, suffix_model, value_infos
 from convtool.options import CalibrationOptions
 from convtool.records import CalibrationSummary, LayerRefit
@@ -77,16 +77,9 @@ class LayerIO:
 
 
 def layer_io(site: ConvSite) -> LayerIO:
-    node = site.node
-    end = site.batchnorm_node if site.batchnorm_node is not None else node
-    d = len(site.geometry.kernel)
-    attrs = node.attrs
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    return LayerIO(site.name, node.inputs[0].name, end.outputs[0].name,
-                   tuple(int(v) for v in attrs.get("strides", [1] * d)),
-                   tuple(int(v) for v in attrs.get("pads", [0] * (2 * d))),
-                   tuple(int(v) for v in attrs.get("dilations", [1] * d)), auto_pad)
+    end = site.batchnorm_node if site.batchnorm_node is not None else site.node
+    return LayerIO(site.name, site.node.inputs[0].name, end.outputs[0].name,
+                   *window_attrs(site.node, len(site.geometry.kernel)))
 
 
 @dataclass
